@@ -1,0 +1,1 @@
+"""Checkpoint to GGUF conversion (installed as prometheus_lite.convert)."""

@@ -1,0 +1,1 @@
+"""prometheus-lite: a quantized, on-device Prometheus LLM judge."""

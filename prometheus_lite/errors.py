@@ -1,0 +1,67 @@
+"""Every error prometheus-lite raises on purpose.
+
+Library code raises these; only the CLI turns them into messages and exit codes
+(set ``PROMETHEUS_LITE_DEBUG=1`` to see the traceback instead). Each message says
+what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PrometheusLiteError",
+    "RubricError",
+    "PromptError",
+    "PromptTooLongError",
+    "ModelError",
+    "ModelNotFoundError",
+    "InvalidModelFileError",
+    "BatchInputError",
+    "ConversionError",
+    "QuantizationError",
+]
+
+
+class PrometheusLiteError(Exception):
+    """Base class: anything prometheus-lite reports to the user."""
+
+
+class RubricError(PrometheusLiteError, ValueError):
+    """A rubric is unknown, incomplete or malformed."""
+
+
+class PromptError(PrometheusLiteError, ValueError):
+    """A prompt cannot be built from the given inputs (bad field, unknown format)."""
+
+
+class PromptTooLongError(PromptError):
+    """The rendered prompt does not fit the model's context window."""
+
+    def __init__(self, message: str, *, prompt_tokens: int, n_ctx: int, needed: int) -> None:
+        super().__init__(message)
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        self.needed = needed
+
+
+class ModelError(PrometheusLiteError):
+    """A model cannot be resolved, read or loaded."""
+
+
+class ModelNotFoundError(ModelError, FileNotFoundError):
+    """The model path or hub reference does not resolve to a file."""
+
+
+class InvalidModelFileError(ModelError, ValueError):
+    """The file exists but is not a usable GGUF (wrong format, truncated, corrupt)."""
+
+
+class BatchInputError(PrometheusLiteError, ValueError):
+    """A batch input line is malformed (reported per line; the run goes on)."""
+
+
+class ConversionError(PrometheusLiteError):
+    """A checkpoint cannot be converted to GGUF."""
+
+
+class QuantizationError(PrometheusLiteError):
+    """A tensor or file cannot be quantized."""
