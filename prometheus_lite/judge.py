@@ -1,0 +1,283 @@
+"""The Judge: grade one response or compare two, always with a well-formed answer."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .constraint import SCORE_LABELS, WINNER_LABELS, OutputConstraint
+from .errors import PrometheusLiteError, PromptError, PromptTooLongError
+from .llama import LlamaRuntime, Sampling
+from .models import ModelInfo, detect_prompt_format, read_model_info, resolve_model
+from .prompts import Prompt, PromptFormat, build_prompt
+from .results import (
+    CompareRequest,
+    Comparison,
+    Failure,
+    Grade,
+    GradeRequest,
+    Request,
+    Result,
+    Usage,
+)
+from .rubrics import load_rubric
+
+__all__ = ["Judge", "Sampling", "render_prompt", "choose_prompt_format"]
+
+log = logging.getLogger(__name__)
+
+# The least room left for the answer before a prompt counts as too long: enough for
+# a short feedback sentence plus the closing "[RESULT] N".
+MIN_FEEDBACK_TOKENS = 32
+MARKER = "[RESULT]"
+
+
+def choose_prompt_format(requested: str, info: ModelInfo) -> tuple[str, str]:
+    """The prompt format to use and why: an explicit choice, or what the GGUF says."""
+    if requested == "auto":
+        return detect_prompt_format(info)
+    try:
+        return PromptFormat(requested).value, "chosen with --prompt-format"
+    except ValueError:
+        valid = ", ".join(["auto"] + [f.value for f in PromptFormat])
+        raise PromptError(f"unknown prompt format {requested!r}; use one of: {valid}") from None
+
+
+def _build(request: Request, fmt: str, info: ModelInfo) -> Prompt:
+    common: dict[str, Any] = dict(
+        instruction=request.instruction,
+        rubric=load_rubric(request.rubric),
+        reference_answer=request.reference_answer,
+        format=fmt,
+        chat_template=info.chat_template,
+        bos_token=info.bos_token or "",
+        eos_token=info.eos_token or "",
+    )
+    if isinstance(request, GradeRequest):
+        return build_prompt("absolute", response=request.response, **common)
+    if isinstance(request, CompareRequest):
+        return build_prompt(
+            "relative", response_a=request.response_a, response_b=request.response_b, **common
+        )
+    raise PromptError(f"expected a GradeRequest or CompareRequest, got {type(request).__name__}")
+
+
+def render_prompt(
+    request: Request, model: str | os.PathLike[str] | None = None, prompt_format: str = "auto"
+) -> Prompt:
+    """The exact prompt the judge would see for ``request``; reads GGUF metadata only."""
+    info = read_model_info(resolve_model(model))
+    fmt, _ = choose_prompt_format(prompt_format, info)
+    return _build(request, fmt, info)
+
+
+class Judge:
+    """A Prometheus judge over one GGUF model.
+
+    Args:
+        model: a GGUF path, a Hugging Face reference or a known release name; None for
+            the embedded smoke-test model (SmolLM2-135M, not a real judge).
+        n_ctx: context size (default: min(4096, the model's training context)).
+        n_threads: CPU threads (default: all cores).
+        n_gpu_layers: layers to offload (default: all, when llama.cpp was built with GPU support).
+        seed: sampling seed; each item is sampled from this seed, so a grade does not
+            depend on its position in a batch.
+        sampling: temperature, top_p and repetition penalty (default: the official settings).
+        greedy: deterministic decoding (argmax) instead of sampling.
+        max_new_tokens: the answer's budget (feedback + result), as in the official library.
+        prompt_format: "auto" (from GGUF metadata), "v1", "v2" or "chat".
+        truncate_response: shorten over-long responses to fit the context instead of failing.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int | None = None,
+        seed: int = 0,
+        sampling: Sampling | None = None,
+        greedy: bool = False,
+        max_new_tokens: int = 1024,
+        prompt_format: str = "auto",
+        truncate_response: bool = False,
+    ) -> None:
+        path = resolve_model(model)
+        self.info = read_model_info(path)  # validates the file before llama.cpp sees it
+        self.prompt_format, self.prompt_format_reason = choose_prompt_format(prompt_format, self.info)
+        sampling = sampling or Sampling()
+        if greedy and not sampling.greedy:
+            sampling = Sampling(
+                sampling.temperature, sampling.top_p, sampling.repetition_penalty, greedy=True
+            )
+        if max_new_tokens < 8:
+            raise PromptError("max_new_tokens must be at least 8 (feedback plus '[RESULT] N')")
+        self.sampling = sampling
+        self.seed = seed
+        self.max_new_tokens = max_new_tokens
+        self.truncate_response = truncate_response
+        self.model_name = self.info.name or path.stem
+        self.runtime = LlamaRuntime(
+            path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers
+        )
+        self._constraints: dict[tuple[str, ...], OutputConstraint] = {}
+        log.info(
+            "loaded %s (prompt format %s: %s)", path, self.prompt_format, self.prompt_format_reason
+        )
+
+    # -- public API -------------------------------------------------------------------
+    def grade(
+        self,
+        instruction: str,
+        response: str,
+        rubric: Any,
+        reference_answer: str | None = None,
+    ) -> Grade:
+        """Score ``response`` 1-5 against ``rubric`` (a Rubric, preset name, dict or JSON file)."""
+        result = self.judge(GradeRequest(instruction, response, rubric, reference_answer))
+        assert isinstance(result, Grade)
+        return result
+
+    def compare(
+        self,
+        instruction: str,
+        response_a: str,
+        response_b: str,
+        rubric: Any,
+        reference_answer: str | None = None,
+    ) -> Comparison:
+        """Say which of two responses is better under ``rubric`` (its criteria line)."""
+        result = self.judge(CompareRequest(instruction, response_a, response_b, rubric, reference_answer))
+        assert isinstance(result, Comparison)
+        return result
+
+    def render(self, request: Request) -> Prompt:
+        """The exact prompt the model sees for ``request``."""
+        return _build(request, self.prompt_format, self.info)
+
+    def judge(self, request: Request) -> Grade | Comparison:
+        """Judge one request; raises a PrometheusLiteError on bad input."""
+        started = time.perf_counter()
+        relative = isinstance(request, CompareRequest)
+        labels = WINNER_LABELS if relative else SCORE_LABELS
+        request, tokens, truncated = self._fit(request)
+        gen = self.runtime.generate(
+            tokens,
+            constraint=self._constraint(labels),
+            sampling=self.sampling,
+            max_new_tokens=self.max_new_tokens,
+            seed=self.seed,
+        )
+        raw = gen.text.decode("utf-8", errors="replace")
+        feedback = raw[: raw.rindex(MARKER)].strip()
+        if feedback.startswith("Feedback:"):
+            feedback = feedback[len("Feedback:") :].lstrip()
+        probs = {label: gen.label_probs.get(label, 0.0) for label in labels}
+        usage = Usage(
+            prompt_tokens=gen.prompt_tokens,
+            completion_tokens=len(gen.tokens),
+            cached_prompt_tokens=gen.cached_prompt_tokens,
+            latency_s=time.perf_counter() - started,
+            finish="budget" if gen.finish == "budget" else "model",
+            truncated_response_tokens=truncated,
+        )
+        common = dict(
+            feedback=feedback,
+            probabilities=probs,
+            usage=usage,
+            model=self.model_name,
+            prompt_format=self.prompt_format,
+            id=request.id,
+            raw_output=raw,
+        )
+        assert gen.label is not None
+        if relative:
+            return Comparison(winner=gen.label, **common)  # type: ignore[arg-type]
+        expected = sum(int(label) * p for label, p in probs.items())
+        return Grade(score=int(gen.label), expected_score=expected, **common)
+
+    def batch(self, requests: Iterable[Request]) -> Iterator[Result]:
+        """Judge many requests, yielding results in input order.
+
+        An item with bad input yields a :class:`Failure` naming the problem; the
+        others are unaffected.
+        """
+        for request in requests:
+            try:
+                yield self.judge(request)
+            except PrometheusLiteError as exc:
+                yield Failure(error=str(exc), error_type=type(exc).__name__, id=request.id)
+
+    # -- internals --------------------------------------------------------------------
+    def _constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
+        c = self._constraints.get(labels)
+        if c is None:
+            c = OutputConstraint(self.runtime.pieces, self.runtime.banned, labels)
+            self._constraints[labels] = c
+        return c
+
+    def _fit(self, request: Request) -> tuple[Request, list[int], int]:
+        """The request's prompt tokens, checked (or, if asked, cut) to fit the context."""
+        rt = self.runtime
+        reserve = self._constraint(SCORE_LABELS).reserve() + MIN_FEEDBACK_TOKENS
+        tokens = rt.tokenize_prompt(self.render(request))
+        if len(tokens) + reserve <= rt.n_ctx:
+            return request, tokens, 0
+        if not self.truncate_response:
+            need = len(tokens) + reserve
+            raise PromptTooLongError(
+                f"the prompt is {len(tokens)} tokens; with room for at least {reserve} answer "
+                f"tokens it needs {need}, but the context holds {rt.n_ctx}. Raise --n-ctx (this "
+                f"model was trained on {rt.n_ctx_train}), shorten the inputs, or pass "
+                "--truncate-response to cut the response to fit.",
+                prompt_tokens=len(tokens),
+                n_ctx=rt.n_ctx,
+                needed=need,
+            )
+        return self._truncate(request, len(tokens) + reserve - rt.n_ctx, reserve)
+
+    def _truncate(self, request: Request, overflow: int, reserve: int) -> tuple[Request, list[int], int]:
+        """Cut the (longest) response from its end until the prompt fits."""
+        rt = self.runtime
+        fields = ["response"] if isinstance(request, GradeRequest) else ["response_a", "response_b"]
+        cut_total, tokens = 0, []
+        for _ in range(8):
+            name = max(fields, key=lambda f: len(getattr(request, f)))
+            toks = rt.tokenize(getattr(request, name), add_special=False, parse_special=False)
+            keep = max(0, len(toks) - overflow - 4)
+            if keep == len(toks) == 0:
+                break
+            text = rt.detokenize(toks[:keep]).decode("utf-8", errors="ignore")
+            cut_total += len(toks) - keep
+            request = _replace(request, **{name: text})
+            tokens = rt.tokenize_prompt(self.render(request))
+            overflow = len(tokens) + reserve - rt.n_ctx
+            if overflow <= 0:
+                log.info("truncated %s by %d tokens to fit n_ctx=%d", name, cut_total, rt.n_ctx)
+                return request, tokens, cut_total
+        raise PromptTooLongError(
+            f"even with the response cut away the prompt does not fit the context of {rt.n_ctx} "
+            "tokens (instruction, reference or rubric too long); raise --n-ctx.",
+            prompt_tokens=len(tokens),
+            n_ctx=rt.n_ctx,
+            needed=len(tokens) + reserve,
+        )
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    def __enter__(self) -> Judge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _replace(request: Request, **changes: str) -> Request:
+    from dataclasses import replace
+
+    return replace(request, **changes)

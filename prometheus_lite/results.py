@@ -1,0 +1,109 @@
+"""What a judge is asked and what it answers (plain data, no llama.cpp)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Union
+
+from .rubrics import Rubric
+
+__all__ = [
+    "GradeRequest",
+    "CompareRequest",
+    "Request",
+    "Usage",
+    "Grade",
+    "Comparison",
+    "Failure",
+    "Result",
+]
+
+
+@dataclass(frozen=True)
+class GradeRequest:
+    """Absolute grading: score one response 1-5 against a rubric."""
+
+    instruction: str
+    response: str
+    rubric: Rubric
+    reference_answer: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """Relative grading: which of two responses is better (A or B)."""
+
+    instruction: str
+    response_a: str
+    response_b: str
+    rubric: Rubric
+    reference_answer: str | None = None
+    id: str | None = None
+
+
+Request = Union[GradeRequest, CompareRequest]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts and timing of one judgement."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int  # prompt tokens reused from the previous prompt's KV cache
+    latency_s: float
+    # How the feedback ended: "model" when the model wrote [RESULT] itself, "budget" when
+    # the feedback budget ran out and decoding was steered to close it.
+    finish: Literal["model", "budget"]
+    truncated_response_tokens: int = 0  # >0 only when the caller asked to truncate
+
+
+@dataclass(frozen=True)
+class Grade:
+    """An absolute grade: feedback, the score and the model's distribution over 1-5."""
+
+    feedback: str
+    score: int
+    probabilities: dict[str, float]  # keys "1".."5", sums to 1
+    expected_score: float
+    usage: Usage
+    model: str
+    prompt_format: str
+    id: str | None = None
+    raw_output: str = field(default="", repr=False)  # exactly what the model generated
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A relative grade: feedback, the winner and P(A), P(B)."""
+
+    feedback: str
+    winner: Literal["A", "B"]
+    probabilities: dict[str, float]  # keys "A", "B", sums to 1
+    usage: Usage
+    model: str
+    prompt_format: str
+    id: str | None = None
+    raw_output: str = field(default="", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One item of a batch that could not be judged; the batch goes on."""
+
+    error: str
+    error_type: str
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Result = Union[Grade, Comparison, Failure]
