@@ -13,6 +13,7 @@ import ctypes
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,22 @@ class LlamaRuntime:
             count=self.n_vocab,
         )
         self.eog = [t for t in range(self.n_vocab) if L.llama_vocab_is_eog(self._vocab, t)]
+        # Control tokens by their text, to find them in chat-template text.
+        self._special_ids: dict[str, int] = {}
+        for t in range(self.n_vocab):
+            if L.llama_vocab_get_attr(self._vocab, t) & L.LLAMA_TOKEN_ATTR_CONTROL:
+                text = (L.llama_vocab_get_text(self._vocab, t) or b"").decode("utf-8", "replace")
+                if text:
+                    self._special_ids.setdefault(text, t)
+        self._special_re = (
+            re.compile(
+                "("
+                + "|".join(re.escape(k) for k in sorted(self._special_ids, key=len, reverse=True))
+                + ")"
+            )
+            if self._special_ids
+            else None
+        )
         # Candidate buffer shared by every sampling step (the layout of llama_token_data).
         self._cand = np.zeros(
             self.n_vocab, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -200,19 +217,30 @@ class LlamaRuntime:
         return list(out[:n])
 
     def tokenize_prompt(self, prompt: Prompt) -> list[int]:
-        """Tokens of a prompt; only template pieces may contain special tokens.
+        """Tokens of a prompt, as llama.cpp would split the whole text, but safe.
 
-        Graded text is tokenized with special-token parsing off, so a response that
-        contains e.g. ``</s>`` or ``<|im_end|>`` stays plain text.
+        llama.cpp tokenizes text by first cutting it at special tokens and then
+        tokenizing each plain run (SentencePiece adds its leading space at the start
+        of each run). We do the same, except that special tokens are only looked for
+        in the template's own pieces: graded text that contains e.g. ``</s>`` or
+        ``<|im_end|>`` stays plain text.
         """
-        if len(prompt.segments) == 1:
-            piece, special = prompt.segments[0]
-            tokens = self.tokenize(piece, add_special=False, parse_special=special)
-        else:
-            tokens = []
-            for piece, special in prompt.segments:
-                if piece:
-                    tokens += self.tokenize(piece, add_special=False, parse_special=special)
+        tokens: list[int] = []
+        run: list[str] = []
+        for piece, template in prompt.segments:
+            if not template or self._special_re is None:
+                run.append(piece)
+                continue
+            for i, part in enumerate(self._special_re.split(piece)):
+                if i % 2 == 0:
+                    run.append(part)
+                else:  # a special token written by the template
+                    if "".join(run):
+                        tokens += self.tokenize("".join(run), add_special=False, parse_special=False)
+                    run = []
+                    tokens.append(self._special_ids[part])
+        if "".join(run):
+            tokens += self.tokenize("".join(run), add_special=False, parse_special=False)
         if self.add_bos and (not tokens or tokens[0] != self.bos):
             tokens.insert(0, self.bos)
         return tokens
@@ -315,6 +343,7 @@ class LlamaRuntime:
         sampling: Sampling,
         max_new_tokens: int,
         seed: int = 0,
+        stop_at_eog: bool = True,
     ) -> Generation:
         """Generate up to ``max_new_tokens`` after the prompt.
 
@@ -322,7 +351,8 @@ class LlamaRuntime:
         token the constraint rejects is resampled from the allowed tokens only, and
         when the feedback budget (``max_new_tokens`` minus the closing reserve) runs
         out, the closing tokens are written for the model. Without a constraint the
-        loop stops at an end-of-generation token or the budget (for benchmarks).
+        loop stops at an end-of-generation token (unless ``stop_at_eog`` is False, as
+        benchmarks do to generate a fixed number of tokens) or at the budget.
         """
         L = self._L
         if len(prompt_tokens) >= self.n_ctx:
@@ -341,6 +371,8 @@ class LlamaRuntime:
         try:
             while True:
                 logits = self._logits()
+                if not stop_at_eog:
+                    logits[self.eog] = -np.inf
                 if constraint is not None and state.phase == 0 and len(out) >= feedback_budget:
                     # Budget spent inside the feedback: close it and open the label.
                     last = self.pieces[out[-1]][-1:] if out and self.pieces[out[-1]] else b""

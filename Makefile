@@ -1,0 +1,38 @@
+# Tasks: `make demo` grades the bundled examples with the embedded model; `make test` runs
+# every test (and smoke-runs every benchmark once). Both set up .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SOURCES := $(shell find prometheus_lite convert kernels -type f -not -path '*/__pycache__/*') pyproject.toml CMakeLists.txt
+
+.PHONY: install demo test bench lint clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch 2.13.0 (CPU) is only for the converter's reference tests against transformers.
+$(STAMP): $(PY) $(SOURCES)
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q ".[test,convert,reference]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/prometheus-lite grade --input examples/grade.jsonl --output examples/out/grade.jsonl --greedy
+	$(VENV)/bin/prometheus-lite compare --input examples/compare.jsonl --output examples/out/compare.jsonl --greedy
+
+# `pytest` (not `python -m pytest`) so that tests import the installed package, not the tree.
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	mkdir -p .benchmarks
+	$(VENV)/bin/pytest bench --benchmark-enable --benchmark-only --benchmark-json=.benchmarks/bench.json -s
+
+lint:
+	$(VENV)/bin/ruff check prometheus_lite convert tests bench
+
+clean:
+	rm -rf build .venv examples/out
