@@ -1,0 +1,109 @@
+"""``prometheus-lite convert`` and ``prometheus-lite quantize`` (click commands).
+
+They are registered in the main group by ``prometheus_lite/cli.py`` and also run on their own
+(``convert_command.main([...])`` or click's ``CliRunner``). Written files are printed to stdout, one
+path a line; progress and log lines go to stderr. Errors are shown as one message and exit code 1;
+``PROMETHEUS_LITE_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from prometheus_lite.errors import PrometheusLiteError
+
+__all__ = ["convert_command", "quantize_command", "format_tensor_table"]
+
+
+@contextlib.contextmanager
+def _user_errors(quiet: bool) -> Iterator[None]:
+    handler = None
+    log = logging.getLogger("prometheus_lite.convert")
+    if not quiet:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    except PrometheusLiteError as e:
+        if os.environ.get("PROMETHEUS_LITE_DEBUG"):
+            raise
+        raise click.ClickException(str(e)) from e
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+
+
+@click.command("convert")
+@click.argument("checkpoint_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Folder for the GGUF files (<model-name>.<TYPE>.gguf).")
+@click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"], case_sensitive=False),
+              help="Write this type directly (default f16 when no --quant is given).")
+@click.option("--quant", "quants", multiple=True, metavar="TYPE",
+              help="llama.cpp quantization (Q4_K_M, Q5_K_M, Q8_0, ...); repeatable. Made by "
+                   "llama.cpp's quantizer from an intermediate F16/BF16 file that is removed.")
+@click.option("--tokenizer", metavar="DIR_OR_REPO",
+              help="Tokenizer folder or Hugging Face repo id, for checkpoints without one "
+                   "(prometheus-13b-v1.0: the Llama-2 tokenizer).")
+@click.option("--prompt-format", type=click.Choice(["v1", "v2"]),
+              help="Prometheus prompt version stored in the file (default: from the model name, "
+                   "else v1 for Llama, v2 for Mistral/Mixtral).")
+@click.option("--name", help="Model name for the files and general.name (default: folder name).")
+@click.option("--threads", type=int, default=0, help="Quantizer threads (0: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress or log lines on stderr.")
+def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None, quants: tuple[str, ...],
+                    tokenizer: str | None, prompt_format: str | None, name: str | None,
+                    threads: int, quiet: bool) -> None:
+    """Convert a Hugging Face checkpoint folder (Llama, Mistral, Mixtral) to GGUF.
+
+    Example: prometheus-lite convert prometheus-13b-v1.0 -o models --quant Q4_K_M
+    --tokenizer meta-llama/Llama-2-13b-chat-hf
+    """
+    from .convert import convert_checkpoint
+
+    with _user_errors(quiet):
+        paths = convert_checkpoint(
+            checkpoint_dir, out_dir, outtype=outtype, quants=quants, tokenizer=tokenizer,
+            prompt_format=prompt_format, name=name, progress=not quiet, nthread=threads,
+        )
+    for p in paths:
+        click.echo(str(p))
+
+
+@click.command("quantize")
+@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--type", "type_name", required=True, metavar="TYPE",
+              help="llama.cpp quantization type, e.g. Q4_K_M, Q5_K_M, Q8_0.")
+@click.option("--threads", type=int, default=0, help="Threads (0: all cores).")
+@click.option("-q", "--quiet", is_flag=True, help="No log lines on stderr.")
+def quantize_command(src: Path, dst: Path, type_name: str, threads: int, quiet: bool) -> None:
+    """Quantize an F16/BF16/F32 GGUF (SRC) into DST with llama.cpp's quantizer."""
+    from .quantize import quantize_file
+
+    with _user_errors(quiet):
+        quantize_file(src, dst, type_name, nthread=threads)
+    click.echo(str(dst))
+
+
+def format_tensor_table(path: str | os.PathLike[str]) -> str:
+    """Text table of a GGUF file's tensors (name, type, shape, size) for ``info --tensors``."""
+    from .gguf_out import read_tensor_table
+
+    rows = read_tensor_table(path)
+    width = max((len(r.name) for r in rows), default=4)
+    lines = [f"{'name':<{width}}  {'type':<8} {'shape':<24} {'bytes':>14}"]
+    for r in rows:
+        shape = "x".join(str(d) for d in r.shape)
+        lines.append(f"{r.name:<{width}}  {r.type:<8} {shape:<24} {r.nbytes:>14,}")
+    lines.append(f"{len(rows)} tensors, {sum(r.nbytes for r in rows):,} bytes")
+    return "\n".join(lines)

@@ -1,0 +1,451 @@
+"""The conversion pipeline: Hugging Face checkpoint folder -> GGUF files llama.cpp runs.
+
+    checkpoint.open_checkpoint  (config + weight headers, nothing loaded)
+      -> read_hparams            (arch.HPARAMS: config -> GGUF keys)
+      -> tokenizer.load_vocab    (tokenizer.ggml.*)
+      -> plan_tensors            (names via gguf's TensorNameMap, shapes checked, experts stacked)
+      -> gguf_out.write_gguf     (one tensor at a time, row chunks, atomic)
+      -> quantize.quantize_file  (only for --quant: llama.cpp's quantizer on an intermediate file)
+
+Seam for the native-kernel engine
+---------------------------------
+Every tensor passes through one ``TensorEncoder``: ``tensor_type()`` picks the GGML type of each
+output tensor and ``encode()`` turns a float32 block of rows into that type's bytes. ``NumpyEncoder``
+below does F32/F16/BF16/Q8_0 with numpy and ``gguf.quants``; a one-pass quantizing engine passes its
+own encoder to ``convert_checkpoint(encoder=...)`` and drops the intermediate-file step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import gguf
+import numpy as np
+
+from prometheus_lite.errors import ConversionError
+from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
+
+from . import arch
+from .checkpoint import FLOAT_DTYPES, Checkpoint, TensorRef, open_checkpoint, to_f32
+from .gguf_out import PlannedTensor, check_free_space, tensor_nbytes, write_gguf
+from .tokenizer import Vocab, load_vocab, resolve_tokenizer_dir
+
+__all__ = [
+    "OUTTYPES",
+    "TensorEncoder",
+    "NumpyEncoder",
+    "Model",
+    "inspect_checkpoint",
+    "plan_tensors",
+    "convert_checkpoint",
+    "output_name",
+]
+
+logger = logging.getLogger(__name__)
+
+# --outtype name -> (GGML tensor type, llama_ftype written as general.file_type).
+OUTTYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
+    "f32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
+    "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
+    "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+}
+
+# Elements per encoded chunk (16 Mi float32 = 64 MiB): bounds the temporaries of encode().
+CHUNK_ELEMENTS = 16 * 2**20
+
+
+# ---------------------------------------------------------------------------- encoder seam
+
+class TensorEncoder(Protocol):
+    def tensor_type(self, kind: gguf.MODEL_TENSOR, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+        """GGML type of the output tensor ``kind`` with logical ``shape`` (numpy order)."""
+
+    def encode(self, rows: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+        """float32 ``(n, row)`` block -> its bytes in ``qtype`` (any dtype, C order)."""
+
+
+class NumpyEncoder:
+    """F32 / F16 / BF16 / Q8_0 output with numpy and gguf-py's reference quantizers."""
+
+    def __init__(self, outtype: str) -> None:
+        self.qtype, self.file_type = OUTTYPES[outtype]
+
+    def tensor_type(self, kind: gguf.MODEL_TENSOR, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+        if len(shape) == 1 or kind in arch.F32_TENSORS:
+            return gguf.GGMLQuantizationType.F32
+        for qtype in (self.qtype, gguf.GGMLQuantizationType.F16):
+            if shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0] == 0:
+                return qtype  # llama.cpp's converter also falls back to F16 for odd rows
+        return gguf.GGMLQuantizationType.F32
+
+    def encode(self, rows: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+        if qtype == gguf.GGMLQuantizationType.F32:
+            return rows.astype(np.float32, copy=False)
+        if qtype == gguf.GGMLQuantizationType.F16:
+            return rows.astype(np.float16)
+        return gguf.quants.quantize(rows, qtype)
+
+
+# ---------------------------------------------------------------------------- model description
+
+@dataclass
+class Model:
+    """What the pipeline knows about a checkpoint before reading any weight."""
+
+    checkpoint: Checkpoint
+    spec: arch.ArchSpec
+    name: str
+    hparams: dict[str, Any]  # GGUF key -> value
+    dims: dict[str, int]  # symbols of arch.*_TENSORS shapes, plus n_head, n_head_kv, head_dim
+    prompt_format: str
+    prompt_format_reason: str
+
+    @property
+    def arch_name(self) -> str:
+        return gguf.MODEL_ARCH_NAMES[self.spec.gguf_arch]
+
+
+def _config_value(config: dict[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def read_hparams(config: dict[str, Any], spec: arch.ArchSpec, where: Path) -> dict[str, Any]:
+    arch_name = gguf.MODEL_ARCH_NAMES[spec.gguf_arch]
+    out: dict[str, Any] = {}
+    for hp in arch.HPARAMS:
+        if hp.moe_only and not spec.moe:
+            continue
+        value = next((v for k in hp.hf_keys if (v := _config_value(config, k)) is not None), None)
+        if value is None:
+            if hp.required:
+                raise ConversionError(f"{where}: config.json lacks {' or '.join(hp.hf_keys)}, "
+                                      "which the model needs; is the file complete?")
+            if hp.default is None:
+                continue
+            value = hp.default
+        out[hp.gguf_key.format(arch=arch_name)] = hp.kind(value)
+    return out
+
+
+def _prompt_format(name: str, spec: arch.ArchSpec, override: str | None) -> tuple[str, str]:
+    if override is not None:
+        if override not in PROMPT_FORMAT_VALUES:
+            raise ConversionError(f"--prompt-format {override!r}: choose one of "
+                                  f"{', '.join(PROMPT_FORMAT_VALUES)}")
+        return override, "--prompt-format"
+    lowered = name.lower()
+    for prefix, fmt in arch.PROMPT_FORMAT_BY_NAME:
+        if prefix in lowered:
+            return fmt, f"model name {name!r}"
+    return spec.prompt_format, "architecture default"
+
+
+def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | None = None,
+                       prompt_format: str | None = None) -> Model:
+    ckpt = open_checkpoint(checkpoint_dir)
+    spec = arch.ARCHITECTURES.get(ckpt.architecture)
+    if spec is None:
+        raise ConversionError(
+            f"{ckpt.path / 'config.json'}: architecture {ckpt.architecture or '(none)'!r} is not "
+            f"supported; supported: {', '.join(arch.ARCHITECTURES)}. For other models use "
+            "llama.cpp's convert_hf_to_gguf.py"
+        )
+    config = ckpt.config
+    hparams = read_hparams(config, spec, ckpt.path)
+    a = gguf.MODEL_ARCH_NAMES[spec.gguf_arch]
+    n_head = hparams[gguf.Keys.Attention.HEAD_COUNT.format(arch=a)]
+    n_head_kv = hparams.setdefault(gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=a), n_head)
+    hidden = hparams[gguf.Keys.LLM.EMBEDDING_LENGTH.format(arch=a)]
+    head_dim = config.get("head_dim") or hidden // n_head
+    hparams[gguf.Keys.Rope.DIMENSION_COUNT.format(arch=a)] = head_dim
+    if head_dim != hidden // n_head:
+        hparams[gguf.Keys.Attention.KEY_LENGTH.format(arch=a)] = head_dim
+        hparams[gguf.Keys.Attention.VALUE_LENGTH.format(arch=a)] = head_dim
+    rope_scaling = config.get("rope_scaling") or {}
+    rope_type = rope_scaling.get("rope_type") or rope_scaling.get("type")
+    if rope_type == "linear":
+        hparams[gguf.Keys.Rope.SCALING_TYPE.format(arch=a)] = gguf.RopeScalingType.LINEAR.value
+        hparams[gguf.Keys.Rope.SCALING_FACTOR.format(arch=a)] = float(rope_scaling["factor"])
+    elif rope_type not in (None, "default"):
+        raise ConversionError(f"{ckpt.path / 'config.json'}: rope scaling {rope_type!r} is not "
+                              "supported by this converter; use llama.cpp's convert_hf_to_gguf.py")
+    if config.get("hidden_act", "silu") != "silu":
+        raise ConversionError(f"{ckpt.path / 'config.json'}: hidden_act "
+                              f"{config.get('hidden_act')!r} is not supported (llama uses silu)")
+    dims = {
+        "vocab": hparams[gguf.Keys.LLM.VOCAB_SIZE.format(arch=a)],
+        "hidden": hidden,
+        "ff": hparams[gguf.Keys.LLM.FEED_FORWARD_LENGTH.format(arch=a)],
+        "q_dim": n_head * head_dim,
+        "kv_dim": n_head_kv * head_dim,
+        "experts": hparams.get(gguf.Keys.LLM.EXPERT_COUNT.format(arch=a), 0),
+        "n_head": n_head,
+        "n_head_kv": n_head_kv,
+        "head_dim": head_dim,
+        "n_layer": hparams[gguf.Keys.LLM.BLOCK_COUNT.format(arch=a)],
+    }
+    if head_dim % 2 or n_head % n_head_kv:
+        raise ConversionError(f"{ckpt.path / 'config.json'}: head_dim {head_dim} / heads "
+                              f"{n_head}/{n_head_kv} are not a valid attention layout")
+    model_name = name or ckpt.path.resolve().name
+    fmt, reason = _prompt_format(model_name, spec, prompt_format)
+    return Model(ckpt, spec, model_name, hparams, dims, fmt, reason)
+
+
+# ---------------------------------------------------------------------------- tensor plan
+
+@dataclass
+class TensorSource:
+    """One output tensor before encoding: checkpoint parts stacked on axis 0, row permutation."""
+
+    name: str
+    kind: gguf.MODEL_TENSOR
+    shape: tuple[int, ...]
+    parts: list[TensorRef]
+    rotary_heads: int | None = None  # permute rows for llama.cpp's rope (per part)
+
+
+_EXPERT = re.compile(r"^(model\.layers\.(\d+)\.block_sparse_moe\.experts)\.(\d+)\.(w[123])\.weight$")
+
+
+def rotary_row_order(n_rows: int, n_heads: int) -> np.ndarray:
+    """Row order llama.cpp's converter gives Q/K: out[i] = w[order[i]].
+
+    Hugging Face keeps each head's rotary halves apart (rotate_half); llama.cpp rotates adjacent
+    pairs. Same reordering as LlamaModel.permute in convert_hf_to_gguf.py:
+    reshape(n_heads, 2, head_dim // 2).swapaxes(1, 2).
+    """
+    return np.arange(n_rows).reshape(n_heads, 2, n_rows // n_heads // 2).swapaxes(1, 2).reshape(-1)
+
+
+def plan_tensors(model: Model) -> list[TensorSource]:
+    """Map every checkpoint tensor to its GGUF tensor and check nothing is missing or misshapen."""
+    ckpt, dims = model.checkpoint, model.dims
+    tmap = gguf.get_tensor_name_map(model.spec.gguf_arch, dims["n_layer"])
+    plans: dict[str, TensorSource] = {}
+    experts: dict[str, dict[int, TensorRef]] = {}
+
+    for key, ref in ckpt.tensors.items():
+        if key.endswith(arch.IGNORED_TENSOR_SUFFIXES):
+            continue
+        m = _EXPERT.match(key)
+        hf_name = f"{m.group(1)}.{m.group(4)}.weight" if m else key
+        found = tmap.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if found is None:
+            raise ConversionError(f"{ref.path}: unexpected tensor {key!r} for a "
+                                  f"{ckpt.architecture} checkpoint; the file may belong to another "
+                                  "model or use a layout this converter does not know")
+        kind, gguf_name = found
+        if ref.dtype not in FLOAT_DTYPES:
+            raise ConversionError(f"{ref.path}: tensor {key} has dtype {ref.dtype}; expected "
+                                  "float32, float16 or bfloat16 weights")
+        if m:
+            experts.setdefault(gguf_name, {})[int(m.group(3))] = ref
+            plans.setdefault(gguf_name, TensorSource(gguf_name, kind, (), []))
+        else:
+            plans[gguf_name] = TensorSource(gguf_name, kind, ref.shape, [ref])
+
+    for gguf_name, parts in experts.items():
+        want = list(range(dims["experts"]))
+        if sorted(parts) != want:
+            absent = sorted(set(want) - set(parts))
+            raise ConversionError(f"{ckpt.path}: {gguf_name} is missing experts {absent} "
+                                  "(tensors ...experts.N.w*); a shard is incomplete, re-download it")
+        plan = plans[gguf_name]
+        plan.parts = [parts[i] for i in want]
+        shapes = {p.shape for p in plan.parts}
+        if len(shapes) != 1:
+            raise ConversionError(f"{ckpt.path}: experts of {gguf_name} differ in shape {shapes}")
+        plan.shape = (len(want), *plan.parts[0].shape)
+
+    # Expected set and shapes.
+    per_block = dict(arch.BLOCK_TENSORS)
+    per_block.update(arch.MOE_FFN_TENSORS if model.spec.moe else arch.DENSE_FFN_TENSORS)
+    expected: dict[str, tuple[gguf.MODEL_TENSOR, tuple[str, ...]]] = {}
+    for kind, sym in arch.GLOBAL_TENSORS.items():
+        expected[gguf.TENSOR_NAMES[kind] + ".weight"] = (kind, sym)
+    for bid in range(dims["n_layer"]):
+        for kind, sym in per_block.items():
+            expected[gguf.TENSOR_NAMES[kind].format(bid=bid) + ".weight"] = (kind, sym)
+    tied = ckpt.config.get("tie_word_embeddings", False)
+    for gguf_name, (kind, sym) in expected.items():
+        if gguf_name not in plans:
+            if kind == gguf.MODEL_TENSOR.OUTPUT and tied:
+                continue
+            raise ConversionError(
+                f"{ckpt.path}: the checkpoint has no tensor for {gguf_name} (a "
+                f"{ckpt.architecture} with {dims['n_layer']} layers needs it); the weights are "
+                "incomplete: re-download the missing shard or check config.json"
+            )
+        plan = plans[gguf_name]
+        want_shape = tuple(dims[s] for s in sym)
+        if plan.shape != want_shape:
+            src = plan.parts[0]
+            what = "vocabulary size" if "vocab" in sym else "shape"
+            raise ConversionError(
+                f"{src.path}: {src.name} has shape {list(plan.shape)} but config.json implies "
+                f"{list(want_shape)} ({what} mismatch); the config and the weights do not belong "
+                "together"
+            )
+        if kind in arch.ROTARY_PERMUTED:
+            plan.rotary_heads = dims[arch.ROTARY_PERMUTED[kind]]
+    extra = sorted(set(plans) - set(expected))
+    if extra:
+        src = plans[extra[0]].parts[0]
+        raise ConversionError(f"{src.path}: tensor {src.name} ({extra[0]}) is not used by a "
+                              f"{dims['n_layer']}-layer {ckpt.architecture}; check config.json")
+    # Checkpoint order, as llama.cpp's converter writes it: token_embd first, then blocks.
+    order = {n: i for i, n in enumerate(expected)}
+    return sorted(plans.values(), key=lambda p: order[p.name])
+
+
+def _chunks(src: TensorSource, qtype: gguf.GGMLQuantizationType,
+            encoder: TensorEncoder) -> Callable[[], Iterator[np.ndarray]]:
+    def produce() -> Iterator[np.ndarray]:
+        for part in src.parts:
+            raw = part.load()  # the only full tensor held: one part, in its stored dtype
+            rows = raw.reshape(1, -1) if raw.ndim == 1 else raw.reshape(raw.shape[0], -1)
+            order = rotary_row_order(rows.shape[0], src.rotary_heads) if src.rotary_heads else None
+            step = max(1, CHUNK_ELEMENTS // rows.shape[1])
+            for a in range(0, rows.shape[0], step):
+                picked = rows[order[a:a + step]] if order is not None else rows[a:a + step]
+                yield encoder.encode(to_f32(picked, part.dtype), qtype)
+            del raw, rows
+    return produce
+
+
+# ---------------------------------------------------------------------------- driver
+
+def output_name(model_name: str, type_name: str) -> str:
+    return f"{model_name}.{type_name.upper()}.gguf"
+
+
+def _writer(model: Model, vocab: Vocab, file_type: gguf.LlamaFileType) -> gguf.GGUFWriter:
+    w = gguf.GGUFWriter(None, model.arch_name)
+    w.add_name(model.name)
+    for key, value in model.hparams.items():
+        if isinstance(value, str):
+            w.add_string(key, value)
+        elif isinstance(value, bool):
+            w.add_bool(key, value)
+        elif isinstance(value, int):
+            w.add_uint32(key, value)
+        else:
+            w.add_float32(key, float(value))
+    w.add_file_type(int(file_type))
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    vocab.add_to_gguf(w)
+    w.add_string(PROMPT_FORMAT_KEY, model.prompt_format)
+    return w
+
+
+def _quant_estimate(n_params: int, type_name: str) -> int:
+    """Rough upper estimate of a llama.cpp quant file's size (for the free-space check)."""
+    from .quantize import quant_type
+
+    quant_type(type_name)  # validates the name
+    base = type_name.upper()
+    for cand in (base, base.rsplit("_", 1)[0]):
+        if cand in gguf.GGMLQuantizationType.__members__:
+            block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[cand]]
+            return int(n_params * (size * 8 / block + 1.0) / 8)  # +1 bpw for mixed tensors
+    return n_params * 2
+
+
+def convert_checkpoint(
+    checkpoint_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    outtype: str | None = None,
+    quants: Sequence[str] = (),
+    tokenizer: str | None = None,
+    prompt_format: str | None = None,
+    name: str | None = None,
+    encoder: TensorEncoder | None = None,
+    progress: bool = False,
+    nthread: int = 0,
+) -> list[Path]:
+    """Convert a checkpoint folder; return the GGUF files written into ``out_dir``.
+
+    ``outtype`` (f32/f16/bf16/q8_0) is written directly; each of ``quants`` (llama.cpp type names
+    such as Q4_K_M) is made by llama.cpp's quantizer from an intermediate F16 (BF16 for bf16
+    checkpoints) file that is removed afterwards. With neither, ``outtype`` defaults to f16.
+    """
+    if outtype is not None and outtype.lower() not in OUTTYPES:
+        raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
+    quants = list(dict.fromkeys(q.upper() for q in quants))
+    model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format)
+    logger.info("%s: %s, prompt format %s (from %s)", model.name, model.checkpoint.architecture,
+                model.prompt_format, model.prompt_format_reason)
+    tok_dir = resolve_tokenizer_dir(model.checkpoint.path, tokenizer)
+    vocab = load_vocab(tok_dir, model.dims["vocab"], model_config=model.checkpoint.config,
+                       prompt_format=model.prompt_format)
+    plan = plan_tensors(model)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if outtype is None and not quants:
+        outtype = "f16"
+    direct = outtype.lower() if outtype else None
+    intermediate = None
+    if quants:
+        intermediate = "bf16" if model.checkpoint.source_dtypes == {"BF16"} else "f16"
+        if direct == intermediate:
+            intermediate = None  # the requested output doubles as the quantizer's input
+
+    # Disk space for everything this run writes at once, checked before writing anything.
+    def size_of(t: str) -> int:
+        enc = encoder or NumpyEncoder(t)
+        return sum(tensor_nbytes(p.shape, enc.tensor_type(p.kind, p.shape)) for p in plan)
+
+    n_params = sum(int(np.prod(p.shape)) for p in plan)
+    needed = sum(size_of(t) for t in (direct, intermediate) if t)
+    needed += sum(_quant_estimate(n_params, q) for q in quants)
+    check_free_space(out, needed, f"{model.name} ({', '.join(filter(None, [direct, *quants]))})")
+
+    written: list[Path] = []
+
+    def write(type_name: str, target: Path) -> None:
+        enc = encoder or NumpyEncoder(type_name)
+        file_type = OUTTYPES[type_name][1] if encoder is None else getattr(
+            encoder, "file_type", OUTTYPES[type_name][1])
+        planned = []
+        for p in plan:
+            qtype = enc.tensor_type(p.kind, p.shape)
+            planned.append(PlannedTensor(p.name, p.shape, qtype, _chunks(p, qtype, enc)))
+        logger.info("writing %s", target)
+        write_gguf(target, _writer(model, vocab, file_type), planned, progress=progress)
+
+    if direct:
+        target = out / output_name(model.name, direct)
+        write(direct, target)
+        written.append(target)
+    if quants:
+        from .quantize import quantize_file
+
+        if intermediate:
+            source = out / f".{model.name}.intermediate.{intermediate.upper()}.gguf"
+        else:
+            source = written[0]
+        try:
+            if intermediate:
+                write(intermediate, source)
+            for q in quants:
+                target = out / output_name(model.name, q)
+                quantize_file(source, target, q, nthread=nthread)
+                written.append(target)
+        finally:
+            if intermediate:
+                source.unlink(missing_ok=True)
+    return written
