@@ -73,12 +73,19 @@ def quantize_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], type
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype
     params.nthread = nthread
-    with atomic_path(dst) as tmp:
-        logger.info("quantizing %s -> %s (%s)", src, dst, type_name.upper())
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
-        if rc != 0 or not tmp.is_file():
-            raise QuantizationError(
-                f"llama.cpp could not quantize {src} to {type_name.upper()} (code {rc}); "
-                "check the input loads with llama.cpp and that the disk is not full"
-            )
+    # llama.cpp logs every tensor through llama-cpp-python's logger: keep warnings and errors.
+    cpp_log = logging.getLogger("llama-cpp-python")
+    saved_level = cpp_log.level
+    cpp_log.setLevel(max(saved_level, logging.WARNING))
+    try:
+        with atomic_path(dst) as tmp:
+            logger.info("quantizing %s -> %s (%s)", src, dst, type_name.upper())
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+            if rc != 0 or not tmp.is_file():
+                raise QuantizationError(
+                    f"llama.cpp could not quantize {src} to {type_name.upper()} (code {rc}); "
+                    "check the input loads with llama.cpp and that the disk is not full"
+                )
+    finally:
+        cpp_log.setLevel(saved_level)
     return dst

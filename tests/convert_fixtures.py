@@ -1,0 +1,263 @@
+"""Builders of tiny Hugging Face checkpoints for the converter tests (need torch + transformers).
+
+Everything is small enough for a 2-core machine: hidden 64, 2 layers, head_dim 16, a SentencePiece
+vocabulary of 384 pieces trained here with byte fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+SPM_VOCAB = 384
+
+# Text with the things tokenizers get wrong: unicode, runs of spaces and newlines, digits, tabs,
+# characters the vocabulary has never seen (byte fallback), leading/trailing spaces.
+TOKENIZER_CORPUS = [
+    "Hello world",
+    " leading space and trailing space ",
+    "two  spaces, three   spaces,    four",
+    "new\nline, two\n\nnewlines, three\n\n\n",
+    "tab\tseparated\tvalues",
+    "numbers 0 7 42 1234567 3.14159 -12",
+    "Ünïcödé façade naïve coöperate",
+    "日本語のテキスト and 中文",
+    "emoji 🙂🚀 and symbols ∑ ∫ √",
+    "###Feedback: The response is good. [RESULT] 4",
+    "[INST] <<SYS>>\nYou are a fair evaluator language model.\n<</SYS>>\n\nScore it.  [/INST]",
+    "",
+    " ",
+    "\n",
+    "a",
+    "mixedCASE Words_with-punctuation!?",
+]
+
+
+def _training_text(seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    words = ("the model response score rubric feedback evaluate quality helpful harmless honest "
+             "answer question reference criteria result judge fair language good bad better "
+             "instruction assistant user system because however therefore").split()
+    lines = []
+    for _ in range(3000):
+        n = rng.randint(3, 14)
+        line = " ".join(rng.choice(words) for _ in range(n))
+        if rng.random() < 0.3:
+            line += f" {rng.randint(0, 9999)}"
+        if rng.random() < 0.2:
+            line = line.capitalize() + "."
+        lines.append(line)
+    lines += ["Score 1: poor. Score 2: fair. Score 3: ok. Score 4: good. Score 5: great."] * 20
+    lines += ["###Task Description: ###Response to evaluate: ###Reference Answer: [RESULT]"] * 20
+    return lines
+
+
+def train_sentencepiece(out_dir: Path, vocab_size: int = SPM_VOCAB) -> Path:
+    """Train a Llama-style SentencePiece BPE model (byte fallback, digits split) into out_dir."""
+    import sentencepiece as spm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "corpus.txt"
+    corpus.write_text("\n".join(_training_text()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(out_dir / "tokenizer"), vocab_size=vocab_size,
+        model_type="bpe", byte_fallback=True, split_digits=True, character_coverage=1.0,
+        normalization_rule_name="identity", add_dummy_prefix=True, remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=1, minloglevel=2,
+    )
+    corpus.unlink()
+    (out_dir / "tokenizer.vocab").unlink()
+    return out_dir / "tokenizer.model"
+
+
+def write_tokenizer_files(dst: Path, spm_model: Path, chat_template: str | None = None) -> None:
+    """tokenizer.model + a Llama-style tokenizer_config.json into dst."""
+    import shutil
+
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(spm_model, dst / "tokenizer.model")
+    cfg: dict[str, Any] = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "model_max_length": 256,
+        "added_tokens_decoder": {
+            "0": {"content": "<unk>", "special": True},
+            "1": {"content": "<s>", "special": True},
+            "2": {"content": "</s>", "special": True},
+        },
+    }
+    if chat_template:
+        cfg["chat_template"] = chat_template
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+
+
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}"
+    "{{ message['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 2) -> Any:
+    """A randomly initialised transformers model: llama (MHA), mistral (GQA) or mixtral (2 experts)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                  num_attention_heads=4, max_position_embeddings=256, initializer_range=0.08,
+                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    if kind == "llama":
+        cfg = tf.LlamaConfig(num_key_value_heads=4, rms_norm_eps=1e-5, rope_theta=10000.0, **common)
+        model = tf.LlamaForCausalLM(cfg)
+    elif kind == "mistral":
+        cfg = tf.MistralConfig(num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
+                               sliding_window=None, **common)
+        model = tf.MistralForCausalLM(cfg)
+    elif kind == "mixtral":
+        cfg = tf.MixtralConfig(num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=1e6,
+                               num_local_experts=2, num_experts_per_tok=2, sliding_window=None,
+                               **common)
+        model = tf.MixtralForCausalLM(cfg)
+    else:
+        raise ValueError(kind)
+    with torch.no_grad():  # make the norms non-trivial so a wrong norm shows
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.copy_(1.0 + 0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+def save_checkpoint(model: Any, dst: Path, *, fmt: str = "safetensors", dtype: str = "float32",
+                    shards: int = 1) -> Path:
+    """Save like the Hub releases: safetensors or zip .bin, optional index, fp32/bf16/fp16."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    model = model.to(tdtype)
+    # save_pretrained writes the checkpoint (legacy tensor names for Mixtral experts).
+    model.save_pretrained(dst, safe_serialization=True)
+    state = load_file(dst / "model.safetensors")
+    (dst / "model.safetensors").unlink()
+    names = sorted(state)
+    groups = [names[i::shards] for i in range(shards)]
+    if fmt == "safetensors":
+        files = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+        if shards == 1:
+            files = ["model.safetensors"]
+        for f, g in zip(files, groups):
+            save_file({k: state[k].contiguous() for k in g}, dst / f, metadata={"format": "pt"})
+        index = "model.safetensors.index.json"
+    else:
+        files = [f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin" for i in range(shards)]
+        if shards == 1:
+            files = ["pytorch_model.bin"]
+        for f, g in zip(files, groups):
+            torch.save({k: state[k] for k in g}, dst / f)
+        index = "pytorch_model.bin.index.json"
+    if shards > 1:
+        weight_map = {k: f for f, g in zip(files, groups) for k in g}
+        (dst / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return dst
+
+
+def load_reference(checkpoint: Path) -> Any:
+    """The checkpoint as transformers loads it, computing in float32 (the independent reference)."""
+    import torch
+    import transformers as tf
+
+    return tf.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+
+
+def reference_logits(model: Any, ids: list[int]) -> Any:
+    """float32 logits on ids, as numpy (n_tokens, vocab)."""
+    import torch
+
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].numpy()
+
+
+def reference_greedy(model: Any, ids: list[int], n: int) -> list[int]:
+    import torch
+
+    m = model
+    out = list(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = m(torch.tensor([out])).logits[0, -1]
+            out.append(int(torch.argmax(logits)))
+    return out[len(ids):]
+
+
+def write_llama2_tokenizer_json(checkpoint: Path) -> Path:
+    """tokenizer.json the way meta-llama/Llama-2-*-hf ships it, from the folder's tokenizer.model.
+
+    Llama-2's file normalizes with Prepend("▁") + Replace(" ", "▁") and has no pre-tokenizer,
+    which is exactly SentencePiece's behaviour. (transformers 5's LlamaTokenizer instead rebuilds a
+    Metaspace pre-tokenizer from tokenizer.model, which drops the dummy prefix before a leading
+    space and so disagrees with SentencePiece itself on " text".)
+    """
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer
+
+    backend = AutoTokenizer.from_pretrained(checkpoint).backend_tokenizer
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    backend.pre_tokenizer = None
+    backend.save(str(checkpoint / "tokenizer.json"))
+    return checkpoint / "tokenizer.json"
+
+
+def numpy_checkpoint(dst: Path, spm_model: Path | None, *, layers: int = 1, vocab: int = SPM_VOCAB,
+                     hidden: int = 64, ff: int = 128, heads: int = 4, kv_heads: int = 2,
+                     shards: int = 1, dtype: str = "float32", seed: int = 0,
+                     architecture: str = "MistralForCausalLM") -> Path:
+    """A Llama/Mistral checkpoint written with numpy only (no torch): for input-handling tests."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    dst.mkdir(parents=True, exist_ok=True)
+    hd = hidden // heads
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
+              "lm_head.weight": (vocab, hidden)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shapes.update({
+            p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,),
+            p + "self_attn.q_proj.weight": (heads * hd, hidden),
+            p + "self_attn.k_proj.weight": (kv_heads * hd, hidden),
+            p + "self_attn.v_proj.weight": (kv_heads * hd, hidden),
+            p + "self_attn.o_proj.weight": (hidden, heads * hd),
+            p + "mlp.gate_proj.weight": (ff, hidden),
+            p + "mlp.up_proj.weight": (ff, hidden),
+            p + "mlp.down_proj.weight": (hidden, ff),
+        })
+    tensors = {k: (rng.standard_normal(s) * 0.05).astype(dtype) for k, s in shapes.items()}
+    names = sorted(tensors)
+    groups = [names[i::shards] for i in range(shards)]
+    files = (["model.safetensors"] if shards == 1 else
+             [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)])
+    for f, g in zip(files, groups):
+        save_file({k: tensors[k] for k in g}, str(dst / f))
+    if shards > 1:
+        wm = {k: f for f, g in zip(files, groups) for k in g}
+        (dst / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
+    config = {
+        "architectures": [architecture], "model_type": "mistral", "vocab_size": vocab,
+        "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "torch_dtype": dtype,
+    }
+    (dst / "config.json").write_text(json.dumps(config))
+    if spm_model is not None:
+        write_tokenizer_files(dst, spm_model)
+    return dst
