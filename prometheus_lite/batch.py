@@ -526,9 +526,8 @@ def run_batch(
         writer.write(rec)
         counts["done" if ok else "errors"] += 1
         if bar is not None:
+            bar.set_postfix(_postfix(counts["done"], counts["errors"], skipped), refresh=False)
             bar.update(1)
-            bar.set_postfix(ok=counts["done"], errors=counts["errors"], skipped=skipped,
-                            refresh=False)
 
     def emit_error(lineno: int, p: _Plan) -> None:
         emit(error_record(record_mode, p.id, lineno, p.error or "", p.error_type,
@@ -594,6 +593,10 @@ def _progress(total: int, skipped: int, *, enabled: bool, mode: str) -> Any:
 
     bar = tqdm(total=total, file=sys.stderr, unit="item", mininterval=0.5, dynamic_ncols=True,
                desc="grading" if mode == "grade" else "comparing")
-    bar.set_postfix(ok=0, errors=0, skipped=skipped, refresh=False)
+    bar.set_postfix(_postfix(0, 0, skipped), refresh=False)
     return bar
+
+
+def _postfix(ok: int, errors: int, skipped: int) -> dict[str, int]:
+    return {"ok": ok, "errors": errors, "skipped": skipped}  # (dict order is kept)
 
