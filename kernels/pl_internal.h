@@ -124,5 +124,6 @@ void pl_quantize_row_q8_0_avx2(const float *x, block_q8_0 *y, int64_t k);
 void pl_quantize_row_q4_0_avx2(const float *x, block_q4_0 *y, int64_t k);
 void pl_quantize_row_q4_K_avx2(const float *x, block_q4_K *y, int64_t k);
 void pl_quantize_row_q5_K_avx2(const float *x, block_q5_K *y, int64_t k);
+void pl_quantize_row_q6_K_avx2(const float *x, block_q6_K *y, int64_t k);
 
 #endif /* PL_INTERNAL_H */

@@ -53,6 +53,7 @@ static void select_simd(void) {
                 case 8:  traits[i].quantize = ROWFN(pl_quantize_row_q8_0_avx2); break;
                 case 12: traits[i].quantize = ROWFN(pl_quantize_row_q4_K_avx2); break;
                 case 13: traits[i].quantize = ROWFN(pl_quantize_row_q5_K_avx2); break;
+                case 14: traits[i].quantize = ROWFN(pl_quantize_row_q6_K_avx2); break;
                 default: break;
             }
         }
