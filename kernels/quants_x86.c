@@ -425,6 +425,93 @@ void pl_quantize_row_q8_0_avx2(const float *x, block_q8_0 *y, int64_t k) {
     }
 }
 
+
+/* Exact min and max of a block as the scalar loops find them. Vector min/max are
+ * order-free except that +0 and -0 compare equal (the scalar loop keeps the first
+ * one it saw): returns 0 when either result is zero, and the caller then uses the
+ * scalar code for that block. */
+static inline int minmax32(const __m256 *v, float *min, float *max) {
+    const __m256 mn = _mm256_min_ps(_mm256_min_ps(v[0], v[1]), _mm256_min_ps(v[2], v[3]));
+    const __m256 mx = _mm256_max_ps(_mm256_max_ps(v[0], v[1]), _mm256_max_ps(v[2], v[3]));
+    *min = hmin8(mn);
+    *max = hmax8(mx);
+    return *min != 0.0f && *max != 0.0f;
+}
+
+/* qh of a 5-bit block: bit k = bit 4 of quant k. */
+static inline uint32_t high_bits32(const __m256i *q) {
+    uint32_t qh = 0;
+    for (int t = 0; t < 4; t++) {
+        qh |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(q[t], 27))) << (8*t);
+    }
+    return qh;
+}
+
+void pl_quantize_row_q4_1_avx2(const float *x, block_q4_1 *y, int64_t k) {
+    const int64_t nb = k / QK32;
+    for (int64_t i = 0; i < nb; i++, x += QK32) {
+        __m256 v[4];
+        for (int t = 0; t < 4; t++) v[t] = _mm256_loadu_ps(x + 8*t);
+        float min, max;
+        if (!minmax32(v, &min, &max)) { pl_quantize_row_q4_1(x, y + i, QK32); continue; }
+        const float d  = (max - min) / ((1 << 4) - 1);
+        const float id = d ? 1.0f/d : 0.0f;
+        y[i].d = pl_fp32_to_fp16_1(d);
+        y[i].m = pl_fp32_to_fp16_1(min);
+        const __m256 vid = _mm256_set1_ps(id), vmin = _mm256_set1_ps(min), half = _mm256_set1_ps(0.5f);
+        __m256i q[4];
+        for (int t = 0; t < 4; t++) {
+            const __m256 s = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], vmin), vid), half);
+            q[t] = _mm256_min_epi32(trunc8(s), _mm256_set1_epi32(15));
+        }
+        pack_nibbles(q, y[i].qs);
+    }
+}
+
+void pl_quantize_row_q5_0_avx2(const float *x, block_q5_0 *y, int64_t k) {
+    const int64_t nb = k / QK32;
+    for (int64_t i = 0; i < nb; i++, x += QK32) {
+        __m256 v[4];
+        for (int t = 0; t < 4; t++) v[t] = _mm256_loadu_ps(x + 8*t);
+        const float max = signed_absmax32(x, v);
+        const float d  = max / -16;
+        const float id = d ? 1.0f/d : 0.0f;
+        y[i].d = pl_fp32_to_fp16_1(d);
+        const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(16.5f);
+        __m256i q[4], lo[4];
+        for (int t = 0; t < 4; t++) {
+            q[t] = _mm256_min_epi32(trunc8(_mm256_add_ps(_mm256_mul_ps(v[t], vid), half)), _mm256_set1_epi32(31));
+            lo[t] = _mm256_and_si256(q[t], _mm256_set1_epi32(0x0F));
+        }
+        pack_nibbles(lo, y[i].qs);
+        const uint32_t qh = high_bits32(q);
+        memcpy(y[i].qh, &qh, 4);
+    }
+}
+
+void pl_quantize_row_q5_1_avx2(const float *x, block_q5_1 *y, int64_t k) {
+    const int64_t nb = k / QK32;
+    for (int64_t i = 0; i < nb; i++, x += QK32) {
+        __m256 v[4];
+        for (int t = 0; t < 4; t++) v[t] = _mm256_loadu_ps(x + 8*t);
+        float min, max;
+        if (!minmax32(v, &min, &max)) { pl_quantize_row_q5_1(x, y + i, QK32); continue; }
+        const float d  = (max - min) / ((1 << 5) - 1);
+        const float id = d ? 1.0f/d : 0.0f;
+        y[i].d = pl_fp32_to_fp16_1(d);
+        y[i].m = pl_fp32_to_fp16_1(min);
+        const __m256 vid = _mm256_set1_ps(id), vmin = _mm256_set1_ps(min), half = _mm256_set1_ps(0.5f);
+        __m256i q[4], lo[4];
+        for (int t = 0; t < 4; t++) {
+            q[t] = trunc8(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v[t], vmin), vid), half));   /* no clamp, as the reference */
+            lo[t] = _mm256_and_si256(q[t], _mm256_set1_epi32(0x0F));
+        }
+        pack_nibbles(lo, y[i].qs);
+        const uint32_t qh = high_bits32(q);
+        memcpy(y[i].qh, &qh, 4);
+    }
+}
+
 #else   /* not x86: never selected */
 int pl_have_avx2(void) { return 0; }
 #endif

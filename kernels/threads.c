@@ -50,6 +50,9 @@ static void select_simd(void) {
         for (int i = 0; i < N_TRAITS; i++) {
             switch (traits[i].type) {
                 case 2:  traits[i].quantize = ROWFN(pl_quantize_row_q4_0_avx2); break;
+                case 3:  traits[i].quantize = ROWFN(pl_quantize_row_q4_1_avx2); break;
+                case 6:  traits[i].quantize = ROWFN(pl_quantize_row_q5_0_avx2); break;
+                case 7:  traits[i].quantize = ROWFN(pl_quantize_row_q5_1_avx2); break;
                 case 8:  traits[i].quantize = ROWFN(pl_quantize_row_q8_0_avx2); break;
                 case 12: traits[i].quantize = ROWFN(pl_quantize_row_q4_K_avx2); break;
                 case 13: traits[i].quantize = ROWFN(pl_quantize_row_q5_K_avx2); break;

@@ -54,6 +54,12 @@ def _distributions() -> dict[str, np.ndarray]:
     mixed = rng.standard_normal((8, ROW))
     mixed[:, : ROW // 2] *= 1e-3                            # sub-blocks at very different scales
     d["mixed_scale"] = mixed
+    sz = np.abs(rng.standard_normal((4, ROW))) * 0.02     # min is a zero: its sign must survive
+    sz[:, 3::7] = 0.0
+    sz[:, 5::11] = -0.0
+    sz[1] = -sz[1]
+    sz[2, :64] = -0.0
+    d["signed_zeros"] = sz
     rows = rng.standard_normal((4, ROW)) * 0.02
     rows[1] = 0.0
     rows[2, :32] = 0.0                                      # single zero block inside a row
