@@ -68,6 +68,7 @@ def quantize_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], type
     if src.resolve() == dst.resolve():
         raise QuantizationError(f"{dst}: output would overwrite the input; choose another name")
 
+    dst.parent.mkdir(parents=True, exist_ok=True)
     import llama_cpp
 
     params = llama_cpp.llama_model_quantize_default_params()
