@@ -356,8 +356,13 @@ static inline float signed_absmax32(const float *x, const __m256 *v) {
     const __m256 a = _mm256_max_ps(_mm256_max_ps(abs8(v[0]), abs8(v[1])), _mm256_max_ps(abs8(v[2]), abs8(v[3])));
     const float amax = hmax8(a);
     if (!(amax > 0.0f)) return 0.0f;
-    for (int j = 0; j < 32; j++) if (fabsf(x[j]) == amax) return x[j];
-    return 0.0f;   /* NaN input: no match; the scalar path would be equally meaningless */
+    /* first index whose |x| equals the maximum: one bit per value, lowest set bit */
+    const __m256 va = _mm256_set1_ps(amax);
+    uint32_t hits = 0;
+    for (int t = 0; t < 4; t++) {
+        hits |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(abs8(v[t]), va, _CMP_EQ_OQ)) << (8*t);
+    }
+    return hits ? x[__builtin_ctz(hits)] : 0.0f;   /* no hit only for NaN input */
 }
 
 /* trunc(v) as int32 for v >= 0 (the scalar code casts a non-negative float). */
