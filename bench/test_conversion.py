@@ -143,17 +143,22 @@ def generate_checkpoint(root: Path, target_bytes: float, dtype: str, fmt: str,
     }
 
 
+# Peak RSS is the child's VmHWM (high-water mark of its own address space). Not ru_maxrss: Linux
+# carries the forking parent's RSS into it across exec, so it would report pytest's size.
 _CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
+
+    def vm_hwm():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+
     t0 = time.perf_counter()
     from prometheus_lite.convert.convert import convert_checkpoint
-    from prometheus_lite.convert.quantize import quant_type  # import cost counted in the baseline
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    import prometheus_lite.convert.quantize, llama_cpp  # import cost counted in the baseline
     args = json.loads(sys.argv[1])
     if args["run"]:
         convert_checkpoint(args["ckpt"], args["out"], outtype=args["outtype"], quants=args["quants"])
-    print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "baseline_rss_bytes": base, "seconds": time.perf_counter() - t0}))
+    print(json.dumps({"peak_rss_bytes": vm_hwm(), "seconds": time.perf_counter() - t0}))
 """)
 
 

@@ -151,6 +151,15 @@ def _prompt_format(name: str, spec: arch.ArchSpec, override: str | None) -> tupl
     return spec.prompt_format, "architecture default"
 
 
+def _default_name(path: Path) -> str:
+    """Folder name; for a Hugging Face cache snapshot (models--owner--name/snapshots/<hash>) the
+    repo name."""
+    path = path.resolve()
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.name
+
+
 def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | None = None,
                        prompt_format: str | None = None) -> Model:
     ckpt = open_checkpoint(checkpoint_dir)
@@ -198,7 +207,7 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
     if head_dim % 2 or n_head % n_head_kv:
         raise ConversionError(f"{ckpt.path / 'config.json'}: head_dim {head_dim} / heads "
                               f"{n_head}/{n_head_kv} are not a valid attention layout")
-    model_name = name or ckpt.path.resolve().name
+    model_name = name or _default_name(ckpt.path)
     fmt, reason = _prompt_format(model_name, spec, prompt_format)
     return Model(ckpt, spec, model_name, hparams, dims, fmt, reason)
 

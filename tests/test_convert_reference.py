@@ -213,10 +213,11 @@ def test_q8_0_and_llama_cpp_quant_levels_run(index, build_root, spm_model, tmp_p
     ref = fx.reference_logits(converted.reference, ids)
     [q8] = _convert(converted.checkpoint, tmp_path, "--outtype", "q8_0", *converted.convert_args)
     assert _relative_error(_llama_logits(q8, ids), ref) < 5e-2
-    out = tmp_path / "q"
-    from prometheus_lite.convert.quantize import quantize_file
-
-    q4 = quantize_file(converted.f16, out / "m.Q4_K_M.gguf", "Q4_K_M")
+    # --quant: llama.cpp's quantizer from an intermediate (BF16 for the bf16 MoE checkpoint).
+    [q4] = _convert(converted.checkpoint, tmp_path / "q", "--quant", "Q4_K_M",
+                    *converted.convert_args)
+    assert q4.name == f"tiny-{converted.case.kind}.Q4_K_M.gguf"
+    assert [p.name for p in (tmp_path / "q").iterdir()] == [q4.name]  # intermediate removed
     got = _llama_logits(q4, ids)
     assert np.isfinite(got).all()
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
@@ -270,3 +271,21 @@ def test_bpe_tokenizer_json_path(tmp_path):
     for text in fx.TOKENIZER_CORPUS:
         assert llm.tokenize(text.encode(), add_bos=True, special=False) == hf.encode(text).ids, \
             repr(text)
+
+
+def test_bin_reader_handles_what_torch_save_writes(tmp_path):
+    """OrderedDict state dicts with _metadata, Parameters, bf16, views into shared storage."""
+    import torch
+
+    from prometheus_lite.convert.checkpoint import _read_bin, to_f32
+
+    sd = torch.nn.Linear(4, 6).state_dict()
+    sd["param"] = torch.nn.Parameter(torch.randn(3, 2))
+    sd["transposed"] = torch.randn(4, 6).t()
+    sd["bf16"] = torch.randn(5, 3, dtype=torch.bfloat16)
+    sd["view"] = sd["transposed"][1:3]
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    refs = _read_bin(tmp_path / "pytorch_model.bin")
+    assert set(refs) == set(sd)
+    for name, ref in refs.items():
+        assert np.array_equal(to_f32(ref.load(), ref.dtype), sd[name].detach().float().numpy()), name
