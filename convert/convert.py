@@ -192,6 +192,11 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
     if config.get("hidden_act", "silu") != "silu":
         raise ConversionError(f"{ckpt.path / 'config.json'}: hidden_act "
                               f"{config.get('hidden_act')!r} is not supported (llama uses silu)")
+    window = config.get("sliding_window")
+    if window and window < hparams[gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=a)]:
+        logger.warning("%s: sliding_window %s is ignored (llama.cpp attends to the whole "
+                       "context); outputs differ from transformers beyond %s tokens",
+                       ckpt.path / "config.json", window, window)
     dims = {
         "vocab": hparams[gguf.Keys.LLM.VOCAB_SIZE.format(arch=a)],
         "hidden": hidden,

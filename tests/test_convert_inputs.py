@@ -203,6 +203,40 @@ def test_tokenizer_from_separate_folder_and_v1_defaults(tmp_path, spm_model):
     assert kv["tokenizer.ggml.bos_token_id"] == 1 and kv["tokenizer.ggml.eos_token_id"] == 2
 
 
+def test_tokenizer_repo_id_is_fetched_with_huggingface_hub(tmp_path, spm_model, monkeypatch):
+    import huggingface_hub
+
+    folder = fx.numpy_checkpoint(tmp_path / "prometheus-13b-v1.0", None,
+                                 architecture="LlamaForCausalLM", kv_heads=4)
+    cache = tmp_path / "hub-cache"
+    fx.write_tokenizer_files(cache, spm_model)
+    calls = []
+
+    def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
+        calls.append((repo_id, allow_patterns))
+        return str(cache)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    [out] = convert_checkpoint(folder, tmp_path / "out", tokenizer="meta-llama/Llama-2-13b-chat-hf")
+    assert calls[0][0] == "meta-llama/Llama-2-13b-chat-hf" and "tokenizer.model" in calls[0][1]
+    assert out.name == "prometheus-13b-v1.0.F16.gguf"  # f16 when neither --outtype nor --quant
+
+    def offline(repo_id, **kw):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ConversionError, match="could not download the tokenizer"):
+        convert_checkpoint(folder, tmp_path / "out", tokenizer="meta-llama/Llama-2-13b-chat-hf")
+
+
+def test_name_from_hugging_face_cache_snapshot(tmp_path, spm_model):
+    snap = tmp_path / "models--prometheus-eval--prometheus-7b-v2.0" / "snapshots" / "abc123"
+    fx.numpy_checkpoint(snap, spm_model)
+    [out] = convert_checkpoint(snap, tmp_path / "out", outtype="f16", prompt_format=None)
+    assert out.name == "prometheus-7b-v2.0.F16.gguf"
+    assert _kv(out)["general.name"] == "prometheus-7b-v2.0"
+
+
 def test_prompt_format_override_and_name_default(ckpt, tmp_path):
     [out] = convert_checkpoint(ckpt, tmp_path / "out", outtype="f16", prompt_format="v1")
     assert _kv(out)[PROMPT_FORMAT_KEY] == "v1"
