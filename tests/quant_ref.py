@@ -106,9 +106,10 @@ def assert_same_blocks(ours: np.ndarray, ref: np.ndarray, t: T, what: str) -> No
 
 def write_llama_gguf(path: os.PathLike | str, tensors: Mapping[str, np.ndarray], *, n_layer: int,
                      n_embd: int = 64, n_head: int = 4, n_head_kv: int = 4, n_expert: int = 0,
-                     n_ff: int = 128, dtype: type = np.float32) -> None:
+                     n_ff: int = 128, dtype: object = np.float32) -> None:
     """A minimal llama-architecture GGUF that llama_model_quantize accepts: the
-    hyper-parameters load_hparams needs, and the given tensors (as ``dtype``)."""
+    hyper-parameters load_hparams needs, and the given tensors (2-D and up as ``dtype``:
+    np.float32, np.float16 or "bf16"; 1-D always F32, as converters write norms)."""
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_context_length(128)
     w.add_embedding_length(n_embd)
@@ -117,12 +118,16 @@ def write_llama_gguf(path: os.PathLike | str, tensors: Mapping[str, np.ndarray],
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == np.float32 else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type({np.float32: gguf.LlamaFileType.ALL_F32, np.float16: gguf.LlamaFileType.MOSTLY_F16,
+                     "bf16": gguf.LlamaFileType.MOSTLY_BF16}[dtype])
     if n_expert:
         w.add_expert_count(n_expert)
         w.add_expert_used_count(2)
     for name, a in tensors.items():
-        w.add_tensor(name, np.ascontiguousarray(a, dtype=dtype if a.ndim > 1 else np.float32))
+        if a.ndim > 1 and dtype == "bf16":   # gguf-py's BF16 rounding, as the converter writes it
+            w.add_tensor(name, gguf.quants.quantize(np.ascontiguousarray(a, np.float32), T.BF16), raw_dtype=T.BF16)
+        else:
+            w.add_tensor(name, np.ascontiguousarray(a, dtype=dtype if a.ndim > 1 else np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
