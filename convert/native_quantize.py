@@ -95,6 +95,10 @@ def quantize_gguf(in_path: os.PathLike | str, out_path: os.PathLike | str, level
     except KeyError as e:
         raise QuantizationError(str(e.args[0])) from None
     in_path, out_path = Path(in_path), Path(out_path)
+    if not in_path.is_file():
+        raise QuantizationError(f"{in_path}: no such file")
+    if out_path.exists() and out_path.resolve() == in_path.resolve():
+        raise QuantizationError(f"{out_path}: output would overwrite the input; choose another name")
     try:
         reader = GGUFReader(in_path)
     except (OSError, ValueError) as e:
@@ -105,6 +109,10 @@ def quantize_gguf(in_path: os.PathLike | str, out_path: os.PathLike | str, level
              for t in reader.tensors]
     types = choose_types(infos, model, mix.name)
     shapes = {i.name: i.shape for i in infos}
+    requant = sorted({i.type.name for i in infos if types[i.name] != i.type and i.type not in _FLOAT_TYPES})
+    if requant:   # checked before anything is written
+        raise QuantizationError(f"{in_path}: already quantized ({', '.join(requant)}); quantize from the F16, "
+                                "BF16 or F32 GGUF instead (`prometheus-lite convert --outtype f16` makes one)")
     order = llama_order(by_name)   # llama.cpp writes tensors in this order too
 
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")

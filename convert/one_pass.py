@@ -78,12 +78,15 @@ class NativeEncoder:
         infos = [TensorInfo(name, tuple(shape), T(t)) for name, shape, t in tensors]
         self.types = choose_types(infos, model, self.mixture.name)
 
-    def tensor_type(self, name: str) -> T:
-        """Output type of tensor ``name``."""
+    def tensor_type_by_name(self, name: str) -> T:
+        """Output type of tensor ``name`` (llama.cpp's rules need the name: they count layers)."""
         try:
             return self.types[name]
         except KeyError:
             raise QuantizationError(f"tensor {name} is not in the plan this encoder was built for") from None
+
+    def tensor_type(self, kind: object, shape: tuple[int, ...]) -> T:
+        raise QuantizationError("NativeEncoder chooses types by tensor name: call tensor_type_by_name")
 
     def encode(self, rows: np.ndarray, qtype: T) -> np.ndarray:
         """float32 rows -> bytes of ``qtype``, after the intermediate's rounding."""

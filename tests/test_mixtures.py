@@ -138,7 +138,11 @@ def test_unknown_level_and_requantize_are_clear_errors(tmp_path: Path) -> None:
         quantize_gguf(src, tmp_path / "x.gguf", "Q3_K_XL")
     q = tmp_path / "q.gguf"
     quantize_gguf(src, q, "Q4_0")
-    with pytest.raises(QuantizationError, match="requantizing"):
+    with pytest.raises(QuantizationError, match="already quantized"):
         quantize_gguf(q, tmp_path / "qq.gguf", "Q4_K_M")
     assert not (tmp_path / "qq.gguf").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    with pytest.raises(QuantizationError, match="no such file"):
+        quantize_gguf(tmp_path / "nope.gguf", tmp_path / "y.gguf", "Q4_0")
+    with pytest.raises(QuantizationError, match="overwrite the input"):
+        quantize_gguf(src, src, "Q4_0")

@@ -57,7 +57,7 @@ def test_one_pass_equals_two_step(level: str, intermediate: str, tmp_path: Path)
     assert enc.file_type == MIXTURES[level].ftype
     bad = []
     for name, v in values.items():
-        t = enc.tensor_type(name)
+        t = enc.tensor_type_by_name(name)
         data = np.ascontiguousarray(enc.encode(v, t)).view(np.uint8).reshape(-1)
         if t != want[name][0] or not np.array_equal(data, want[name][1]):
             bad.append(f"{name}: ours {t.name}, llama.cpp {want[name][0].name}")
