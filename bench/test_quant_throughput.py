@@ -25,12 +25,11 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from prometheus_lite.convert import kernels
 from prometheus_lite.convert.quant_types import NATIVE_TYPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from quant_ref import ggml_quantize  # noqa: E402  (test helper: llama.cpp through ctypes)
+from quant_ref import ggml_quantize
 
 T = gguf.GGMLQuantizationType
 MB = float(os.environ.get("PL_BENCH_MB", "64"))
@@ -62,7 +61,9 @@ def test_quant_throughput(benchmark, qtype: T) -> None:
     rounds = 1 if smoke else ROUNDS
 
     ours = kernels.quantize(a, qtype, n_threads=THREADS)
-    assert np.array_equal(ours, ggml_quantize(a, qtype, THREADS)), "native output differs from llama.cpp"
+    assert np.array_equal(ours, ggml_quantize(a, qtype, THREADS)), (
+        "native output differs from llama.cpp"
+    )
     fns = {
         "ours_1t": lambda: kernels.quantize(a, qtype, n_threads=1),
         "llama_1t": lambda: ggml_quantize(a, qtype, 1),
@@ -78,13 +79,27 @@ def test_quant_throughput(benchmark, qtype: T) -> None:
         res.update(_median_mb_s({"numpy": lambda: gguf.quants.quantize(a_np, qtype)}, a_np, rounds))
 
     best_ours = res.get("ours_nt", res["ours_1t"])
-    line = (f"{qtype.name:5s} ours {res['ours_1t']:8.0f} MB/s (1t)  llama.cpp {res['llama_1t']:8.0f} MB/s (1t)  "
-            f"ratio {res['ours_1t'] / res['llama_1t']:5.2f}")
+    line = (
+        f"{qtype.name:5s} ours {res['ours_1t']:8.0f} MB/s (1t)  llama.cpp {res['llama_1t']:8.0f} MB/s (1t)  "
+        f"ratio {res['ours_1t'] / res['llama_1t']:5.2f}"
+    )
     if THREADS > 1:
-        line += (f" | {THREADS}t: ours {res['ours_nt']:8.0f}  llama.cpp {res['llama_nt']:8.0f}  "
-                 f"ratio {res['ours_nt'] / res['llama_nt']:5.2f}")
+        line += (
+            f" | {THREADS}t: ours {res['ours_nt']:8.0f}  llama.cpp {res['llama_nt']:8.0f}  "
+            f"ratio {res['ours_nt'] / res['llama_nt']:5.2f}"
+        )
     if "numpy" in res:
-        line += f" | gguf numpy {res['numpy']:7.0f} MB/s  ours/numpy {best_ours / res['numpy']:6.1f}x"
+        line += (
+            f" | gguf numpy {res['numpy']:7.0f} MB/s  ours/numpy {best_ours / res['numpy']:6.1f}x"
+        )
     print(("[smoke] " if smoke else "") + line)
-    benchmark.extra_info.update({k: round(v, 1) for k, v in res.items()} | {"threads": THREADS, "mb": a.nbytes / 1e6})
-    benchmark.pedantic(kernels.quantize, args=(a, qtype), kwargs={"n_threads": THREADS}, rounds=rounds, iterations=1)
+    benchmark.extra_info.update(
+        {k: round(v, 1) for k, v in res.items()} | {"threads": THREADS, "mb": a.nbytes / 1e6}
+    )
+    benchmark.pedantic(
+        kernels.quantize,
+        args=(a, qtype),
+        kwargs={"n_threads": THREADS},
+        rounds=rounds,
+        iterations=1,
+    )

@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 from prometheus_lite.convert import kernels
 from prometheus_lite.convert.native_quantize import quantize_gguf
 from prometheus_lite.convert.quant_types import mixture
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from quant_ref import llama_quantize, read_tensors, write_llama_gguf  # noqa: E402
+from quant_ref import llama_quantize, read_tensors, write_llama_gguf
 
 FILE_MB = float(os.environ.get("PL_BENCH_FILE_MB", "256"))
 LEVEL = os.environ.get("PL_BENCH_LEVEL", "Q4_K_M")
@@ -32,12 +30,14 @@ N_EMBD, N_FF = 1024, 2816
 
 
 def _model(mb: float, path: Path, n_embd: int = N_EMBD, n_ff: int = N_FF) -> None:
-    per_layer = (4 * n_embd * n_embd + 3 * n_embd * n_ff) * 2          # F16 bytes
+    per_layer = (4 * n_embd * n_embd + 3 * n_embd * n_ff) * 2  # F16 bytes
     n_layer = max(2, round(mb * 1e6 / per_layer))
     rng = np.random.default_rng(0)
-    t = {"token_embd.weight": rng.standard_normal((512, n_embd), np.float32) * 0.02,
-         "output_norm.weight": np.ones(n_embd, np.float32),
-         "output.weight": rng.standard_normal((512, n_embd), np.float32) * 0.02}
+    t = {
+        "token_embd.weight": rng.standard_normal((512, n_embd), np.float32) * 0.02,
+        "output_norm.weight": np.ones(n_embd, np.float32),
+        "output.weight": rng.standard_normal((512, n_embd), np.float32) * 0.02,
+    }
     for i in range(n_layer):
         p = f"blk.{i}."
         t[p + "attn_norm.weight"] = np.ones(n_embd, np.float32)
@@ -70,9 +70,23 @@ def test_quantize_file(benchmark, tmp_path: Path) -> None:
     assert a.keys() == b.keys()
     assert all(a[n][0] == b[n][0] and np.array_equal(a[n][1], b[n][1]) for n in a), "outputs differ"
     mb = src.stat().st_size / 1e6
-    print(f"{'[smoke] ' if smoke else ''}quantize {mb:.0f} MB F16 -> {LEVEL}, {THREADS} threads: "
-          f"native {t_ours:.2f}s  llama.cpp {t_llama:.2f}s  speed-up {t_llama / t_ours:.2f}x")
-    benchmark.extra_info.update({"input_mb": round(mb, 1), "native_s": round(t_ours, 3),
-                                 "llama_cpp_s": round(t_llama, 3), "threads": THREADS, "level": LEVEL})
-    benchmark.pedantic(quantize_gguf, args=(src, ours, LEVEL), kwargs={"n_threads": THREADS},
-                       rounds=1, iterations=1)
+    print(
+        f"{'[smoke] ' if smoke else ''}quantize {mb:.0f} MB F16 -> {LEVEL}, {THREADS} threads: "
+        f"native {t_ours:.2f}s  llama.cpp {t_llama:.2f}s  speed-up {t_llama / t_ours:.2f}x"
+    )
+    benchmark.extra_info.update(
+        {
+            "input_mb": round(mb, 1),
+            "native_s": round(t_ours, 3),
+            "llama_cpp_s": round(t_llama, 3),
+            "threads": THREADS,
+            "level": LEVEL,
+        }
+    )
+    benchmark.pedantic(
+        quantize_gguf,
+        args=(src, ours, LEVEL),
+        kwargs={"n_threads": THREADS},
+        rounds=1,
+        iterations=1,
+    )

@@ -19,15 +19,25 @@ from prometheus_lite.errors import QuantizationError
 
 from .quant_types import NATIVE_TYPES, GGMLQuantizationType, row_bytes
 
-__all__ = ["quantize", "dequantize", "round_to_f16", "library_path", "simd_info", "default_threads",
-           "is_native"]
+__all__ = [
+    "default_threads",
+    "dequantize",
+    "is_native",
+    "library_path",
+    "quantize",
+    "round_to_f16",
+    "simd_info",
+]
 
 _API_VERSION = 1
-_ENV_LIB = "PROMETHEUS_LITE_KERNELS_LIB"   # explicit path to the library, for development
+_ENV_LIB = "PROMETHEUS_LITE_KERNELS_LIB"  # explicit path to the library, for development
 _LIB_NAMES = {"darwin": "libpl_quants.dylib", "win32": "pl_quants.dll"}
 _LIB_NAME = _LIB_NAMES.get(sys.platform, "libpl_quants.so")
-_ERRORS = {-1: "type not supported by the native kernels", -2: "row length not a multiple of the block size",
-           -3: "could not start worker threads"}
+_ERRORS = {
+    -1: "type not supported by the native kernels",
+    -2: "row length not a multiple of the block size",
+    -3: "could not start worker threads",
+}
 
 _lib: ctypes.CDLL | None = None
 _lib_path: Path | None = None
@@ -63,11 +73,15 @@ def _load() -> ctypes.CDLL:
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as e:
-            raise QuantizationError(f"native kernels at {path} cannot be loaded ({e}); "
-                                    "rebuild them: pip install --no-build-isolation --force-reinstall .") from e
+            raise QuantizationError(
+                f"native kernels at {path} cannot be loaded ({e}); "
+                "rebuild them: pip install --no-build-isolation --force-reinstall ."
+            ) from e
         if lib.pl_api_version() != _API_VERSION:
-            raise QuantizationError(f"native kernels at {path} have API version {lib.pl_api_version()}, "
-                                    f"expected {_API_VERSION}; rebuild: pip install --force-reinstall .")
+            raise QuantizationError(
+                f"native kernels at {path} have API version {lib.pl_api_version()}, "
+                f"expected {_API_VERSION}; rebuild: pip install --force-reinstall ."
+            )
         _declare(lib)
         _lib, _lib_path = lib, path
         return lib
@@ -76,7 +90,8 @@ def _load() -> ctypes.CDLL:
         + ", ".join(str(p) for p in tried[:4])
         + (" ..." if len(tried) > 4 else "")
         + ". Build them with `pip install .` (or `pip install -e .`) from the source tree, "
-        f"point {_ENV_LIB} at a built library, or use --engine llama.cpp.")
+        f"point {_ENV_LIB} at a built library, or use --engine llama.cpp."
+    )
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -109,7 +124,7 @@ def default_threads() -> int:
     """Threads used when ``n_threads`` is None: the CPUs this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:   # macOS
+    except AttributeError:  # macOS
         return max(1, os.cpu_count() or 1)
 
 
@@ -121,12 +136,16 @@ def is_native(qtype: GGMLQuantizationType | int) -> bool:
 def _check_type(qtype: GGMLQuantizationType | int) -> GGMLQuantizationType:
     t = GGMLQuantizationType(int(qtype))
     if not is_native(t):
-        raise QuantizationError(f"type {t.name} is not implemented by the native kernels "
-                                f"(they do {', '.join(x.name for x in NATIVE_TYPES)}); use --engine llama.cpp")
+        raise QuantizationError(
+            f"type {t.name} is not implemented by the native kernels "
+            f"(they do {', '.join(x.name for x in NATIVE_TYPES)}); use --engine llama.cpp"
+        )
     return t
 
 
-def quantize(array: np.ndarray, qtype: GGMLQuantizationType | int, *, n_threads: int | None = None) -> np.ndarray:
+def quantize(
+    array: np.ndarray, qtype: GGMLQuantizationType | int, *, n_threads: int | None = None
+) -> np.ndarray:
     """Quantize ``array`` (float32, any shape whose last axis is the row; other
     dtypes are converted) to GGML ``qtype`` blocks.
 
@@ -142,21 +161,34 @@ def quantize(array: np.ndarray, qtype: GGMLQuantizationType | int, *, n_threads:
     try:
         rb = row_bytes(t, n_per_row)
     except ValueError as e:
-        raise QuantizationError(f"{e}; pick another type for this tensor (see convert/mixtures.py)") from None
+        raise QuantizationError(
+            f"{e}; pick another type for this tensor (see convert/mixtures.py)"
+        ) from None
     nrows = a.size // n_per_row if n_per_row else 0
     out = np.empty(a.shape[:-1] + (rb,), dtype=np.uint8)
     if nrows == 0:
         return out
     lib = _load()
-    rc = lib.pl_quantize(int(t), a.ctypes.data, out.ctypes.data, nrows, n_per_row,
-                         n_threads if n_threads is not None else default_threads())
+    rc = lib.pl_quantize(
+        int(t),
+        a.ctypes.data,
+        out.ctypes.data,
+        nrows,
+        n_per_row,
+        n_threads if n_threads is not None else default_threads(),
+    )
     if rc:
         raise QuantizationError(f"native quantize to {t.name} failed: {_ERRORS.get(rc, rc)}")
     return out
 
 
-def dequantize(data: np.ndarray | bytes, qtype: GGMLQuantizationType | int, shape: tuple[int, ...],
-               *, n_threads: int | None = None) -> np.ndarray:
+def dequantize(
+    data: np.ndarray | bytes,
+    qtype: GGMLQuantizationType | int,
+    shape: tuple[int, ...],
+    *,
+    n_threads: int | None = None,
+) -> np.ndarray:
     """Inverse of :func:`quantize`: GGML ``qtype`` block bytes -> float32 of ``shape``
     (the logical shape, last axis = row)."""
     t = _check_type(qtype)
@@ -167,16 +199,27 @@ def dequantize(data: np.ndarray | bytes, qtype: GGMLQuantizationType | int, shap
     except ValueError as e:
         raise QuantizationError(str(e)) from None
     nrows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
-    buf = np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview))
-                               else np.asarray(data).view(np.uint8).reshape(-1))
+    buf = np.ascontiguousarray(
+        np.frombuffer(data, dtype=np.uint8)
+        if isinstance(data, (bytes, bytearray, memoryview))
+        else np.asarray(data).view(np.uint8).reshape(-1)
+    )
     if buf.size != nrows * rb:
-        raise QuantizationError(f"{t.name} data of {buf.size} bytes does not match shape {shape} "
-                                f"({nrows * rb} bytes expected)")
+        raise QuantizationError(
+            f"{t.name} data of {buf.size} bytes does not match shape {shape} "
+            f"({nrows * rb} bytes expected)"
+        )
     out = np.empty(shape, dtype=np.float32)
     if nrows == 0:
         return out
-    rc = _load().pl_dequantize(int(t), buf.ctypes.data, out.ctypes.data, nrows, n_per_row,
-                               n_threads if n_threads is not None else default_threads())
+    rc = _load().pl_dequantize(
+        int(t),
+        buf.ctypes.data,
+        out.ctypes.data,
+        nrows,
+        n_per_row,
+        n_threads if n_threads is not None else default_threads(),
+    )
     if rc:
         raise QuantizationError(f"native dequantize of {t.name} failed: {_ERRORS.get(rc, rc)}")
     return out

@@ -18,20 +18,29 @@ make it stateful:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gguf import GGMLQuantizationType as T
+from gguf import Keys
 
 from prometheus_lite.errors import QuantizationError
 
 from . import mixture_rules as R
 from .quant_types import block_size, mixture
 
-__all__ = ["TensorInfo", "ModelInfo", "choose_types", "tensor_category", "allows_quantization",
-           "llama_order", "use_more_bits"]
+__all__ = [
+    "ModelInfo",
+    "TensorInfo",
+    "allows_quantization",
+    "choose_types",
+    "llama_order",
+    "tensor_category",
+    "use_more_bits",
+]
 
-_QUANTIZED_SOURCE = {T.F32, T.F16, T.BF16}   # types llama_model_quantize reads as floats
+_QUANTIZED_SOURCE = {T.F32, T.F16, T.BF16}  # types llama_model_quantize reads as floats
 
 
 @dataclass(frozen=True)
@@ -48,23 +57,50 @@ class TensorInfo:
 class ModelInfo:
     """Hyper-parameters the rules look at (from the GGUF metadata / HF config)."""
 
-    n_layer: int                 # {arch}.block_count
-    arch: str = "llama"          # general.architecture
-    n_expert: int = 0            # {arch}.expert_count
-    n_head: int = 0              # {arch}.attention.head_count
-    n_head_kv: int = 0           # {arch}.attention.head_count_kv
+    n_layer: int  # {arch}.block_count
+    arch: str = "llama"  # general.architecture
+    n_expert: int = 0  # {arch}.expert_count
+    n_head: int = 0  # {arch}.attention.head_count
+    n_head_kv: int = 0  # {arch}.attention.head_count_kv
+
+    @classmethod
+    def from_kv(cls, arch: str, kv: Mapping[str, Any]) -> ModelInfo:
+        """From GGUF metadata: keys like "llama.block_count" (gguf.Keys templates, formatted)."""
+
+        def get(template: str) -> int:
+            return int(kv.get(template.format(arch=arch), 0) or 0)
+
+        if not get(Keys.LLM.BLOCK_COUNT):
+            raise QuantizationError(
+                f"no {Keys.LLM.BLOCK_COUNT.format(arch=arch)} in the model metadata"
+            )
+        return cls(
+            n_layer=get(Keys.LLM.BLOCK_COUNT),
+            arch=arch,
+            n_expert=get(Keys.LLM.EXPERT_COUNT),
+            n_head=get(Keys.Attention.HEAD_COUNT),
+            n_head_kv=get(Keys.Attention.HEAD_COUNT_KV),
+        )
 
     @property
     def is_70b(self) -> bool:
         """llama.cpp's LLM_TYPE_70B for the llama arch (src/models/llama.cpp l.28):
         80 layers, grouped-query attention, no experts."""
-        return (self.arch == "llama" and self.n_expert != 8 and self.n_layer == 80
-                and self.n_head != self.n_head_kv)
+        return (
+            self.arch == "llama"
+            and self.n_expert != 8
+            and self.n_layer == 80
+            and self.n_head != self.n_head_kv
+        )
 
 
 def use_more_bits(i_layer: int, n_layers: int) -> bool:
     """llama-quant.cpp l.452: first and last eighth of the layers, and every third in between."""
-    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+    return (
+        i_layer < n_layers // 8
+        or i_layer >= 7 * n_layers // 8
+        or (i_layer - n_layers // 8) % 3 == 2
+    )
 
 
 def tensor_category(name: str) -> str:
@@ -165,9 +201,13 @@ def choose_types(tensors: Sequence[TensorInfo], model: ModelInfo, level: str) ->
         raise QuantizationError("duplicate tensor names")
     by_name = {t.name: t for t in tensors}
     cats = {n: tensor_category(n) for n in names}
-    s = _State(model=model, level=mix.name, default=mix.default,
-               tied="output" not in cats.values(),
-               n_attention_wv=sum(c in ("attn_v", "attn_qkv", "attn_kv_b") for c in cats.values()))
+    s = _State(
+        model=model,
+        level=mix.name,
+        default=mix.default,
+        tied="output" not in cats.values(),
+        n_attention_wv=sum(c in ("attn_v", "attn_qkv", "attn_kv_b") for c in cats.values()),
+    )
     out: dict[str, T] = {}
     for name in llama_order(names):
         t = by_name[name]
@@ -183,10 +223,12 @@ def choose_types(tensors: Sequence[TensorInfo], model: ModelInfo, level: str) ->
         else:
             role = cat
         if role == "ffn_down":
-            if model.n_expert > 1:   # experts: layer from the name (l.456-468)
+            if model.n_expert > 1:  # experts: layer from the name (l.456-468)
                 s.i_layer = _layer(name)
                 if not 0 <= s.i_layer < model.n_layer:
-                    raise QuantizationError(f"bad layer {s.i_layer} for tensor {name}; must be in [0, {model.n_layer})")
+                    raise QuantizationError(
+                        f"bad layer {s.i_layer} for tensor {name}; must be in [0, {model.n_layer})"
+                    )
             else:
                 s.i_layer = s.i_ffn_down
         new = _apply_chains(role, s)

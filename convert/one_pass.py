@@ -30,7 +30,7 @@ from . import kernels
 from .mixtures import ModelInfo, TensorInfo, choose_types
 from .quant_types import mixture
 
-__all__ = ["NativeEncoder", "intermediate_for", "round_rows", "INTERMEDIATES"]
+__all__ = ["INTERMEDIATES", "NativeEncoder", "intermediate_for", "round_rows"]
 
 T = gguf.GGMLQuantizationType
 INTERMEDIATES = {"f16": T.F16, "bf16": T.BF16, "f32": T.F32}
@@ -47,12 +47,16 @@ def round_rows(rows: np.ndarray, intermediate: str) -> np.ndarray:
     if intermediate == "f32":
         return rows
     if intermediate == "f16":
-        with np.errstate(over="ignore"):   # beyond 65504 -> inf, as in the intermediate file
+        with np.errstate(over="ignore"):  # beyond 65504 -> inf, as in the intermediate file
             return rows.astype(np.float16).astype(np.float32)
-    if intermediate == "bf16":   # gguf-py's rounding (what the intermediate writer uses), read back exactly
+    if (
+        intermediate == "bf16"
+    ):  # gguf-py's rounding (what the intermediate writer uses), read back exactly
         bits = gguf.quants.quantize(rows, T.BF16).view(np.uint16).astype(np.uint32) << 16
         return bits.view(np.float32).reshape(rows.shape)
-    raise QuantizationError(f"intermediate precision {intermediate!r}: choose one of {', '.join(INTERMEDIATES)}")
+    raise QuantizationError(
+        f"intermediate precision {intermediate!r}: choose one of {', '.join(INTERMEDIATES)}"
+    )
 
 
 class NativeEncoder:
@@ -63,11 +67,19 @@ class NativeEncoder:
     (F32 for norms and routers). ``model``: the hyper-parameters the rules read.
     """
 
-    def __init__(self, level: str, model: ModelInfo, tensors: Iterable[tuple[str, tuple[int, ...], T]], *,
-                 intermediate: str = "f16", n_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        level: str,
+        model: ModelInfo,
+        tensors: Iterable[tuple[str, tuple[int, ...], T]],
+        *,
+        intermediate: str = "f16",
+        n_threads: int | None = None,
+    ) -> None:
         if intermediate not in INTERMEDIATES:
-            raise QuantizationError(f"intermediate precision {intermediate!r}: choose one of "
-                                    f"{', '.join(INTERMEDIATES)}")
+            raise QuantizationError(
+                f"intermediate precision {intermediate!r}: choose one of {', '.join(INTERMEDIATES)}"
+            )
         try:
             self.mixture = mixture(level)
         except KeyError as e:
@@ -83,23 +95,29 @@ class NativeEncoder:
         try:
             return self.types[name]
         except KeyError:
-            raise QuantizationError(f"tensor {name} is not in the plan this encoder was built for") from None
+            raise QuantizationError(
+                f"tensor {name} is not in the plan this encoder was built for"
+            ) from None
 
     def tensor_type(self, kind: object, shape: tuple[int, ...]) -> T:
-        raise QuantizationError("NativeEncoder chooses types by tensor name: call tensor_type_by_name")
+        raise QuantizationError(
+            "NativeEncoder chooses types by tensor name: call tensor_type_by_name"
+        )
 
     def encode(self, rows: np.ndarray, qtype: T) -> np.ndarray:
         """float32 rows -> bytes of ``qtype``, after the intermediate's rounding."""
         rows = np.ascontiguousarray(rows, dtype=np.float32)
-        if qtype == T.F32:                           # kept as F32 (norms, routers): never rounded
+        if qtype == T.F32:  # kept as F32 (norms, routers): never rounded
             return rows
-        if qtype == INTERMEDIATES[self.intermediate]:   # kept as the intermediate holds it
+        if qtype == INTERMEDIATES[self.intermediate]:  # kept as the intermediate holds it
             if qtype == T.BF16:
                 return gguf.quants.quantize(rows, T.BF16)
             with np.errstate(over="ignore"):
                 return rows.astype(np.float16)
-        rows = round_rows(rows, self.intermediate)   # what llama.cpp reads back from the intermediate
-        if qtype == T.F16:                           # fallback for odd rows: ggml's RNE = numpy's
+        rows = round_rows(
+            rows, self.intermediate
+        )  # what llama.cpp reads back from the intermediate
+        if qtype == T.F16:  # fallback for odd rows: ggml's RNE = numpy's
             with np.errstate(over="ignore"):
                 return rows.astype(np.float16)
         return kernels.quantize(rows, qtype, n_threads=self.n_threads)

@@ -13,15 +13,15 @@ from __future__ import annotations
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
 __all__ = [
+    "MIXTURES",
+    "NATIVE_TYPES",
     "GGMLQuantizationType",
     "LlamaFileType",
-    "NATIVE_TYPES",
-    "MIXTURES",
     "Mixture",
     "block_size",
-    "type_size",
-    "row_bytes",
     "mixture",
+    "row_bytes",
+    "type_size",
 ]
 
 T = GGMLQuantizationType
@@ -30,7 +30,14 @@ F = LlamaFileType
 # Block types kernels/ implements (quantize and dequantize), by GGML type id
 # (enum ggml_type, ggml.h). The C side has the same ids in threads.c.
 NATIVE_TYPES: tuple[GGMLQuantizationType, ...] = (
-    T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K,
+    T.Q4_0,
+    T.Q4_1,
+    T.Q5_0,
+    T.Q5_1,
+    T.Q8_0,
+    T.Q4_K,
+    T.Q5_K,
+    T.Q6_K,
 )
 
 
@@ -39,7 +46,7 @@ class Mixture:
     (llama.h, via gguf.LlamaFileType), ``default`` = the tensor type most tensors get
     (llama_ftype_get_default_type, src/llama-quant.cpp)."""
 
-    __slots__ = ("name", "ftype", "default")
+    __slots__ = ("default", "ftype", "name")
 
     def __init__(self, name: str, ftype: LlamaFileType, default: GGMLQuantizationType) -> None:
         self.name, self.ftype, self.default = name, ftype, default
@@ -72,7 +79,9 @@ def mixture(name: str) -> Mixture:
     try:
         return MIXTURES[name.upper()]
     except KeyError:
-        raise KeyError(f"unknown quantization type {name!r}; choose one of {', '.join(MIXTURES)}") from None
+        raise KeyError(
+            f"unknown quantization type {name!r}; choose one of {', '.join(MIXTURES)}"
+        ) from None
 
 
 def block_size(t: GGMLQuantizationType) -> int:
@@ -89,5 +98,7 @@ def row_bytes(t: GGMLQuantizationType, n_per_row: int) -> int:
     """Bytes of one row of ``n_per_row`` values (must be a multiple of the block size)."""
     bs, ts = GGML_QUANT_SIZES[GGMLQuantizationType(t)]
     if n_per_row % bs:
-        raise ValueError(f"row of {n_per_row} values is not a multiple of {GGMLQuantizationType(t).name}'s block size {bs}")
+        raise ValueError(
+            f"row of {n_per_row} values is not a multiple of {GGMLQuantizationType(t).name}'s block size {bs}"
+        )
     return n_per_row // bs * ts

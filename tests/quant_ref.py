@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import gguf
-import numpy as np
-
 import llama_cpp
+import numpy as np
 
 T = gguf.GGMLQuantizationType
 
@@ -34,8 +33,15 @@ def _ggml() -> ctypes.CDLL:
             break
     else:
         raise FileNotFoundError(f"libggml-base not found in {_LIBDIR}")
-    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
-                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_void_p,
+    ]
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_row_size.argtypes = [ctypes.c_int, ctypes.c_int64]
     lib.ggml_row_size.restype = ctypes.c_size_t
@@ -64,10 +70,15 @@ def ggml_quantize(a: np.ndarray, t: T, n_threads: int = 1) -> np.ndarray:
     bounds = np.linspace(0, nrows, n_threads + 1).astype(int)
 
     def work(r0: int, r1: int) -> None:
-        if r1 > r0:   # start is in elements; dst offset is computed by ggml from it
-            GGML.ggml_quantize_chunk(int(t), a.ctypes.data, out.ctypes.data, r0 * n, r1 - r0, n, None)
+        if r1 > r0:  # start is in elements; dst offset is computed by ggml from it
+            GGML.ggml_quantize_chunk(
+                int(t), a.ctypes.data, out.ctypes.data, r0 * n, r1 - r0, n, None
+            )
 
-    ths = [threading.Thread(target=work, args=(int(bounds[i]), int(bounds[i + 1]))) for i in range(n_threads)]
+    ths = [
+        threading.Thread(target=work, args=(int(bounds[i]), int(bounds[i + 1])))
+        for i in range(n_threads)
+    ]
     for th in ths:
         th.start()
     for th in ths:
@@ -99,14 +110,32 @@ def block_mismatch(ours: np.ndarray, ref: np.ndarray, t: T) -> tuple[float, int,
 def assert_same_blocks(ours: np.ndarray, ref: np.ndarray, t: T, what: str) -> None:
     share, nbad, n = block_mismatch(ours, ref, t)
     if nbad:
-        first = int(np.argmax(np.any(np.asarray(ours).reshape(-1, gguf.GGML_QUANT_SIZES[t][1])
-                                     != np.asarray(ref).reshape(-1, gguf.GGML_QUANT_SIZES[t][1]), axis=1)))
-        raise AssertionError(f"{t.name} {what}: {nbad}/{n} blocks differ ({share:.4%}); first at block {first}")
+        first = int(
+            np.argmax(
+                np.any(
+                    np.asarray(ours).reshape(-1, gguf.GGML_QUANT_SIZES[t][1])
+                    != np.asarray(ref).reshape(-1, gguf.GGML_QUANT_SIZES[t][1]),
+                    axis=1,
+                )
+            )
+        )
+        raise AssertionError(
+            f"{t.name} {what}: {nbad}/{n} blocks differ ({share:.4%}); first at block {first}"
+        )
 
 
-def write_llama_gguf(path: os.PathLike | str, tensors: Mapping[str, np.ndarray], *, n_layer: int,
-                     n_embd: int = 64, n_head: int = 4, n_head_kv: int = 4, n_expert: int = 0,
-                     n_ff: int = 128, dtype: object = np.float32) -> None:
+def write_llama_gguf(
+    path: os.PathLike | str,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    n_layer: int,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_head_kv: int = 4,
+    n_expert: int = 0,
+    n_ff: int = 128,
+    dtype: object = np.float32,
+) -> None:
     """A minimal llama-architecture GGUF that llama_model_quantize accepts: the
     hyper-parameters load_hparams needs, and the given tensors (2-D and up as ``dtype``:
     np.float32, np.float16 or "bf16"; 1-D always F32, as converters write norms)."""
@@ -118,14 +147,23 @@ def write_llama_gguf(path: os.PathLike | str, tensors: Mapping[str, np.ndarray],
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type({np.float32: gguf.LlamaFileType.ALL_F32, np.float16: gguf.LlamaFileType.MOSTLY_F16,
-                     "bf16": gguf.LlamaFileType.MOSTLY_BF16}[dtype])
+    w.add_file_type(
+        {
+            np.float32: gguf.LlamaFileType.ALL_F32,
+            np.float16: gguf.LlamaFileType.MOSTLY_F16,
+            "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+        }[dtype]
+    )
     if n_expert:
         w.add_expert_count(n_expert)
         w.add_expert_used_count(2)
     for name, a in tensors.items():
-        if a.ndim > 1 and dtype == "bf16":   # gguf-py's BF16 rounding, as the converter writes it
-            w.add_tensor(name, gguf.quants.quantize(np.ascontiguousarray(a, np.float32), T.BF16), raw_dtype=T.BF16)
+        if a.ndim > 1 and dtype == "bf16":  # gguf-py's BF16 rounding, as the converter writes it
+            w.add_tensor(
+                name,
+                gguf.quants.quantize(np.ascontiguousarray(a, np.float32), T.BF16),
+                raw_dtype=T.BF16,
+            )
         else:
             w.add_tensor(name, np.ascontiguousarray(a, dtype=dtype if a.ndim > 1 else np.float32))
     w.write_header_to_file()
@@ -134,7 +172,9 @@ def write_llama_gguf(path: os.PathLike | str, tensors: Mapping[str, np.ndarray],
     w.close()
 
 
-def llama_quantize(inp: os.PathLike | str, out: os.PathLike | str, ftype: int, nthread: int = 1) -> None:
+def llama_quantize(
+    inp: os.PathLike | str, out: os.PathLike | str, ftype: int, nthread: int = 1
+) -> None:
     """llama.cpp's file quantizer with default parameters (no imatrix)."""
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = int(ftype)
@@ -147,4 +187,6 @@ def llama_quantize(inp: os.PathLike | str, out: os.PathLike | str, ftype: int, n
 def read_tensors(path: os.PathLike | str) -> dict[str, tuple[T, np.ndarray]]:
     """name -> (type, raw data as uint8 bytes) of every tensor in a GGUF."""
     r = gguf.GGUFReader(str(path))
-    return {t.name: (T(t.tensor_type), np.array(t.data).view(np.uint8).reshape(-1)) for t in r.tensors}
+    return {
+        t.name: (T(t.tensor_type), np.array(t.data).view(np.uint8).reshape(-1)) for t in r.tensors
+    }

@@ -16,16 +16,22 @@ import sys
 from pathlib import Path
 
 import gguf
+import llama_cpp
 import numpy as np
 import pytest
-
-import llama_cpp
 from prometheus_lite.convert import kernels
 from prometheus_lite.convert.quant_types import MIXTURES, NATIVE_TYPES, row_bytes
-from prometheus_lite.errors import QuantizationError
+from quant_ref import (
+    GGML,
+    assert_same_blocks,
+    ggml_dequantize,
+    ggml_quantize,
+    llama_quantize,
+    read_tensors,
+    write_llama_gguf,
+)
 
-from quant_ref import (GGML, assert_same_blocks, ggml_dequantize, ggml_quantize, llama_quantize,
-                       read_tensors, write_llama_gguf)
+from prometheus_lite.errors import QuantizationError
 
 T = gguf.GGMLQuantizationType
 LEGACY = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
@@ -41,20 +47,20 @@ def _distributions() -> dict[str, np.ndarray]:
         "heavy_t2": rng.standard_t(2, (r, ROW)) * 0.01,
         "cauchy": rng.standard_cauchy((r, ROW)) * 0.001,
         "uniform": rng.uniform(-1, 1, (r, ROW)),
-        "positive": rng.uniform(0.5, 2.0, (r, ROW)),      # no negative values: min > 0 paths
+        "positive": rng.uniform(0.5, 2.0, (r, ROW)),  # no negative values: min > 0 paths
         "zeros": np.zeros((4, ROW)),
         "constant": np.full((4, ROW), -0.37),
-        "tiny": rng.standard_normal((4, ROW)) * 1e-30,     # below fp16 range: scales flush to 0
+        "tiny": rng.standard_normal((4, ROW)) * 1e-30,  # below fp16 range: scales flush to 0
         "subnormal": rng.standard_normal((4, ROW)) * 1e-41,
-        "huge": rng.standard_normal((4, ROW)) * 1e4,       # fp16 scales near their max
+        "huge": rng.standard_normal((4, ROW)) * 1e4,  # fp16 scales near their max
         "outliers": rng.standard_normal((8, ROW)) * 0.01,
         "few_levels": rng.integers(-3, 4, (8, ROW)) * 0.25,  # exact ties in rounding
     }
     d["outliers"][:, ::97] = 3.0
     mixed = rng.standard_normal((8, ROW))
-    mixed[:, : ROW // 2] *= 1e-3                            # sub-blocks at very different scales
+    mixed[:, : ROW // 2] *= 1e-3  # sub-blocks at very different scales
     d["mixed_scale"] = mixed
-    sz = np.abs(rng.standard_normal((4, ROW))) * 0.02     # min is a zero: its sign must survive
+    sz = np.abs(rng.standard_normal((4, ROW))) * 0.02  # min is a zero: its sign must survive
     sz[:, 3::7] = 0.0
     sz[:, 5::11] = -0.0
     sz[1] = -sz[1]
@@ -62,7 +68,7 @@ def _distributions() -> dict[str, np.ndarray]:
     d["signed_zeros"] = sz
     rows = rng.standard_normal((4, ROW)) * 0.02
     rows[1] = 0.0
-    rows[2, :32] = 0.0                                      # single zero block inside a row
+    rows[2, :32] = 0.0  # single zero block inside a row
     d["partial_zero"] = rows
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in d.items()}
 
@@ -81,10 +87,15 @@ def real_weights() -> dict[str, np.ndarray]:
     r = gguf.GGUFReader(str(path))
     out = {}
     for t in r.tensors:
-        if t.name in ("blk.0.attn_q.weight", "blk.5.ffn_down.weight", "blk.29.attn_v.weight", "token_embd.weight"):
+        if t.name in (
+            "blk.0.attn_q.weight",
+            "blk.5.ffn_down.weight",
+            "blk.29.attn_v.weight",
+            "token_embd.weight",
+        ):
             a = gguf.quants.dequantize(np.array(t.data), t.tensor_type).astype(np.float32)
             a = a.reshape(-1, a.shape[-1])[:64]
-            n = a.shape[-1] // 256 * 256                       # 576 -> 512: every type applies
+            n = a.shape[-1] // 256 * 256  # 576 -> 512: every type applies
             out[t.name] = np.ascontiguousarray(a[:, :n])
     assert out
     return out
@@ -113,7 +124,9 @@ def test_ftype_constants_agree_with_llama_h() -> None:
 @pytest.mark.parametrize("qtype", NATIVE_TYPES, ids=lambda t: t.name)
 def test_matches_ggml_quantize_chunk(qtype: T) -> None:
     for name, a in DISTS.items():
-        assert_same_blocks(kernels.quantize(a, qtype, n_threads=2), ggml_quantize(a, qtype), qtype, name)
+        assert_same_blocks(
+            kernels.quantize(a, qtype, n_threads=2), ggml_quantize(a, qtype), qtype, name
+        )
 
 
 @pytest.mark.parametrize("qtype", NATIVE_TYPES, ids=lambda t: t.name)
@@ -122,20 +135,39 @@ def test_matches_ggml_on_real_weights(qtype: T, real_weights: dict[str, np.ndarr
         assert_same_blocks(kernels.quantize(a, qtype), ggml_quantize(a, qtype), qtype, name)
         # and the same weights as they would be after an F16 intermediate
         a16 = kernels.round_to_f16(a)
-        assert_same_blocks(kernels.quantize(a16, qtype), ggml_quantize(a16, qtype), qtype, name + " (f16)")
+        assert_same_blocks(
+            kernels.quantize(a16, qtype), ggml_quantize(a16, qtype), qtype, name + " (f16)"
+        )
 
 
 @pytest.mark.parametrize("qtype", LEGACY, ids=lambda t: t.name)
 def test_legacy_matches_gguf_numpy(qtype: T) -> None:
-    for name in ("normal", "heavy_t2", "uniform", "zeros", "constant", "tiny", "few_levels", "partial_zero"):
+    for name in (
+        "normal",
+        "heavy_t2",
+        "uniform",
+        "zeros",
+        "constant",
+        "tiny",
+        "few_levels",
+        "partial_zero",
+    ):
         a = DISTS[name][:4]
         ref = gguf.quants.quantize(a, qtype)
         assert_same_blocks(kernels.quantize(a, qtype), ref, qtype, f"{name} vs gguf numpy")
 
 
 # type -> (llama_ftype whose default type it is, for a blk.N.attn_q.weight tensor)
-_FTYPE_FOR = {T.Q4_0: "Q4_0", T.Q4_1: "Q4_1", T.Q5_0: "Q5_0", T.Q5_1: "Q5_1", T.Q8_0: "Q8_0",
-              T.Q4_K: "Q4_K_S", T.Q5_K: "Q5_K_S", T.Q6_K: "Q6_K"}
+_FTYPE_FOR = {
+    T.Q4_0: "Q4_0",
+    T.Q4_1: "Q4_1",
+    T.Q5_0: "Q5_0",
+    T.Q5_1: "Q5_1",
+    T.Q8_0: "Q8_0",
+    T.Q4_K: "Q4_K_S",
+    T.Q5_K: "Q5_K_S",
+    T.Q6_K: "Q6_K",
+}
 
 
 @pytest.mark.parametrize("qtype", NATIVE_TYPES, ids=lambda t: t.name)
@@ -151,7 +183,9 @@ def test_matches_llama_model_quantize(qtype: T, tmp_path: Path) -> None:
     for i, n in enumerate(names):
         t, data = got[f"blk.{i}.attn_q.weight"]
         assert t == qtype
-        assert_same_blocks(kernels.quantize(DISTS[n], qtype), data, qtype, f"{n} via llama_model_quantize")
+        assert_same_blocks(
+            kernels.quantize(DISTS[n], qtype), data, qtype, f"{n} via llama_model_quantize"
+        )
 
 
 # ---------------------------------------------------------------------- dequantize
@@ -164,13 +198,24 @@ def test_dequantize_matches_ggml(qtype: T) -> None:
         q = kernels.quantize(a, qtype)
         ours = kernels.dequantize(q, qtype, a.shape)
         ref = ggml_dequantize(q, qtype, a.shape)
-        np.testing.assert_array_equal(ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{qtype.name} {name}")
+        np.testing.assert_array_equal(
+            ours.view(np.uint32), ref.view(np.uint32), err_msg=f"{qtype.name} {name}"
+        )
 
 
 def test_roundtrip_error_is_small() -> None:
     a = DISTS["normal"]
-    for qtype, tol in ((T.Q8_0, 0.01), (T.Q6_K, 0.03), (T.Q5_K, 0.06), (T.Q4_K, 0.12), (T.Q4_0, 0.15)):
-        err = np.abs(kernels.dequantize(kernels.quantize(a, qtype), qtype, a.shape) - a).mean() / np.abs(a).mean()
+    for qtype, tol in (
+        (T.Q8_0, 0.01),
+        (T.Q6_K, 0.03),
+        (T.Q5_K, 0.06),
+        (T.Q4_K, 0.12),
+        (T.Q4_0, 0.15),
+    ):
+        err = (
+            np.abs(kernels.dequantize(kernels.quantize(a, qtype), qtype, a.shape) - a).mean()
+            / np.abs(a).mean()
+        )
         assert err < tol, (qtype.name, err)
 
 
@@ -187,18 +232,31 @@ def test_thread_count_does_not_change_bytes() -> None:
 
 def test_scalar_and_simd_paths_agree(tmp_path: Path) -> None:
     """PL_QUANTS_SCALAR=1 forces the portable path; its bytes must equal the default path's."""
-    a = np.concatenate([DISTS[k] for k in ("normal", "heavy_t2", "cauchy", "few_levels", "zeros", "huge")])
+    a = np.concatenate(
+        [DISTS[k] for k in ("normal", "heavy_t2", "cauchy", "few_levels", "zeros", "huge")]
+    )
     np.save(tmp_path / "a.npy", a)
-    code = ("import sys, numpy as np; from prometheus_lite.convert import kernels as k; "
-            "a = np.load(sys.argv[1]); print(k.simd_info()); "
-            "[np.save(f'{sys.argv[2]}_{t.name}.npy', k.quantize(a, t)) for t in k.NATIVE_TYPES]")
+    code = (
+        "import sys, numpy as np; from prometheus_lite.convert import kernels as k; "
+        "a = np.load(sys.argv[1]); print(k.simd_info()); "
+        "[np.save(f'{sys.argv[2]}_{t.name}.npy', k.quantize(a, t)) for t in k.NATIVE_TYPES]"
+    )
     env = {**os.environ, "PL_QUANTS_SCALAR": "1"}
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npy"), str(tmp_path / "s")],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.npy"), str(tmp_path / "s")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "scalar"
     for t in NATIVE_TYPES:
-        assert_same_blocks(kernels.quantize(a, t), np.load(tmp_path / f"s_{t.name}.npy"), t,
-                           f"{kernels.simd_info()} vs scalar")
+        assert_same_blocks(
+            kernels.quantize(a, t),
+            np.load(tmp_path / f"s_{t.name}.npy"),
+            t,
+            f"{kernels.simd_info()} vs scalar",
+        )
 
 
 def test_shapes_and_errors() -> None:
@@ -214,7 +272,10 @@ def test_shapes_and_errors() -> None:
         kernels.dequantize(q[:1], T.Q4_K, (16, ROW))
     assert kernels.quantize(np.zeros((0, 256), np.float32), T.Q6_K).shape == (0, 210)
     # float64 / non-contiguous input is converted, not misread
-    assert np.array_equal(kernels.quantize(a.astype(np.float64)[:, :512], T.Q8_0), kernels.quantize(a[:, :512], T.Q8_0))
+    assert np.array_equal(
+        kernels.quantize(a.astype(np.float64)[:, :512], T.Q8_0),
+        kernels.quantize(a[:, :512], T.Q8_0),
+    )
 
 
 def test_missing_library_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,14 +15,13 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from prometheus_lite.convert import mixture_rules
 from prometheus_lite.convert.mixtures import ModelInfo, TensorInfo, choose_types, use_more_bits
 from prometheus_lite.convert.native_quantize import quantize_gguf
 from prometheus_lite.convert.quant_types import MIXTURES
-from prometheus_lite.errors import QuantizationError
-
 from quant_ref import llama_quantize, read_tensors, write_llama_gguf
+
+from prometheus_lite.errors import QuantizationError
 
 T = gguf.GGMLQuantizationType
 LEVELS = ["Q4_0", "Q5_0", "Q8_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q4_1", "Q5_1"]
@@ -38,7 +37,9 @@ MODELS = {
 }
 
 
-def model_tensors(n_layer: int, n_embd: int, n_ff: int, n_expert: int, tied: bool, seed: int = 0) -> dict:
+def model_tensors(
+    n_layer: int, n_embd: int, n_ff: int, n_expert: int, tied: bool, seed: int = 0
+) -> dict:
     rng = np.random.default_rng(seed)
 
     def w(*shape: int) -> np.ndarray:
@@ -73,11 +74,22 @@ def model_file(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     path = tmp_path_factory.mktemp(name) / "f32.gguf"
     # the tiny F16 model goes in as F16, like a converter's F16 intermediate
     dtype = np.float16 if "f16" in name else np.float32
-    write_llama_gguf(path, tensors, n_layer=n_layer, n_embd=n_embd, n_ff=n_ff, n_head=n_head,
-                     n_head_kv=n_head_kv, n_expert=n_expert, dtype=dtype)
+    write_llama_gguf(
+        path,
+        tensors,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_ff=n_ff,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        n_expert=n_expert,
+        dtype=dtype,
+    )
     info = ModelInfo(n_layer=n_layer, n_expert=n_expert, n_head=n_head, n_head_kv=n_head_kv)
-    t_info = [TensorInfo(k, v.shape, T.F32 if (v.ndim == 1 or dtype == np.float32) else T.F16)
-              for k, v in tensors.items()]
+    t_info = [
+        TensorInfo(k, v.shape, T.F32 if (v.ndim == 1 or dtype == np.float32) else T.F16)
+        for k, v in tensors.items()
+    ]
     return name, path, info, t_info
 
 
@@ -90,18 +102,22 @@ def test_types_and_bytes_match_llama_model_quantize(model_file, level: str, tmp_
 
     chosen = choose_types(t_info, info, level)
     wrong = {n: (chosen[n].name, ref[n][0].name) for n in ref if chosen[n] != ref[n][0]}
-    assert not wrong, f"{name} {level}: {len(wrong)}/{len(ref)} tensor types differ (ours, llama.cpp): " \
-                      f"{dict(list(wrong.items())[:8])}"
+    assert not wrong, (
+        f"{name} {level}: {len(wrong)}/{len(ref)} tensor types differ (ours, llama.cpp): "
+        f"{dict(list(wrong.items())[:8])}"
+    )
 
     written = quantize_gguf(path, ours_path, level, n_threads=2)
     assert written == chosen
     ours = read_tensors(ours_path)
     assert list(ours) == list(ref), "tensor order differs from llama.cpp's"
     bad = [n for n in ref if ours[n][0] != ref[n][0] or not np.array_equal(ours[n][1], ref[n][1])]
-    assert not bad, f"{name} {level}: {len(bad)}/{len(ref)} tensors differ in type or bytes, e.g. {bad[:5]}"
+    assert not bad, (
+        f"{name} {level}: {len(bad)}/{len(ref)} tensors differ in type or bytes, e.g. {bad[:5]}"
+    )
 
     r_ref, r_ours = gguf.GGUFReader(str(ref_path)), gguf.GGUFReader(str(ours_path))
-    keys = lambda r: {f.name for f in r.fields.values() if not f.name.startswith("GGUF.")}  # noqa: E731
+    keys = lambda r: {f.name for f in r.fields.values() if not f.name.startswith("GGUF.")}
     assert keys(r_ours) == keys(r_ref)
     for k in ("general.file_type", "general.quantization_version", "llama.block_count"):
         assert r_ours.get_field(k).contents() == r_ref.get_field(k).contents(), k
@@ -127,7 +143,10 @@ def test_rules_say_where_they_come_from() -> None:
         for chain in chains:
             assert chain.source.startswith("l.")
             for rule in chain.rules:
-                assert rule.source.startswith("l.") and rule.levels <= mixture_rules.ALL, (role, rule)
+                assert rule.source.startswith("l.") and rule.levels <= mixture_rules.ALL, (
+                    role,
+                    rule,
+                )
 
 
 def test_unknown_level_and_requantize_are_clear_errors(tmp_path: Path) -> None:

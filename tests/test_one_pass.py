@@ -12,13 +12,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-
 from prometheus_lite.convert.mixtures import ModelInfo
 from prometheus_lite.convert.one_pass import NativeEncoder, intermediate_for, round_rows
 from prometheus_lite.convert.quant_types import MIXTURES
-from prometheus_lite.errors import QuantizationError
-
 from quant_ref import llama_quantize, read_tensors, write_llama_gguf
+
+from prometheus_lite.errors import QuantizationError
 
 T = gguf.GGMLQuantizationType
 INTER_TYPE = {"f16": T.F16, "bf16": T.BF16, "f32": T.F32}
@@ -28,16 +27,20 @@ NP_DTYPE = {"f16": np.float16, "bf16": "bf16", "f32": np.float32}
 def _tensors(n_layer: int) -> dict[str, np.ndarray]:
     """float32 values that F16/BF16 cannot hold exactly, 256-wide rows plus odd 48/80 ones."""
     rng = np.random.default_rng(3)
-    t = {"token_embd.weight": rng.standard_normal((4, 256)).astype(np.float32) * 0.02,
-         "output_norm.weight": np.ones(256, np.float32),
-         "output.weight": rng.standard_normal((2, 256)).astype(np.float32) * 0.02}
+    t = {
+        "token_embd.weight": rng.standard_normal((4, 256)).astype(np.float32) * 0.02,
+        "output_norm.weight": np.ones(256, np.float32),
+        "output.weight": rng.standard_normal((2, 256)).astype(np.float32) * 0.02,
+    }
     for i in range(n_layer):
         p = f"blk.{i}."
         t[p + "attn_norm.weight"] = rng.standard_normal(256).astype(np.float32)
         for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up"):
             t[p + n + ".weight"] = rng.standard_normal((2, 256)).astype(np.float32) * 0.02
-        t[p + "ffn_down.weight"] = rng.standard_normal((2, 80 if i == 1 else 512)).astype(np.float32) * 3e-5
-    t["blk.0.attn_q.weight"] = rng.standard_normal((2, 48)).astype(np.float32)   # -> F16 fallback
+        t[p + "ffn_down.weight"] = (
+            rng.standard_normal((2, 80 if i == 1 else 512)).astype(np.float32) * 3e-5
+        )
+    t["blk.0.attn_q.weight"] = rng.standard_normal((2, 48)).astype(np.float32)  # -> F16 fallback
     return t
 
 
@@ -47,13 +50,22 @@ def test_one_pass_equals_two_step(level: str, intermediate: str, tmp_path: Path)
     n_layer = 8
     values = _tensors(n_layer)
     src, ref = tmp_path / "inter.gguf", tmp_path / "ref.gguf"
-    write_llama_gguf(src, values, n_layer=n_layer, n_embd=256, n_ff=512, dtype=NP_DTYPE[intermediate])
+    write_llama_gguf(
+        src, values, n_layer=n_layer, n_embd=256, n_ff=512, dtype=NP_DTYPE[intermediate]
+    )
     llama_quantize(src, ref, MIXTURES[level].ftype, nthread=2)
     want = read_tensors(ref)
 
-    plan = [(n, v.shape, T.F32 if v.ndim == 1 else INTER_TYPE[intermediate]) for n, v in values.items()]
-    enc = NativeEncoder(level, ModelInfo(n_layer=n_layer, n_head=4, n_head_kv=4), plan,
-                        intermediate=intermediate, n_threads=2)
+    plan = [
+        (n, v.shape, T.F32 if v.ndim == 1 else INTER_TYPE[intermediate]) for n, v in values.items()
+    ]
+    enc = NativeEncoder(
+        level,
+        ModelInfo(n_layer=n_layer, n_head=4, n_head_kv=4),
+        plan,
+        intermediate=intermediate,
+        n_threads=2,
+    )
     assert enc.file_type == MIXTURES[level].ftype
     bad = []
     for name, v in values.items():
