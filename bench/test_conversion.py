@@ -7,9 +7,10 @@ holding it in memory, converted in a child process, and the child's peak RSS is 
 the checkpoint size. The normal test run smoke-tests it on a tiny checkpoint.
 
     pytest bench/test_conversion.py --benchmark-enable -s                      # 2 GB, fp32
-    PL_BENCH_CONVERT_GB=4 PL_BENCH_CONVERT_DTYPE=bf16 pytest bench/test_conversion.py --benchmark-enable -s
+    PL_BENCH_CONVERT_GB=4 PL_BENCH_CONVERT_DTYPE=bf16 pytest bench/test_conversion.py \
+        --benchmark-enable -s
     PL_BENCH_CONVERT_FORMAT=bin ...          # fp32 .bin shards, like prometheus-13b-v1.0
-    PL_BENCH_CONVERT_OUTTYPE=q8_0 ...        # or f32 / f16 (default) / bf16
+    PL_BENCH_CONVERT_OUTTYPE=q8_0 ...        # or f32 / f16 (default) / bf16 / "" (quant only)
     PL_BENCH_CONVERT_QUANT=Q4_K_M ...        # add a llama.cpp quantization level
 """
 
@@ -34,7 +35,7 @@ import convert_fixtures as fx  # noqa: E402
 GB = float(os.environ.get("PL_BENCH_CONVERT_GB", "2"))
 DTYPE = os.environ.get("PL_BENCH_CONVERT_DTYPE", "fp32")  # fp32 | bf16 | fp16
 FORMAT = os.environ.get("PL_BENCH_CONVERT_FORMAT", "safetensors")  # safetensors | bin
-OUTTYPE = os.environ.get("PL_BENCH_CONVERT_OUTTYPE", "f16")
+OUTTYPE = os.environ.get("PL_BENCH_CONVERT_OUTTYPE", "f16") or None  # "": only --quant
 QUANT = os.environ.get("PL_BENCH_CONVERT_QUANT", "")
 SHARD_BYTES = 512 * 2**20
 
@@ -130,7 +131,8 @@ def generate_checkpoint(root: Path, target_bytes: float, dtype: str, fmt: str,
     weight_map = {}
     for i, shard in enumerate(shards):
         fname = f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}"
-        (_write_safetensors if fmt == "safetensors" else _write_bin)(root / fname, shard, dtype, rng)
+        writer = _write_safetensors if fmt == "safetensors" else _write_bin
+        writer(root / fname, shard, dtype, rng)
         weight_map.update({k: fname for k in shard})
     (root / index).write_text(json.dumps({"weight_map": weight_map}))
     largest = max(int(np.prod(s)) for s in shapes.values())
@@ -157,7 +159,8 @@ _CHILD = textwrap.dedent("""
     import prometheus_lite.convert.quantize, llama_cpp  # import cost counted in the baseline
     args = json.loads(sys.argv[1])
     if args["run"]:
-        convert_checkpoint(args["ckpt"], args["out"], outtype=args["outtype"], quants=args["quants"])
+        convert_checkpoint(args["ckpt"], args["out"], outtype=args["outtype"],
+                           quants=args["quants"])
     print(json.dumps({"peak_rss_bytes": vm_hwm(), "seconds": time.perf_counter() - t0}))
 """)
 

@@ -3,8 +3,8 @@
 Everything here mirrors llama.cpp's own converter, ``convert_hf_to_gguf.py`` (class ``LlamaModel``,
 registered for ``LlamaForCausalLM``, ``MistralForCausalLM`` and ``MixtralForCausalLM``; Mistral and
 Mixtral are written as the ``llama`` architecture, Mixtral with expert tensors), and gguf-py's
-``constants.py`` (key names) and ``tensor_mapping.py`` (tensor names). The code that uses these tables
-lives in ``convert.py``.
+``constants.py`` (key names) and ``tensor_mapping.py`` (tensor names). The code that uses these
+tables lives in ``convert.py``.
 """
 
 from __future__ import annotations

@@ -119,7 +119,8 @@ def _read_safetensors_header(path: Path) -> dict[str, TensorRef]:
         try:
             header = json.loads(f.read(n))
         except ValueError as e:
-            raise ConversionError(f"{path}: corrupt safetensors header ({e}); re-download it") from e
+            raise ConversionError(
+                f"{path}: corrupt safetensors header ({e}); re-download it") from e
     base = 8 + n
     out: dict[str, TensorRef] = {}
     for name, entry in header.items():
@@ -127,8 +128,8 @@ def _read_safetensors_header(path: Path) -> dict[str, TensorRef]:
             continue
         dtype = entry.get("dtype")
         if dtype not in DTYPES:
-            raise ConversionError(f"{path}: tensor {name} has dtype {dtype}; only float32, float16, "
-                                  "bfloat16 (and integer buffers) are supported")
+            raise ConversionError(f"{path}: tensor {name} has dtype {dtype}; only float32, "
+                                  "float16, bfloat16 (and integer buffers) are supported")
         begin, end = entry["data_offsets"]
         ref = TensorRef(name, dtype, tuple(int(s) for s in entry["shape"]), path, base + begin)
         if end - begin != ref.nbytes or base + end > size:

@@ -60,9 +60,9 @@ def _user_errors(quiet: bool) -> Iterator[None]:
 @click.option("--name", help="Model name for the files and general.name (default: folder name).")
 @click.option("--threads", type=int, default=0, help="Quantizer threads (0: all cores).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or log lines on stderr.")
-def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None, quants: tuple[str, ...],
-                    tokenizer: str | None, prompt_format: str | None, name: str | None,
-                    threads: int, quiet: bool) -> None:
+def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None,
+                    quants: tuple[str, ...], tokenizer: str | None, prompt_format: str | None,
+                    name: str | None, threads: int, quiet: bool) -> None:
     """Convert a Hugging Face checkpoint folder (Llama, Mistral, Mixtral) to GGUF.
 
     Example: prometheus-lite convert prometheus-13b-v1.0 -o models --quant Q4_K_M

@@ -10,9 +10,11 @@
 Seam for the native-kernel engine
 ---------------------------------
 Every tensor passes through one ``TensorEncoder``: ``tensor_type()`` picks the GGML type of each
-output tensor and ``encode()`` turns a float32 block of rows into that type's bytes. ``NumpyEncoder``
-below does F32/F16/BF16/Q8_0 with numpy and ``gguf.quants``; a one-pass quantizing engine passes its
-own encoder to ``convert_checkpoint(encoder=...)`` and drops the intermediate-file step.
+output tensor and ``encode()`` turns a float32 block of rows into that type's bytes.
+``NumpyEncoder`` below does F32/F16/BF16/Q8_0 with numpy and ``gguf.quants``; a one-pass
+quantizing engine passes its own encoder to ``convert_checkpoint(encoder=...)`` and drops the
+intermediate-file step. An encoder whose choice depends on the tensor's name (llama.cpp's mixture
+rules count layers) defines ``tensor_type_by_name(name)`` instead; ``output_type()`` prefers it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "OUTTYPES",
     "TensorEncoder",
     "NumpyEncoder",
+    "output_type",
     "Model",
     "inspect_checkpoint",
     "plan_tensors",
@@ -63,11 +66,19 @@ CHUNK_ELEMENTS = 16 * 2**20
 # ---------------------------------------------------------------------------- encoder seam
 
 class TensorEncoder(Protocol):
-    def tensor_type(self, kind: gguf.MODEL_TENSOR, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+    def tensor_type(self, kind: gguf.MODEL_TENSOR,
+                    shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
         """GGML type of the output tensor ``kind`` with logical ``shape`` (numpy order)."""
 
     def encode(self, rows: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
         """float32 ``(n, row)`` block -> its bytes in ``qtype`` (any dtype, C order)."""
+
+
+def output_type(encoder: TensorEncoder, name: str, kind: gguf.MODEL_TENSOR,
+                shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+    """The encoder's GGML type for one output tensor (by name when the encoder decides by name)."""
+    by_name = getattr(encoder, "tensor_type_by_name", None)
+    return by_name(name) if by_name is not None else encoder.tensor_type(kind, shape)
 
 
 class NumpyEncoder:
@@ -76,7 +87,8 @@ class NumpyEncoder:
     def __init__(self, outtype: str) -> None:
         self.qtype, self.file_type = OUTTYPES[outtype]
 
-    def tensor_type(self, kind: gguf.MODEL_TENSOR, shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
+    def tensor_type(self, kind: gguf.MODEL_TENSOR,
+                    shape: tuple[int, ...]) -> gguf.GGMLQuantizationType:
         if len(shape) == 1 or kind in arch.F32_TENSORS:
             return gguf.GGMLQuantizationType.F32
         for qtype in (self.qtype, gguf.GGMLQuantizationType.F16):
@@ -230,7 +242,8 @@ class TensorSource:
     rotary_heads: int | None = None  # permute rows for llama.cpp's rope (per part)
 
 
-_EXPERT = re.compile(r"^(model\.layers\.(\d+)\.block_sparse_moe\.experts)\.(\d+)\.(w[123])\.weight$")
+_EXPERT = re.compile(
+    r"^(model\.layers\.(\d+)\.block_sparse_moe\.experts)\.(\d+)\.(w[123])\.weight$")
 
 
 def rotary_row_order(n_rows: int, n_heads: int) -> np.ndarray:
@@ -275,7 +288,8 @@ def plan_tensors(model: Model) -> list[TensorSource]:
         if sorted(parts) != want:
             absent = sorted(set(want) - set(parts))
             raise ConversionError(f"{ckpt.path}: {gguf_name} is missing experts {absent} "
-                                  "(tensors ...experts.N.w*); a shard is incomplete, re-download it")
+                                  "(tensors ...experts.N.w*); a shard is incomplete, "
+                                  "re-download it")
         plan = plans[gguf_name]
         plan.parts = [parts[i] for i in want]
         shapes = {p.shape for p in plan.parts}
@@ -421,7 +435,8 @@ def convert_checkpoint(
     # Disk space for everything this run writes at once, checked before writing anything.
     def size_of(t: str) -> int:
         enc = encoder or NumpyEncoder(t)
-        return sum(tensor_nbytes(p.shape, enc.tensor_type(p.kind, p.shape)) for p in plan)
+        return sum(tensor_nbytes(p.shape, output_type(enc, p.name, p.kind, p.shape))
+                   for p in plan)
 
     n_params = sum(int(np.prod(p.shape)) for p in plan)
     needed = sum(size_of(t) for t in (direct, intermediate) if t)
@@ -436,7 +451,7 @@ def convert_checkpoint(
             encoder, "file_type", OUTTYPES[type_name][1])
         planned = []
         for p in plan:
-            qtype = enc.tensor_type(p.kind, p.shape)
+            qtype = output_type(enc, p.name, p.kind, p.shape)
             planned.append(PlannedTensor(p.name, p.shape, qtype, _chunks(p, qtype, enc)))
         logger.info("writing %s", target)
         write_gguf(target, _writer(model, vocab, file_type), planned, progress=progress)

@@ -60,7 +60,7 @@ class PlannedTensor:
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it replaces ``target``, else is removed."""
+    """Yield a temporary path beside ``target``; on success it replaces ``target``, else it goes."""
     target = Path(target)
     tmp = target.with_name(f"{target.name}.partial-{os.getpid()}")
     try:

@@ -181,7 +181,8 @@ def read_torch_zip(path: Path) -> dict[str, PickledTensor]:
             itemsize = _ITEMSIZE[value.storage.dtype]
             span = _span(value.shape, value.strides) + value.offset
             if value.shape and span > value.storage.numel:
-                raise ConversionError(f"{where}: tensor {name} overruns its storage; re-download it")
+                raise ConversionError(
+                    f"{where}: tensor {name} overruns its storage; re-download it")
             if infos[member].file_size < value.storage.numel * itemsize:
                 raise ConversionError(f"{where}: storage for {name} is truncated; re-download it")
             result[str(name)] = PickledTensor(

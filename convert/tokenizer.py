@@ -167,7 +167,8 @@ def _bpe(tok_dir: Path, n_vocab: int) -> tuple[list[bytes], list[int], str]:
     try:
         bpe = gguf.vocab.BpeVocab(tok_dir)
     except (FileNotFoundError, ValueError) as e:
-        raise ConversionError(f"{tok_dir / 'tokenizer.json'}: unsupported BPE tokenizer ({e})") from e
+        raise ConversionError(
+            f"{tok_dir / 'tokenizer.json'}: unsupported BPE tokenizer ({e})") from e
     special_added = {a["content"] for a in tj.get("added_tokens", []) if a.get("special")}
     tokens, types = [], []
     for text, _score, ttype in bpe.all_tokens():

@@ -103,7 +103,7 @@ MISTRAL_TEMPLATE = (
 
 
 def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 2) -> Any:
-    """A randomly initialised transformers model: llama (MHA), mistral (GQA) or mixtral (2 experts)."""
+    """A random transformers model: llama (MHA), mistral (GQA) or mixtral (2 experts, GQA)."""
     import torch
     import transformers as tf
 

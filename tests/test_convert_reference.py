@@ -288,4 +288,5 @@ def test_bin_reader_handles_what_torch_save_writes(tmp_path):
     refs = _read_bin(tmp_path / "pytorch_model.bin")
     assert set(refs) == set(sd)
     for name, ref in refs.items():
-        assert np.array_equal(to_f32(ref.load(), ref.dtype), sd[name].detach().float().numpy()), name
+        want = sd[name].detach().float().numpy()
+        assert np.array_equal(to_f32(ref.load(), ref.dtype), want), name
