@@ -59,10 +59,19 @@ def _user_errors(quiet: bool) -> Iterator[None]:
                    "else v1 for Llama, v2 for Mistral/Mixtral).")
 @click.option("--name", help="Model name for the files and general.name (default: folder name).")
 @click.option("--threads", type=int, default=0, help="Quantizer threads (0: all cores).")
+@click.option("--engine", type=click.Choice(["native", "llama.cpp"]), default="native",
+              show_default=True,
+              help="For --quant: native kernels in one pass (no intermediate file), or llama.cpp's "
+                   "quantizer on an intermediate file. Both give identical tensors.")
+@click.option("--precision", type=click.Choice(["f16", "bf16", "f32"]),
+              help="For --quant: round values to this before quantizing (the intermediate's "
+                   "type). Default f16 (bf16 for bf16 checkpoints): lossless for f16/bf16 "
+                   "checkpoints and what llama.cpp-made quants of them hold.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or log lines on stderr.")
 def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None,
                     quants: tuple[str, ...], tokenizer: str | None, prompt_format: str | None,
-                    name: str | None, threads: int, quiet: bool) -> None:
+                    name: str | None, threads: int, engine: str, precision: str | None,
+                    quiet: bool) -> None:
     """Convert a Hugging Face checkpoint folder (Llama, Mistral, Mixtral) to GGUF.
 
     Example: prometheus-lite convert prometheus-13b-v1.0 -o models --quant Q4_K_M
@@ -74,6 +83,7 @@ def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None,
         paths = convert_checkpoint(
             checkpoint_dir, out_dir, outtype=outtype, quants=quants, tokenizer=tokenizer,
             prompt_format=prompt_format, name=name, progress=not quiet, nthread=threads,
+            engine=engine, precision=precision,
         )
     for p in paths:
         click.echo(str(p))
@@ -85,13 +95,23 @@ def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None,
 @click.option("--type", "type_name", required=True, metavar="TYPE",
               help="llama.cpp quantization type, e.g. Q4_K_M, Q5_K_M, Q8_0.")
 @click.option("--threads", type=int, default=0, help="Threads (0: all cores).")
+@click.option("--engine", type=click.Choice(["native", "llama.cpp"]), default="native",
+              show_default=True,
+              help="native kernels (same tensors as llama.cpp, faster) or llama.cpp's quantizer "
+                   "(which also makes the types the native engine lacks).")
 @click.option("-q", "--quiet", is_flag=True, help="No log lines on stderr.")
-def quantize_command(src: Path, dst: Path, type_name: str, threads: int, quiet: bool) -> None:
-    """Quantize an F16/BF16/F32 GGUF (SRC) into DST with llama.cpp's quantizer."""
-    from .quantize import quantize_file
-
+def quantize_command(src: Path, dst: Path, type_name: str, threads: int, engine: str,
+                     quiet: bool) -> None:
+    """Quantize an F16/BF16/F32 GGUF (SRC) into DST."""
     with _user_errors(quiet):
-        quantize_file(src, dst, type_name, nthread=threads)
+        if engine == "native":
+            from .native_quantize import quantize_gguf
+
+            quantize_gguf(src, dst, type_name, n_threads=threads or None)
+        else:
+            from .quantize import quantize_file
+
+            quantize_file(src, dst, type_name, nthread=threads)
     click.echo(str(dst))
 
 

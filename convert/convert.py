@@ -391,6 +391,36 @@ def _quant_estimate(n_params: int, type_name: str) -> int:
     return n_params * 2
 
 
+# ---------------------------------------------------------------------------- native engine glue
+
+def _check_engine(engine: str, quants: Sequence[str], precision: str | None) -> None:
+    from .one_pass import INTERMEDIATES
+    from .quant_types import MIXTURES
+
+    if engine not in ("native", "llama.cpp"):
+        raise ConversionError(f"--engine {engine!r}: choose native or llama.cpp")
+    if precision is not None and precision.lower() not in INTERMEDIATES:
+        raise ConversionError(f"--precision {precision!r}: choose one of "
+                              f"{', '.join(INTERMEDIATES)}")
+    other = [q for q in quants if q not in MIXTURES]
+    if engine == "native" and other:
+        raise ConversionError(f"--quant {', '.join(other)}: the native engine makes "
+                              f"{', '.join(MIXTURES)}; add --engine llama.cpp for other types")
+
+
+def _native_encoder(model: Model, plan: list[TensorSource], level: str, precision: str,
+                    nthread: int) -> Any:
+    """One-pass encoder for ``level``: each tensor's type as llama.cpp would choose it from the
+    ``precision`` intermediate the two-step path writes."""
+    from .mixtures import ModelInfo
+    from .one_pass import NativeEncoder
+
+    inter = NumpyEncoder(precision)
+    tensors = [(p.name, p.shape, output_type(inter, p.name, p.kind, p.shape)) for p in plan]
+    return NativeEncoder(level, ModelInfo.from_kv(model.arch_name, model.hparams), tensors,
+                         intermediate=precision, n_threads=nthread or None)
+
+
 def convert_checkpoint(
     checkpoint_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -403,16 +433,24 @@ def convert_checkpoint(
     encoder: TensorEncoder | None = None,
     progress: bool = False,
     nthread: int = 0,
+    engine: str = "native",
+    precision: str | None = None,
 ) -> list[Path]:
     """Convert a checkpoint folder; return the GGUF files written into ``out_dir``.
 
     ``outtype`` (f32/f16/bf16/q8_0) is written directly; each of ``quants`` (llama.cpp type names
     such as Q4_K_M) is made by llama.cpp's quantizer from an intermediate F16 (BF16 for bf16
     checkpoints) file that is removed afterwards. With neither, ``outtype`` defaults to f16.
+
+    ``engine`` (quants only): "native" (default) writes each level in one pass with the native
+    kernels (convert/one_pass.py), no intermediate file; "llama.cpp" is the two-step path above.
+    ``precision`` (f16/bf16/f32): values are rounded to it before quantizing, by both engines
+    (the intermediate's type); default f16, bf16 for all-BF16 checkpoints, so the engines agree.
     """
     if outtype is not None and outtype.lower() not in OUTTYPES:
         raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     quants = list(dict.fromkeys(q.upper() for q in quants))
+    _check_engine(engine, quants, precision)  # native engine: convert/one_pass.py
     model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format)
     logger.info("%s: %s, prompt format %s (from %s)", model.name, model.checkpoint.architecture,
                 model.prompt_format, model.prompt_format_reason)
@@ -427,8 +465,10 @@ def convert_checkpoint(
         outtype = "f16"
     direct = outtype.lower() if outtype else None
     intermediate = None
-    if quants:
-        intermediate = "bf16" if model.checkpoint.source_dtypes == {"BF16"} else "f16"
+    bf16_only = model.checkpoint.source_dtypes == {"BF16"}
+    precision = (precision or ("bf16" if bf16_only else "f16")).lower()
+    if quants and engine == "llama.cpp":
+        intermediate = precision
         if direct == intermediate:
             intermediate = None  # the requested output doubles as the quantizer's input
 
@@ -445,10 +485,13 @@ def convert_checkpoint(
 
     written: list[Path] = []
 
-    def write(type_name: str, target: Path) -> None:
-        enc = encoder or NumpyEncoder(type_name)
-        file_type = OUTTYPES[type_name][1] if encoder is None else getattr(
-            encoder, "file_type", OUTTYPES[type_name][1])
+    def write(type_name: str, target: Path, native: Any = None) -> None:
+        enc = native or encoder or NumpyEncoder(type_name)
+        if native is not None:
+            file_type = native.file_type
+        else:
+            file_type = OUTTYPES[type_name][1] if encoder is None else getattr(
+                encoder, "file_type", OUTTYPES[type_name][1])
         planned = []
         for p in plan:
             qtype = output_type(enc, p.name, p.kind, p.shape)
@@ -460,7 +503,12 @@ def convert_checkpoint(
         target = out / output_name(model.name, direct)
         write(direct, target)
         written.append(target)
-    if quants:
+    if quants and engine == "native":  # one pass per level (convert/one_pass.py)
+        for q in quants:
+            target = out / output_name(model.name, q)
+            write(q, target, native=_native_encoder(model, plan, q, precision, nthread))
+            written.append(target)
+    elif quants:
         from .quantize import quantize_file
 
         if intermediate:

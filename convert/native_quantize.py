@@ -140,6 +140,7 @@ def quantize_gguf(
         )
     order = llama_order(by_name)  # llama.cpp writes tensors in this order too
 
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     writer = GGUFWriter(tmp, model.arch)
     try:

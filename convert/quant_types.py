@@ -80,7 +80,8 @@ def mixture(name: str) -> Mixture:
         return MIXTURES[name.upper()]
     except KeyError:
         raise KeyError(
-            f"unknown quantization type {name!r}; choose one of {', '.join(MIXTURES)}"
+            f"unknown quantization type {name!r} for the native engine; choose one of "
+            f"{', '.join(MIXTURES)} (--engine llama.cpp also makes llama.cpp's other types)"
         ) from None
 
 
