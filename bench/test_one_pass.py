@@ -51,10 +51,9 @@ class _DiskSampler:
             self.peak = max(self.peak, self._size())
             time.sleep(0.05)
 
-    def __enter__(self) -> _DiskSampler:
+    def __enter__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._t.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -63,7 +62,8 @@ class _DiskSampler:
 
 
 def _run(ckpt: Path, out: Path, engine: str) -> tuple[Path, float, int]:
-    with _DiskSampler(out) as disk:
+    disk = _DiskSampler(out)
+    with disk:
         t0 = time.perf_counter()
         [path] = convert_checkpoint(ckpt, out, quants=[QUANT], engine=engine)
         seconds = time.perf_counter() - t0
