@@ -167,7 +167,7 @@ class Judge:
         request, tokens, truncated = self._fit(request)
         gen = self.runtime.generate(
             tokens,
-            constraint=self._constraint(labels),
+            constraint=self.constraint(labels),
             sampling=self.sampling,
             max_new_tokens=self.max_new_tokens,
             seed=self.seed,
@@ -213,7 +213,8 @@ class Judge:
                 yield Failure(error=str(exc), error_type=type(exc).__name__, id=request.id)
 
     # -- internals --------------------------------------------------------------------
-    def _constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
+    def constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
+        """The output constraint for this model and label set (built once, then cached)."""
         c = self._constraints.get(labels)
         if c is None:
             c = OutputConstraint(self.runtime.pieces, self.runtime.banned, labels)
@@ -223,7 +224,7 @@ class Judge:
     def _fit(self, request: Request) -> tuple[Request, list[int], int]:
         """The request's prompt tokens, checked (or, if asked, cut) to fit the context."""
         rt = self.runtime
-        reserve = self._constraint(SCORE_LABELS).reserve() + MIN_FEEDBACK_TOKENS
+        reserve = self.constraint(SCORE_LABELS).reserve() + MIN_FEEDBACK_TOKENS
         tokens = rt.tokenize_prompt(self.render(request))
         if len(tokens) + reserve <= rt.n_ctx:
             return request, tokens, 0
