@@ -71,8 +71,30 @@ def main(verbose: int) -> None:
       prometheus-lite grade --input items.jsonl --output results.jsonl --model PATH.gguf
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=level,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    _setup_logging(level)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (CliRunner swaps it per run)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _setup_logging(level: int) -> None:
+    """Log prometheus_lite's messages to stderr (only the package logger: the root
+    logger, and whatever the host application put there, is left alone)."""
+    log = logging.getLogger("prometheus_lite")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(level)
 
 
 # --------------------------------------------------------------------------- model options
