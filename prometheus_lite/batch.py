@@ -33,14 +33,14 @@ from .results import CompareRequest, Comparison, Failure, Grade, GradeRequest, R
 from .rubrics import PRESETS, Rubric, get_preset
 
 __all__ = [
-    "Mode",
-    "BatchSummary",
-    "GRADE_KEYS",
     "COMPARE_KEYS",
-    "parse_line",
-    "result_record",
+    "GRADE_KEYS",
+    "BatchSummary",
+    "Mode",
     "error_record",
+    "parse_line",
     "read_done_ids",
+    "result_record",
     "run_batch",
 ]
 

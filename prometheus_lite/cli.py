@@ -145,12 +145,12 @@ class ModelOptions:
         fmt, _ = choose_prompt_format(self.prompt_format, info)
 
         def render(request: Request) -> Prompt:
-            fields: dict[str, Any] = dict(
-                instruction=request.instruction, rubric=load_rubric(request.rubric),
-                reference_answer=request.reference_answer, format=fmt,
-                chat_template=info.chat_template, bos_token=info.bos_token or "",
-                eos_token=info.eos_token or "",
-            )
+            fields: dict[str, Any] = {
+                "instruction": request.instruction, "rubric": load_rubric(request.rubric),
+                "reference_answer": request.reference_answer, "format": fmt,
+                "chat_template": info.chat_template, "bos_token": info.bos_token or "",
+                "eos_token": info.eos_token or "",
+            }
             if isinstance(request, GradeRequest):
                 return build_prompt("absolute", response=request.response, **fields)
             return build_prompt("relative", response_a=request.response_a,

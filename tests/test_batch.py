@@ -186,9 +186,8 @@ class Factory:
 
 def write_items(path: Path, n: int, **extra: Any) -> None:
     with open(path, "w") as f:
-        for i in range(n):
-            f.write(line(id=f"item{i}", instruction="i", response=f"r{i}",
-                         rubric="helpfulness", **extra) + "\n")
+        f.writelines(line(id=f"item{i}", instruction="i", response=f"r{i}",
+                         rubric="helpfulness", **extra) + "\n" for i in range(n))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
