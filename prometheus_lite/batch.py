@@ -509,6 +509,14 @@ def run_batch(
     if out is None and not dry:
         raise BatchInputError("an output file is needed to run a batch; pass --output FILE.jsonl")
 
+    if out is not None and not dry:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BatchInputError(
+                f"cannot create the folder of output file '{out}': {e.strerror}; "
+                "choose an --output in a writable folder"
+            ) from None
     done = Counter[str]() if dry else read_done_ids(out)  # type: ignore[arg-type]
     plan, total, skipped = _plan(input_path, mode, default_rubric, done)
     n_judge = sum(1 for p in plan.values() if p.error is None)

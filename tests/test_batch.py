@@ -214,6 +214,13 @@ def test_run_batch_writes_one_line_per_item_in_order(tmp_path: Path) -> None:
     assert factory.judges[0].closed
 
 
+def test_output_folder_is_created(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in.jsonl", tmp_path / "new" / "dir" / "out.jsonl"
+    write_items(inp, 1)
+    assert run_batch(Factory(), inp, out, "grade", progress=False).done == 1
+    assert len(read_jsonl(out)) == 1
+
+
 def test_run_batch_compare_keys(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text(line(instruction="i", response_a="a", response_b="b", rubric="honesty") + "\n")
@@ -365,3 +372,12 @@ def test_output_required_and_distinct_from_input(tmp_path: Path) -> None:
     with pytest.raises(BatchInputError, match="does not exist"):
         run_batch(Factory(), tmp_path / "nope.jsonl", tmp_path / "o.jsonl", "grade",
                   progress=False)
+
+
+def test_progress_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_items(inp, 3)
+    run_batch(Factory(), inp, out, "grade", progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "grading" in captured.err and "3/3" in captured.err
