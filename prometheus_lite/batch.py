@@ -464,16 +464,16 @@ def _plan(
             except BatchInputError as e:
                 item_id, error = _peek_id(text, lineno), str(e)
         seen[item_id] += 1
+        first = first_line.setdefault(item_id, lineno)
         if seen[item_id] <= done[item_id]:
             skipped += 1
             continue
-        if item_id in first_line and error is None:
+        if first != lineno and error is None:
             error = (
-                f"line {lineno}: duplicate id '{item_id}' (first on line "
-                f"{first_line[item_id]}); ids must be unique so a resumed run knows "
-                "which lines are done: give this line another id"
+                f"line {lineno}: duplicate id '{item_id}' (first on line {first}); ids must "
+                "be unique so a resumed run knows which lines are done: give this line "
+                "another id"
             )
-        first_line.setdefault(item_id, lineno)
         plan[lineno] = _Plan(item_id, error)
     return plan, total, skipped
 

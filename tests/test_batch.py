@@ -279,6 +279,22 @@ def test_duplicate_ids_get_error_records_and_survive_resume(tmp_path: Path) -> N
     assert len(read_jsonl(out)) == 5
 
 
+def test_duplicate_found_on_resume_after_its_first_was_done(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [line(id=i, instruction="x", response="r", rubric="honesty") + "\n"
+             for i in ["a", "b", "a"]]
+    inp.write_text("".join(lines[:2]))
+    run_batch(Factory(), inp, out, "grade", progress=False)  # killed before line 3
+    inp.write_text("".join(lines))
+    factory = Factory()
+    s = run_batch(factory, inp, out, "grade", progress=False)
+    assert (s.skipped, s.done, s.errors) == (2, 0, 1)
+    assert factory.judges == []
+    recs = read_jsonl(out)
+    assert [r["id"] for r in recs] == ["a", "b", "a"]
+    assert "duplicate id 'a' (first on line 1)" in recs[2]["error"]
+
+
 def test_resume_after_interruption_skips_done_ids(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_items(inp, 6)
