@@ -1,7 +1,8 @@
 """JSONL batch files: parse input lines, judge them, append one result line per item.
 
 Resumable: a rerun with the same output file skips every id already written there
-(results and error records alike) and appends the rest, in input order. No llama_cpp
+(results and error records alike) and appends the rest, in input order. To retry
+items that failed, delete their lines (``"error": "..."``) from the output and rerun. No llama_cpp
 import here: the judge comes from a factory, called only if there is work left.
 
 Input line (one JSON object per line)::

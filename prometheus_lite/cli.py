@@ -257,7 +257,8 @@ def grade(opts: ModelOptions, response: str | None, **item: Any) -> None:
     Batch:        --input items.jsonl --output results.jsonl
     Batch lines: {"id", "instruction", "response", "reference_answer"?, "rubric"?}; the
     Feedback Collection's orig_* field names work as they are. A rerun with the same
-    --output skips the ids already there. Exit code 1 if every item of the run failed.
+    --output skips the ids already there (delete error lines to retry them). Exit code
+    1 if every item of the run failed.
     """
     _judge_command("grade", opts, {"response": response}, **item)
 
