@@ -11,7 +11,8 @@ the checkpoint size. The normal test run smoke-tests it on a tiny checkpoint.
         --benchmark-enable -s
     PL_BENCH_CONVERT_FORMAT=bin ...          # fp32 .bin shards, like prometheus-13b-v1.0
     PL_BENCH_CONVERT_OUTTYPE=q8_0 ...        # or f32 / f16 (default) / bf16 / "" (quant only)
-    PL_BENCH_CONVERT_QUANT=Q4_K_M ...        # add a llama.cpp quantization level
+    PL_BENCH_CONVERT_QUANT=Q4_K_M ...        # add a quantization level
+    PL_BENCH_CONVERT_ENGINE=llama.cpp ...    # --quant engine: native (default) or llama.cpp
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DTYPE = os.environ.get("PL_BENCH_CONVERT_DTYPE", "fp32")  # fp32 | bf16 | fp16
 FORMAT = os.environ.get("PL_BENCH_CONVERT_FORMAT", "safetensors")  # safetensors | bin
 OUTTYPE = os.environ.get("PL_BENCH_CONVERT_OUTTYPE", "f16") or None  # "": only --quant
 QUANT = os.environ.get("PL_BENCH_CONVERT_QUANT", "")
+ENGINE = os.environ.get("PL_BENCH_CONVERT_ENGINE", "native")
 SHARD_BYTES = 512 * 2**20
 
 _ST_DTYPE = {"fp32": ("F32", 4), "bf16": ("BF16", 2), "fp16": ("F16", 2)}
@@ -160,7 +162,7 @@ _CHILD = textwrap.dedent("""
     args = json.loads(sys.argv[1])
     if args["run"]:
         convert_checkpoint(args["ckpt"], args["out"], outtype=args["outtype"],
-                           quants=args["quants"])
+                           quants=args["quants"], engine=args["engine"])
     print(json.dumps({"peak_rss_bytes": vm_hwm(), "seconds": time.perf_counter() - t0}))
 """)
 
@@ -175,7 +177,7 @@ def test_conversion_peak_rss(benchmark, tmp_path):
     tiny = benchmark.disabled
     facts = generate_checkpoint(tmp_path / "bench-llama", GB * 1e9, DTYPE, FORMAT, tiny)
     args = {"ckpt": str(tmp_path / "bench-llama"), "out": str(tmp_path / "out"),
-            "outtype": OUTTYPE, "quants": [QUANT] if QUANT else [], "run": True}
+            "outtype": OUTTYPE, "quants": [QUANT] if QUANT else [], "engine": ENGINE, "run": True}
 
     result: dict = {}
 
@@ -189,6 +191,7 @@ def test_conversion_peak_rss(benchmark, tmp_path):
     out_bytes = sum(p.stat().st_size for p in (tmp_path / "out").glob("*.gguf"))
     report = {
         **facts, "format": FORMAT, "dtype": DTYPE, "outtype": OUTTYPE, "quant": QUANT or None,
+        "engine": ENGINE if QUANT else None,
         "output_bytes": out_bytes, "peak_rss_bytes": result["peak_rss_bytes"],
         "import_baseline_rss_bytes": baseline, "seconds": round(wall, 1),
         "peak_rss_over_checkpoint": round(result["peak_rss_bytes"] / facts["checkpoint_bytes"], 3),

@@ -368,7 +368,8 @@ def test_quant_type_table_mirrors_llama_h():
 def test_quantize_command_and_its_errors(ckpt, tmp_path):
     [f16] = convert_checkpoint(ckpt, tmp_path / "out", outtype="f16")
     q = tmp_path / "out" / "tiny.Q8_0.gguf"
-    result = CliRunner().invoke(quantize_command, [str(f16), str(q), "--type", "q8_0", "-q"])
+    result = CliRunner().invoke(quantize_command, [str(f16), str(q), "--type", "q8_0", "-q",
+                                                   "--engine", "llama.cpp"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(q)
     kinds = {t.tensor_type.name for t in gguf.GGUFReader(q).tensors}
@@ -384,9 +385,11 @@ def test_quantize_command_and_its_errors(ckpt, tmp_path):
 
 
 def test_convert_cli_quant_levels_remove_intermediate(ckpt, tmp_path):
+    """--engine llama.cpp: llama_model_quantize on an intermediate F16 file, removed afterwards."""
     out = tmp_path / "out"
     result = CliRunner().invoke(convert_command, [str(ckpt), "-o", str(out), "--quant", "Q4_K_M",
-                                                  "--quant", "Q5_K_M", "-q"])
+                                                  "--quant", "Q5_K_M", "-q",
+                                                  "--engine", "llama.cpp"])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
     assert names == ["tiny-mistral.Q4_K_M.gguf", "tiny-mistral.Q5_K_M.gguf"]

@@ -215,7 +215,7 @@ def test_q8_0_and_llama_cpp_quant_levels_run(index, build_root, spm_model, tmp_p
     assert _relative_error(_llama_logits(q8, ids), ref) < 5e-2
     # --quant: llama.cpp's quantizer from an intermediate (BF16 for the bf16 MoE checkpoint).
     [q4] = _convert(converted.checkpoint, tmp_path / "q", "--quant", "Q4_K_M",
-                    *converted.convert_args)
+                    "--engine", "llama.cpp", *converted.convert_args)
     assert q4.name == f"tiny-{converted.case.kind}.Q4_K_M.gguf"
     assert [p.name for p in (tmp_path / "q").iterdir()] == [q4.name]  # intermediate removed
     got = _llama_logits(q4, ids)
