@@ -27,10 +27,11 @@ def _user_errors(quiet: bool) -> Iterator[None]:
     handler = None
     log = logging.getLogger("prometheus_lite.convert")
     if not quiet:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
         log.setLevel(logging.INFO)
+        if not log.hasHandlers():  # standalone; under the main CLI its handler prints them
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
     try:
         yield
     except PrometheusLiteError as e:
