@@ -98,6 +98,17 @@ static inline int pl_nearest_int(float f) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+/* float -> int8 as llama.cpp's reference casts it, `(int8_t)(x*id + 8.5f)`, pinned
+ * to what the x86-64 build does: truncate through a 32-bit conversion (cvttss2si),
+ * whose result for NaN or out-of-range input is INT32_MIN, then keep the low byte.
+ * C leaves that case undefined and arm64 saturates instead; it happens when a
+ * block's scale is so small that 1/d overflows to inf. Pinning it makes the bytes
+ * the same on every platform (and equal to the x86-64 llama.cpp we test against). */
+static inline int8_t pl_f2i8(float v) {
+    const int32_t i = (v >= -2147483648.0f && v < 2147483648.0f) ? (int32_t)v : INT32_MIN;
+    return (int8_t)(uint8_t)((uint32_t)i & 0xFFu);
+}
+
 /* ---------------------------------------------------------------- rows */
 /* k = number of floats, a multiple of the block size. */
 void pl_quantize_row_q4_0(const float *x, block_q4_0 *y, int64_t k);
@@ -118,15 +129,19 @@ void pl_dequantize_row_q4_K(const block_q4_K *x, float *y, int64_t k);
 void pl_dequantize_row_q5_K(const block_q5_K *x, float *y, int64_t k);
 void pl_dequantize_row_q6_K(const block_q6_K *x, float *y, int64_t k);
 
-/* SIMD variants, present when the build has them (see quants_x86.c). */
+/* SIMD variants, present when the build has them: quants_x86.c (legacy, AVX2) and
+ * quants_k_simd.c (K-quants, compiled as *_avx2 on x86-64 and *_neon on arm64). */
 int  pl_have_avx2(void);
-void pl_quantize_row_q8_0_avx2(const float *x, block_q8_0 *y, int64_t k);
 void pl_quantize_row_q4_0_avx2(const float *x, block_q4_0 *y, int64_t k);
 void pl_quantize_row_q4_1_avx2(const float *x, block_q4_1 *y, int64_t k);
 void pl_quantize_row_q5_0_avx2(const float *x, block_q5_0 *y, int64_t k);
 void pl_quantize_row_q5_1_avx2(const float *x, block_q5_1 *y, int64_t k);
+void pl_quantize_row_q8_0_avx2(const float *x, block_q8_0 *y, int64_t k);
 void pl_quantize_row_q4_K_avx2(const float *x, block_q4_K *y, int64_t k);
 void pl_quantize_row_q5_K_avx2(const float *x, block_q5_K *y, int64_t k);
 void pl_quantize_row_q6_K_avx2(const float *x, block_q6_K *y, int64_t k);
+void pl_quantize_row_q4_K_neon(const float *x, block_q4_K *y, int64_t k);
+void pl_quantize_row_q5_K_neon(const float *x, block_q5_K *y, int64_t k);
+void pl_quantize_row_q6_K_neon(const float *x, block_q6_K *y, int64_t k);
 
 #endif /* PL_INTERNAL_H */

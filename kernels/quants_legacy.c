@@ -29,8 +29,8 @@ void pl_quantize_row_q4_0(const float *x, block_q4_0 *y, int64_t k) {
         for (int j = 0; j < QK32/2; ++j) {
             const float x0 = x[j]*id;
             const float x1 = x[QK32/2 + j]*id;
-            const uint8_t xi0 = PL_MIN(15, (int8_t)(x0 + 8.5f));   /* truncation after +8.5 = round */
-            const uint8_t xi1 = PL_MIN(15, (int8_t)(x1 + 8.5f));
+            const uint8_t xi0 = PL_MIN(15, pl_f2i8(x0 + 8.5f));   /* truncation after +8.5 = round */
+            const uint8_t xi1 = PL_MIN(15, pl_f2i8(x1 + 8.5f));
             y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
         }
     }
@@ -64,8 +64,8 @@ void pl_quantize_row_q4_1(const float *x, block_q4_1 *y, int64_t k) {
         for (int j = 0; j < QK32/2; ++j) {
             const float x0 = (x[j] - min)*id;
             const float x1 = (x[QK32/2 + j] - min)*id;
-            const uint8_t xi0 = PL_MIN(15, (int8_t)(x0 + 0.5f));
-            const uint8_t xi1 = PL_MIN(15, (int8_t)(x1 + 0.5f));
+            const uint8_t xi0 = PL_MIN(15, pl_f2i8(x0 + 0.5f));
+            const uint8_t xi1 = PL_MIN(15, pl_f2i8(x1 + 0.5f));
             y[i].qs[j] = (uint8_t)(xi0 | (xi1 << 4));
         }
     }
@@ -99,8 +99,8 @@ void pl_quantize_row_q5_0(const float *x, block_q5_0 *y, int64_t k) {
         for (int j = 0; j < QK32/2; ++j) {
             const float x0 = x[j]*id;
             const float x1 = x[QK32/2 + j]*id;
-            const uint8_t xi0 = PL_MIN(31, (int8_t)(x0 + 16.5f));
-            const uint8_t xi1 = PL_MIN(31, (int8_t)(x1 + 16.5f));
+            const uint8_t xi0 = PL_MIN(31, pl_f2i8(x0 + 16.5f));
+            const uint8_t xi1 = PL_MIN(31, pl_f2i8(x1 + 16.5f));
             y[i].qs[j] = (uint8_t)((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
             qh |= ((xi0 & 0x10u) >> 4) << (j + 0);          /* bit j      <- value j      */
             qh |= ((xi1 & 0x10u) >> 4) << (j + QK32/2);     /* bit j + 16 <- value j + 16 */
@@ -140,8 +140,8 @@ void pl_quantize_row_q5_1(const float *x, block_q5_1 *y, int64_t k) {
         for (int j = 0; j < QK32/2; ++j) {
             const float x0 = (x[j] - min)*id;
             const float x1 = (x[QK32/2 + j] - min)*id;
-            const uint8_t xi0 = (uint8_t)(x0 + 0.5f);       /* the reference does not clamp here */
-            const uint8_t xi1 = (uint8_t)(x1 + 0.5f);
+            const uint8_t xi0 = (uint8_t)pl_f2i8(x0 + 0.5f);   /* the reference does not clamp here */
+            const uint8_t xi1 = (uint8_t)pl_f2i8(x1 + 0.5f);
             y[i].qs[j] = (uint8_t)((xi0 & 0x0F) | ((xi1 & 0x0F) << 4));
             qh |= ((xi0 & 0x10u) >> 4) << (j + 0);
             qh |= ((xi1 & 0x10u) >> 4) << (j + QK32/2);
@@ -175,7 +175,7 @@ void pl_quantize_row_q8_0(const float *x, block_q8_0 *y, int64_t k) {
         const float d  = amax / ((1 << 7) - 1);
         const float id = d ? 1.0f/d : 0.0f;
         y[i].d = pl_fp32_to_fp16_1(d);
-        for (int j = 0; j < QK32; ++j) y[i].qs[j] = (int8_t)roundf(x[j]*id);
+        for (int j = 0; j < QK32; ++j) y[i].qs[j] = pl_f2i8(roundf(x[j]*id));
     }
 }
 

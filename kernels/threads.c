@@ -62,6 +62,19 @@ static void select_simd(void) {
         }
         simd_info = "avx2";
     }
+#elif defined(PL_HAVE_NEON)
+    /* NEON is part of every arm64 CPU: no run-time check needed */
+    if (getenv("PL_QUANTS_SCALAR") == NULL) {
+        for (int i = 0; i < N_TRAITS; i++) {
+            switch (traits[i].type) {
+                case 12: traits[i].quantize = ROWFN(pl_quantize_row_q4_K_neon); break;
+                case 13: traits[i].quantize = ROWFN(pl_quantize_row_q5_K_neon); break;
+                case 14: traits[i].quantize = ROWFN(pl_quantize_row_q6_K_neon); break;
+                default: break;
+            }
+        }
+        simd_info = "neon";
+    }
 #endif
 }
 
