@@ -102,7 +102,8 @@ MISTRAL_TEMPLATE = (
 )
 
 
-def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 2) -> Any:
+def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 2,
+                **overrides: Any) -> Any:
     """A random transformers model: llama (MHA), mistral (GQA) or mixtral (2 experts, GQA)."""
     import torch
     import transformers as tf
@@ -111,20 +112,18 @@ def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 
     common = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                   num_attention_heads=4, max_position_embeddings=256, initializer_range=0.08,
                   bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-    if kind == "llama":
-        cfg = tf.LlamaConfig(num_key_value_heads=4, rms_norm_eps=1e-5, rope_theta=10000.0, **common)
-        model = tf.LlamaForCausalLM(cfg)
-    elif kind == "mistral":
-        cfg = tf.MistralConfig(num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
-                               sliding_window=None, **common)
-        model = tf.MistralForCausalLM(cfg)
-    elif kind == "mixtral":
-        cfg = tf.MixtralConfig(num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=1e6,
-                               num_local_experts=2, num_experts_per_tok=2, sliding_window=None,
-                               **common)
-        model = tf.MixtralForCausalLM(cfg)
-    else:
-        raise ValueError(kind)
+    per_kind = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM,
+                  dict(num_key_value_heads=4, rms_norm_eps=1e-5, rope_theta=10000.0)),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM,
+                    dict(num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
+                         sliding_window=None)),
+        "mixtral": (tf.MixtralConfig, tf.MixtralForCausalLM,
+                    dict(num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=1e6,
+                         num_local_experts=2, num_experts_per_tok=2, sliding_window=None)),
+    }
+    config_cls, model_cls, defaults = per_kind[kind]
+    model = model_cls(config_cls(**{**defaults, **common, **overrides}))
     with torch.no_grad():  # make the norms non-trivial so a wrong norm shows
         for name, p in model.named_parameters():
             if p.ndim == 1:

@@ -154,6 +154,39 @@ def test_missing_layer_tensor(tmp_path, spm_model):
         convert_checkpoint(folder, tmp_path / "out")
 
 
+def _add_tensors(folder: Path, extra: dict) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors.update(extra)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def test_rotary_inv_freq_buffers_are_ignored(tmp_path, spm_model):
+    """Llama-2-era checkpoints (prometheus-13b-v1.0) carry rotary_emb.inv_freq buffers."""
+    folder = fx.numpy_checkpoint(tmp_path / "m", spm_model)
+    _add_tensors(folder, {"model.layers.0.self_attn.rotary_emb.inv_freq":
+                          np.ones(8, dtype=np.float32)})
+    [out] = convert_checkpoint(folder, tmp_path / "out", outtype="f32")
+    assert len(gguf.GGUFReader(out).tensors) == 12
+
+
+def test_unexpected_tensor_is_named(tmp_path, spm_model):
+    folder = fx.numpy_checkpoint(tmp_path / "m", spm_model)
+    _add_tensors(folder, {"vision_tower.patch_embed.weight": np.ones((4, 4), np.float32)})
+    with pytest.raises(ConversionError, match="unexpected tensor 'vision_tower.patch_embed.weight'"):
+        convert_checkpoint(folder, tmp_path / "out")
+
+
+def test_truncated_shard_is_detected(tmp_path, spm_model):
+    folder = fx.numpy_checkpoint(tmp_path / "m", spm_model)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConversionError, match="truncated") as err:
+        convert_checkpoint(folder, tmp_path / "out")
+    assert "model.safetensors" in str(err.value) and "re-download" in str(err.value)
+
+
 def test_shape_mismatch(tmp_path, spm_model):
     folder = fx.numpy_checkpoint(tmp_path / "m", spm_model)
     cfg = json.loads((folder / "config.json").read_text())

@@ -223,6 +223,47 @@ def test_q8_0_and_llama_cpp_quant_levels_run(index, build_root, spm_model, tmp_p
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
 
 
+# ---------------------------------------------------------------------------- other shapes
+
+SHAPES = {
+    # Mistral-style explicit head_dim (q_dim 128 != hidden 64): attention.key_length is written.
+    "head_dim_32": ("mistral", dict(head_dim=32)),
+    # Tied embeddings: no output.weight; llama.cpp reuses token_embd.
+    "tied_embeddings": ("llama", dict(tie_word_embeddings=True)),
+    # Embedding rows beyond the tokenizer (padded vocabulary) and a row size q8_0 cannot take.
+    "padded_vocab_odd_ffn": ("mixtral", dict(vocab_size=fx.SPM_VOCAB + 40, intermediate_size=80)),
+    # One layer, eight heads of 8, four KV heads.
+    "narrow_heads": ("mistral", dict(num_hidden_layers=1, num_attention_heads=8,
+                                     num_key_value_heads=4)),
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_other_shapes_match_transformers(shape, tmp_path, spm_model):
+    kind, overrides = SHAPES[shape]
+    vocab = overrides.pop("vocab_size", fx.SPM_VOCAB)
+    model = fx.build_model(kind, vocab=vocab, seed=7, **overrides)
+    ckpt = fx.save_checkpoint(model, tmp_path / f"tiny-{shape}", dtype="bfloat16")
+    fx.write_tokenizer_files(ckpt, spm_model)
+    [f32] = _convert(ckpt, tmp_path / "out", "--outtype", "f32")
+    [q8] = _convert(ckpt, tmp_path / "out", "--outtype", "q8_0")
+    ids = _ids(spm_model)
+    ref = fx.reference_logits(fx.load_reference(ckpt), ids)
+    assert _relative_error(_llama_logits(f32, ids), ref) < 1e-3
+    assert _relative_error(_llama_logits(q8, ids), ref) < 5e-2
+    tensors = {t.name: t.tensor_type.name for t in gguf.GGUFReader(q8).tensors}
+    kv = {f.name: f.contents() for f in gguf.GGUFReader(f32).fields.values()}
+    assert len(kv["tokenizer.ggml.tokens"]) == vocab
+    if shape == "tied_embeddings":
+        assert "output.weight" not in tensors
+    if shape == "head_dim_32":
+        assert kv["llama.attention.key_length"] == 32 and kv["llama.rope.dimension_count"] == 32
+    if shape == "padded_vocab_odd_ffn":
+        assert kv["tokenizer.ggml.tokens"][-1] == f"[PAD{vocab - 1}]"
+        assert tensors["blk.0.ffn_down_exps.weight"] == "F16"  # 80 is not a multiple of 32
+        assert tensors["blk.0.ffn_up_exps.weight"] == "Q8_0"
+
+
 # ---------------------------------------------------------------------------- BPE tokenizer.json
 
 LLAMA3_REGEX = next(iter(__import__(
