@@ -174,7 +174,8 @@ def test_rotary_inv_freq_buffers_are_ignored(tmp_path, spm_model):
 def test_unexpected_tensor_is_named(tmp_path, spm_model):
     folder = fx.numpy_checkpoint(tmp_path / "m", spm_model)
     _add_tensors(folder, {"vision_tower.patch_embed.weight": np.ones((4, 4), np.float32)})
-    with pytest.raises(ConversionError, match="unexpected tensor 'vision_tower.patch_embed.weight'"):
+    with pytest.raises(ConversionError,
+                       match="unexpected tensor 'vision_tower.patch_embed.weight'"):
         convert_checkpoint(folder, tmp_path / "out")
 
 
