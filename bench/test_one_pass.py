@@ -13,18 +13,28 @@ must hold identical tensors (types and bytes).
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from prometheus_lite.convert.convert import convert_checkpoint
-from test_conversion import generate_checkpoint  # the conversion bench's checkpoint generator
+from quant_ref import read_tensors  # tests/quant_ref.py (pytest pythonpath)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from quant_ref import read_tensors
+
+def _generate_checkpoint(*args: object) -> dict:
+    """bench/test_conversion.py's checkpoint generator (loaded by path: works in any
+    pytest import mode)."""
+    spec = importlib.util.spec_from_file_location(
+        "_pl_conversion_bench", Path(__file__).with_name("test_conversion.py")
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.generate_checkpoint(*args)
+
 
 GB = float(os.environ.get("PL_BENCH_CONVERT_GB", "2"))
 QUANT = os.environ.get("PL_BENCH_ONEPASS_QUANT", "Q4_K_M")
@@ -72,7 +82,7 @@ def _run(ckpt: Path, out: Path, engine: str) -> tuple[Path, float, int]:
 
 def test_one_pass_vs_two_step(benchmark, tmp_path: Path) -> None:
     smoke = benchmark.disabled
-    facts = generate_checkpoint(tmp_path / "ckpt", GB * 1e9, "fp32", "safetensors", smoke)
+    facts = _generate_checkpoint(tmp_path / "ckpt", GB * 1e9, "fp32", "safetensors", smoke)
     ckpt = tmp_path / "ckpt"
 
     two, t_two, disk_two = _run(ckpt, tmp_path / "two-step", "llama.cpp")

@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 from prometheus_lite.convert import kernels
 from prometheus_lite.convert.quant_types import NATIVE_TYPES
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from quant_ref import ggml_quantize
 
 T = gguf.GGMLQuantizationType

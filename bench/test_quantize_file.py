@@ -11,7 +11,6 @@ thread count; the outputs must hold identical tensors (types and bytes).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -19,8 +18,6 @@ import numpy as np
 from prometheus_lite.convert import kernels
 from prometheus_lite.convert.native_quantize import quantize_gguf
 from prometheus_lite.convert.quant_types import mixture
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from quant_ref import llama_quantize, read_tensors, write_llama_gguf
 
 FILE_MB = float(os.environ.get("PL_BENCH_FILE_MB", "256"))
