@@ -226,6 +226,7 @@ def test_grade_single_item_json() -> None:
     check_record({"id": None, "line": None, **rec})
 
 
+@pytest.mark.slow
 def test_grade_and_compare_batches(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     items = [
@@ -263,6 +264,7 @@ def test_grade_and_compare_batches(tmp_path: Path) -> None:
 N_KILL_ITEMS = 12
 
 
+@pytest.mark.slow
 def test_kill_and_resume(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = [f"item-{i:02d}" for i in range(N_KILL_ITEMS)]
