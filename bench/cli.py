@@ -1,0 +1,198 @@
+"""The ``bench`` command (registered into the main CLI as ``prometheus-lite bench``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from prometheus_lite.errors import PrometheusLiteError
+
+from .data import DATA_ENV, KNOWN_FILES
+from .report import OVERHEAD_MIN_RATIO, BenchConfig, run_bench
+
+__all__ = ["bench_command"]
+
+EMBEDDED_LEVELS = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0")
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/bench"),
+    show_default=True,
+    help="Folder for report.md, report.json and report.png (variants go to DIR/variants).",
+)
+@click.option(
+    "--quant",
+    "quants",
+    multiple=True,
+    metavar="LEVEL",
+    help="With one model: make this level with prometheus-lite's quantizer and "
+    "measure it (repeatable; e.g. --quant F16 --quant Q8_0 --quant Q4_K_M). "
+    f"--quant all means {', '.join(EMBEDDED_LEVELS)}.",
+)
+@click.option(
+    "--prompts",
+    "-n",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Benchmark prompts per file (spread over prompt lengths).",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(8),
+    default=128,
+    show_default=True,
+    help="Answer budget per grade (feedback + [RESULT] N).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=None,
+    help="CPU threads for llama.cpp and the bandwidth test [default: all cores].",
+)
+@click.option(
+    "--n-ctx",
+    type=click.IntRange(256),
+    default=None,
+    help="Context size [default: min(4096, the model's)].",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=f"The prometheus-benchmarks folder [default: ${DATA_ENV}, else "
+    "shared/data/prometheus-benchmarks beside or above the current directory].",
+)
+@click.option(
+    "--prompt-file",
+    "prompt_files",
+    multiple=True,
+    type=click.Choice(KNOWN_FILES),
+    help="Which evaluation set(s) to draw from [default: vicuna_eval.jsonl, the one "
+    "with GPT-4 labels].",
+)
+@click.option(
+    "--shortest",
+    is_flag=True,
+    help="Use the shortest prompts instead of a spread of lengths (quick runs).",
+)
+@click.option(
+    "--overhead-prompts",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="Prompts for the Judge-vs-raw-llama.cpp overhead comparison.",
+)
+@click.option(
+    "--overhead-rounds",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Interleaved rounds of the overhead comparison.",
+)
+@click.option(
+    "--bandwidth-mb",
+    type=click.FloatRange(16),
+    default=1024,
+    show_default=True,
+    help="Buffer size of the memory-bandwidth test (MiB); keep it far above the CPU caches.",
+)
+@click.option(
+    "--reference",
+    default=None,
+    help="The file (path or level label) fidelity is measured against [default: the "
+    "highest-precision file].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["native", "llama.cpp"]),
+    default="native",
+    show_default=True,
+    help="Quantizer for --quant.",
+)
+@click.option(
+    "--no-source", is_flag=True, help="With --quant: do not measure the given file itself."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def bench_command(
+    models: tuple[str, ...],
+    report_dir: Path,
+    quants: tuple[str, ...],
+    prompts: int,
+    max_tokens: int,
+    threads: int | None,
+    n_ctx: int | None,
+    data_dir: str | None,
+    prompt_files: tuple[str, ...],
+    shortest: bool,
+    overhead_prompts: int,
+    overhead_rounds: int,
+    bandwidth_mb: float,
+    reference: str | None,
+    engine: str,
+    no_source: bool,
+    quiet: bool,
+) -> None:
+    """Benchmark GGUF judges: size, speed, memory and grade fidelity across quantization levels.
+
+    Measures each MODEL (a GGUF path, hub reference or release name; none: the embedded
+    SmolLM2 smoke-test model) on real Prometheus benchmark prompts, each in its own process,
+    and compares every file's grades with the highest-precision one. Writes DIR/report.md,
+    DIR/report.json and DIR/report.png.
+
+    \b
+    Examples:
+      prometheus-lite bench --quant all --report reports/smollm2      # embedded model, 5 levels
+      prometheus-lite bench a.Q8_0.gguf a.Q4_K_M.gguf --report reports/a
+    """
+    levels = [q for q in quants if q.lower() != "all"]
+    if any(q.lower() == "all" for q in quants):
+        levels = list(EMBEDDED_LEVELS) + [q for q in levels if q.upper() not in EMBEDDED_LEVELS]
+    if levels and len(models) > 1:
+        raise click.UsageError("--quant makes variants of one model; pass exactly one MODEL")
+    cfg = BenchConfig(
+        models=list(models),
+        report_dir=report_dir,
+        quants=levels,
+        prompts=prompts,
+        max_new_tokens=max_tokens,
+        threads=threads,
+        n_ctx=n_ctx,
+        data_dir=data_dir,
+        files=tuple(prompt_files) or BenchConfig.files,
+        lengths="shortest" if shortest else "spread",
+        overhead_prompts=overhead_prompts,
+        overhead_rounds=overhead_rounds,
+        bandwidth_mb=bandwidth_mb,
+        reference=reference,
+        engine=engine,
+        include_source=not no_source,
+    )
+    if len(models) + len(levels) + (0 if no_source or not levels else 1) < 1:
+        raise click.UsageError("nothing to measure")
+    try:
+        report = run_bench(cfg, progress=not quiet)
+    except PrometheusLiteError as e:
+        if os.environ.get("PROMETHEUS_LITE_DEBUG", "") not in ("", "0"):
+            raise
+        raise click.ClickException(str(e)) from e
+    ov = report["overhead"]
+    verdict = "ok" if ov["passes"] else f"BELOW {OVERHEAD_MIN_RATIO}"
+    click.echo(f"wrote {report_dir / 'report.md'}, report.json, report.png")
+    for r in report["models"]:
+        f = r["fidelity"]
+        click.echo(
+            f"  {r['label']:<16} {r['file_size_bytes'] / 1e6:7.1f} MB  "
+            f"gen {r['generation_tokens_per_s'] or 0:6.1f} tok/s  "
+            f"p50 {r['latency_s_p50']:.2f}s  agree {f['agreement_pct']:.0f}%  "
+            f"MAD {f['mad_expected']:.3f}"
+        )
+    click.echo(f"overhead ratio (raw llama.cpp / Judge): {ov['ratio']:.3f} ({verdict})")

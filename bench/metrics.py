@@ -1,0 +1,155 @@
+"""Fidelity statistics: how far a quantized judge's grades drift from a reference judge.
+
+Plain numpy, so the ``bench`` command needs no scipy; the tests check every function
+against ``scipy.stats``. Ties are handled as scipy does: Spearman's rho is Pearson's r of
+average ranks, Kendall's tau is tau-b (ties in either variable corrected for). A statistic
+that is undefined (fewer than two items, or a constant input) is ``None``, never NaN, so
+the JSON report stays valid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "agreement",
+    "correlations",
+    "fidelity",
+    "kendall_tau_b",
+    "kl_divergence",
+    "mean_abs_diff",
+    "pearson",
+    "percentile",
+    "rankdata",
+    "spearman",
+]
+
+LABELS = ("1", "2", "3", "4", "5")
+# Probability floor for KL: a label the compared judge gives 0 (it never does with softmax,
+# but probabilities are rounded in transit) would make KL infinite.
+KL_EPS = 1e-9
+
+
+def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two 1-D sequences of equal length, got {a.shape} and {b.shape}")
+    return a, b
+
+
+def rankdata(x: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n, tied values sharing the mean of their ranks (scipy's 'average')."""
+    a = np.asarray(x, dtype=np.float64)
+    order = np.argsort(a, kind="mergesort")
+    ranks = np.empty(len(a), dtype=np.float64)
+    ranks[order] = np.arange(1, len(a) + 1, dtype=np.float64)
+    sorted_a = a[order]
+    # each run of equal values gets its mean rank
+    starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
+    ends = np.r_[starts[1:], len(a)]
+    for s, e in zip(starts, ends):
+        if e - s > 1:
+            ranks[order[s:e]] = (s + 1 + e) / 2.0
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r; None if undefined."""
+    a, b = _pair(x, y)
+    if len(a) < 2:
+        return None
+    da, db = a - a.mean(), b - b.mean()
+    den = math.sqrt(float(da @ da) * float(db @ db))
+    if den == 0.0:
+        return None
+    return float(np.clip((da @ db) / den, -1.0, 1.0))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho: Pearson's r of average ranks."""
+    a, b = _pair(x, y)
+    return pearson(rankdata(a), rankdata(b))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - n1)(n0 - n2)), where n1 and
+    n2 count pairs tied in x and in y. O(n^2), fine for benchmark sizes."""
+    a, b = _pair(x, y)
+    n = len(a)
+    if n < 2:
+        return None
+    iu = np.triu_indices(n, k=1)
+    sx = np.sign(a[:, None] - a[None, :])[iu]
+    sy = np.sign(b[:, None] - b[None, :])[iu]
+    n0 = len(sx)
+    tied_x, tied_y = int(np.sum(sx == 0)), int(np.sum(sy == 0))
+    den = math.sqrt(float(n0 - tied_x) * float(n0 - tied_y))
+    if den == 0.0:
+        return None
+    return float(np.clip(np.sum(sx * sy) / den, -1.0, 1.0))
+
+
+def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float | None]:
+    """Pearson, Spearman and Kendall (tau-b) together, plus n."""
+    return {
+        "pearson": pearson(x, y),
+        "spearman": spearman(x, y),
+        "kendall": kendall_tau_b(x, y),
+        "n": len(x),
+    }
+
+
+def agreement(a: Sequence[int], b: Sequence[int]) -> float | None:
+    """Share of items with the same score, in percent."""
+    if len(a) != len(b):
+        raise ValueError("score lists differ in length")
+    if not a:
+        return None
+    return 100.0 * sum(int(x) == int(y) for x, y in zip(a, b)) / len(a)
+
+
+def mean_abs_diff(x: Sequence[float], y: Sequence[float]) -> float | None:
+    a, b = _pair(x, y)
+    return float(np.mean(np.abs(a - b))) if len(a) else None
+
+
+def kl_divergence(p: Mapping[str, float], q: Mapping[str, float]) -> float:
+    """KL(p || q) in nats over the score labels; p is the reference distribution.
+
+    Both are renormalised over LABELS after flooring at KL_EPS.
+    """
+    pv = np.array([max(float(p.get(k, 0.0)), KL_EPS) for k in LABELS])
+    qv = np.array([max(float(q.get(k, 0.0)), KL_EPS) for k in LABELS])
+    pv, qv = pv / pv.sum(), qv / qv.sum()
+    return float(np.sum(pv * np.log(pv / qv)))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (linear interpolation, numpy's default); None if empty."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
+
+
+def fidelity(
+    ref_scores: Sequence[int],
+    ref_expected: Sequence[float],
+    ref_probs: Sequence[Mapping[str, float]],
+    scores: Sequence[int],
+    expected: Sequence[float],
+    probs: Sequence[Mapping[str, float]],
+) -> dict[str, float | int | None]:
+    """Every fidelity statistic of one judge against the reference, on the same items."""
+    kls = [kl_divergence(p, q) for p, q in zip(ref_probs, probs, strict=True)]
+    corr = correlations(ref_expected, expected)
+    return {
+        "n": len(scores),
+        "agreement_pct": agreement(ref_scores, scores),
+        "mad_expected": mean_abs_diff(ref_expected, expected),
+        "kl_mean": float(np.mean(kls)) if kls else None,
+        "kl_max": float(np.max(kls)) if kls else None,
+        "pearson": corr["pearson"],
+        "spearman": corr["spearman"],
+        "kendall": corr["kendall"],
+    }

@@ -1,0 +1,348 @@
+"""report.md and report.png from the report dict that ``report.py`` builds (and saves as
+report.json). Presentation only: every number shown is in report.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_markdown", "write_plot"]
+
+
+def _f(x: Any, fmt: str = "{:.2f}", none: str = "n/a") -> str:
+    return none if x is None else fmt.format(x)
+
+
+def _mb(n: float | None) -> str:
+    return _f(None if n is None else n / 1e6, "{:.1f}")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    m, s, ref, ov = report["machine"], report["settings"], report["reference"], report["overhead"]
+    bw = m["memory_bandwidth"]
+    rows = report["models"]
+    L: list[str] = ["# prometheus-lite benchmark report", ""]
+    L += [
+        (
+            f"Created {report['created']} in {report['duration_s']:.0f} s. "
+            "Every number here is also in `report.json`; the plot is `report.png`."
+        ),
+        "",
+        "## Machine",
+        "",
+        (
+            f"- CPU: {m['cpu']}; {m['logical_cores']} logical cores ({m['usable_cores']} usable); "
+            f"RAM {_f((m['ram_bytes'] or 0) / 2**30, '{:.1f}')} GiB; {m['os']}"
+        ),
+        f"- Threads used by llama.cpp: {m['threads_used']}",
+        (
+            f"- Memory read bandwidth: **{bw['gb_per_s']:.1f} GB/s** with {bw['threads']} threads "
+            f"({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of {bw['passes']} passes over a "
+            f"{bw['buffer_mib']} MiB buffer ({bw['method']})."
+        ),
+        "",
+        "## Settings",
+        "",
+        (
+            f"- {s['prompts']} prompts from {', '.join(s['prompt_files'])} "
+            f"({'evenly spread over prompt lengths' if s['lengths'] == 'spread' else 'the shortest'}), "
+            f"the same prompts for every file; {s['decoding']}, repetition penalty "
+            f"{s['repetition_penalty']}; at most {s['max_new_tokens']} generated tokens; "
+            f"context {s['n_ctx']} tokens."
+        ),
+        "- Each file is measured in its own process (load time and peak memory are per file).",
+        "",
+    ]
+    L += ["## Size and speed", ""]
+    L += _table(
+        [
+            "level",
+            "file MB",
+            "bits/weight",
+            "load s",
+            "prompt tok/s",
+            "gen tok/s",
+            "TTFT p50 s",
+            "grade p50 s",
+            "grade p95 s",
+            "peak RSS MB",
+        ],
+        [
+            [
+                r["label"],
+                _mb(r["file_size_bytes"]),
+                _f(r["bits_per_weight"]),
+                _f(r["load_s"]),
+                _f(r["prompt_tokens_per_s"], "{:.0f}"),
+                _f(r["generation_tokens_per_s"], "{:.1f}"),
+                _f(r["ttft_s_p50"]),
+                _f(r["latency_s_p50"]),
+                _f(r["latency_s_p95"]),
+                _mb(r["peak_rss_bytes"]),
+            ]
+            for r in rows
+        ],
+    )
+    L += [
+        "",
+        (
+            f"Mean prompt {rows[0]['mean_prompt_tokens']:.0f} tokens, of which "
+            f"{rows[0]['mean_cached_prompt_tokens']:.0f} were reused from the previous prompt's KV "
+            f"cache (the shared template prefix); mean answer {rows[0]['mean_completion_tokens']:.0f} "
+            "tokens."
+        ),
+        "",
+        "## Fidelity against the reference",
+        "",
+        (
+            f"Reference: **{ref['label']}** (`{ref['file']}`, {_f(ref['bits_per_weight'])} bits/weight): "
+            f"{ref['note']}."
+        ),
+        "",
+    ]
+    if ref.get("dequantized_source"):
+        L += [
+            (
+                "> The source file was already quantized, so the reference is a **dequantized "
+                "copy of it, not the original full-precision weights**. Drift shown here is on top "
+                "of the source's own quantization error, which this report cannot see."
+            ),
+            "",
+        ]
+    L += _table(
+        [
+            "level",
+            "score agreement %",
+            "MAD expected",
+            "KL mean (nats)",
+            "KL max",
+            "Pearson",
+            "Spearman",
+            "Kendall",
+            "GPT-4 Pearson",
+            "GPT-4 Spearman",
+            "GPT-4 Kendall",
+            "GPT-4 n",
+        ],
+        [
+            [
+                r["label"],
+                _f(r["fidelity"]["agreement_pct"], "{:.0f}"),
+                _f(r["fidelity"]["mad_expected"], "{:.3f}"),
+                _f(r["fidelity"]["kl_mean"], "{:.4f}"),
+                _f(r["fidelity"]["kl_max"], "{:.4f}"),
+                _f(r["fidelity"]["pearson"], "{:.3f}"),
+                _f(r["fidelity"]["spearman"], "{:.3f}"),
+                _f(r["fidelity"]["kendall"], "{:.3f}"),
+                _f(r["gpt4_correlation"]["pearson"], "{:.3f}"),
+                _f(r["gpt4_correlation"]["spearman"], "{:.3f}"),
+                _f(r["gpt4_correlation"]["kendall"], "{:.3f}"),
+                str(r["gpt4_correlation"]["n"]),
+            ]
+            for r in rows
+        ],
+    )
+    L += ["", "## The physical limit: memory bandwidth", ""]
+    L += _table(
+        [
+            "level",
+            "weights read/token MB",
+            "KV read/token MB",
+            "ceiling tok/s",
+            "gen tok/s",
+            "% of ceiling",
+        ],
+        [
+            [
+                r["label"],
+                _mb(r["weight_bytes_read_per_token"]),
+                _mb(r["bandwidth"]["kv_bytes_read_per_token"]),
+                _f(r["bandwidth"]["ceiling_tokens_per_s"], "{:.1f}"),
+                _f(r["generation_tokens_per_s"], "{:.1f}"),
+                _f(r["bandwidth"]["percent_of_ceiling"], "{:.0f}"),
+            ]
+            for r in rows
+        ],
+    )
+    L += [
+        "",
+        (
+            "Ceiling = measured bandwidth / bytes read per generated token (every weight matrix "
+            "once, the token-embedding table only when it doubles as the output matrix, plus the F16 "
+            "KV cache at the mean context length). No decoder can beat it on this machine; the gap "
+            "is compute, threading and per-token fixed costs."
+        ),
+        "",
+        "## Overhead against raw llama.cpp",
+        "",
+        (
+            f"**Ratio {_f(ov['ratio'], '{:.3f}')}** (raw llama.cpp time / Judge time for the same "
+            f"prompts, pooled over all files; required >= {ov['min_required']}: "
+            f"**{'PASS' if ov['passes'] else 'FAIL'}**). Generation phase alone: "
+            f"{_f(ov['ratio_generation'], '{:.3f}')}."
+        ),
+        "",
+    ]
+    L += _table(
+        ["level", "calls", "tokens", "raw s", "Judge s", "ratio", "ratio (generation)"],
+        [
+            [
+                r["label"],
+                str(r["overhead"]["calls"]),
+                str(r["overhead"]["generated_tokens"]),
+                _f(r["overhead"]["raw_s"]),
+                _f(r["overhead"]["judge_s"]),
+                _f(r["overhead"]["ratio"], "{:.3f}"),
+                _f(r["overhead"]["ratio_generation"], "{:.3f}"),
+            ]
+            for r in rows
+        ],
+    )
+    L += [
+        "",
+        (
+            "Both sides get the same prompt tokens and produce the same number of tokens with the "
+            "same decode calls (greedy, repetition penalty 1.03 over prompt and output, same "
+            "context/batch/threads, KV prefix reused from the previous prompt), interleaved call by "
+            "call. The raw side is llama.cpp's `examples/simple` loop (`llama_decode` + "
+            "`llama_sampler_sample`) through llama-cpp-python's C bindings; the Judge side is "
+            "`Judge.judge` with the output constraint on, including prompt rendering and "
+            "tokenization."
+        ),
+        "",
+        "## What the numbers mean, and caveats",
+        "",
+        (
+            "- **Size and speed**: generation speed is bounded by memory bandwidth, so it should "
+            "rise as files shrink; the % of ceiling shows how close each level gets. Prompt "
+            "processing is compute-bound and depends less on the level."
+        ),
+        (
+            "- **Fidelity**: score agreement is the share of prompts where the level gives the same "
+            "1-5 score as the reference; MAD is the mean absolute difference of expected scores "
+            "(sum of score x probability); KL is KL(reference || level) of the five-score "
+            "distribution at the score position. Correlations are over the expected scores. With few "
+            "prompts these are noisy: one disagreement in 10 prompts is 10 points of agreement."
+        ),
+        (
+            "- **GPT-4 correlation** is the expected score against the mean of the three GPT-4 "
+            "scores in the data; it measures a judge's quality and only means something for real "
+            "Prometheus models."
+        ),
+        (
+            "- **Latency** is one whole `Judge.judge` call (render, tokenize, prefill, generate); "
+            "TTFT is the time until the first answer token's distribution is ready. Both reuse the "
+            "previous prompt's shared prefix, as batch grading does."
+        ),
+        (
+            "- **Peak RSS** is the measuring process's high-water mark while grading (Python, "
+            "llama.cpp, the touched memory-mapped weights, KV cache); a bare process with the "
+            f"libraries loaded was {_mb(rows[0]['baseline_rss_bytes'])} MB. Load time is with the "
+            "file in the page cache (a cold disk is slower)."
+        ),
+        (
+            "- Timings on a machine shared with other work are noisy; rerun on an idle machine for "
+            "figures to quote."
+        ),
+    ]
+    if report.get("embedded_model"):
+        L += [
+            (
+                "- **The embedded model (SmolLM2-135M-Instruct) is a 135M-parameter smoke-test model, "
+                "not a judge**: its grades mean nothing and its GPT-4 correlation is meaningless. "
+                "Its small size also makes fixed per-token costs (Python, sampling) a larger share "
+                "than with a 7B judge. The report shows that the pipeline runs end to end."
+            ),
+        ]
+    L += ["", "## Files", ""]
+    for r in rows:
+        how = f" - {r['how_made']}" if r.get("how_made") else ""
+        L.append(f"- {r['label']}: `{r['path']}`{how}")
+    path.write_text("\n".join(L) + "\n", encoding="utf-8")
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    """Size vs speed (with the bandwidth ceiling) and size vs fidelity, one point per level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["models"]
+    size = [r["file_size_bytes"] / 1e6 for r in rows]
+    labels = [r["label"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
+
+    def annotate(ax, ys):
+        for x, y, t in zip(size, ys, labels):
+            if y is not None:
+                ax.annotate(t, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
+
+    ax = axes[0]
+    gen = [r["generation_tokens_per_s"] for r in rows]
+    ceil = [r["bandwidth"]["ceiling_tokens_per_s"] for r in rows]
+    ax.scatter(size, gen, s=60, color="tab:blue", label="measured generation", zorder=3)
+    ax.scatter(
+        size,
+        ceil,
+        s=60,
+        facecolors="none",
+        edgecolors="tab:red",
+        label="bandwidth ceiling",
+        zorder=3,
+    )
+    for x, g, c in zip(size, gen, ceil):
+        if g is not None and c is not None:
+            ax.plot([x, x], [g, c], color="0.7", lw=1, zorder=1)
+    annotate(ax, gen)
+    ax.set(xlabel="file size (MB)", ylabel="tokens / s", title="Generation speed vs size")
+    ax.legend(fontsize=9)
+    ax.grid(alpha=0.3)
+
+    ax = axes[1]
+    agree = [r["fidelity"]["agreement_pct"] for r in rows]
+    ax.scatter(size, agree, s=60, color="tab:green", zorder=3)
+    annotate(ax, agree)
+    ax.set(
+        xlabel="file size (MB)",
+        ylabel="% same score as reference",
+        title=f"Score agreement with {report['reference']['label']}",
+        ylim=(-5, 110),
+    )
+    ax.grid(alpha=0.3)
+
+    ax = axes[2]
+    mad = [r["fidelity"]["mad_expected"] for r in rows]
+    kl = [r["fidelity"]["kl_mean"] for r in rows]
+    ax.scatter(size, mad, s=60, color="tab:purple", label="MAD of expected score", zorder=3)
+    annotate(ax, mad)
+    ax.set(
+        xlabel="file size (MB)",
+        ylabel="mean |expected score - reference|",
+        title="Grade drift vs size (lower is better)",
+    )
+    ax2 = ax.twinx()
+    ax2.scatter(size, kl, s=40, marker="x", color="tab:orange", label="mean KL (nats)")
+    ax2.set_ylabel("mean KL(reference || level), nats")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper right")
+    ax.grid(alpha=0.3)
+    note = (
+        "embedded SmolLM2-135M smoke-test model: not a judge"
+        if report.get("embedded_model")
+        else ""
+    )
+    fig.suptitle(
+        f"prometheus-lite bench: {len(rows)} files, {report['settings']['prompts']} "
+        f"prompts, {report['machine']['threads_used']} threads. {note}",
+        fontsize=11,
+    )
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,392 @@
+"""``prometheus-lite bench``: measure GGUF files and write report.md, report.json, report.png.
+
+Orchestration only. Each file is measured in a child process (``worker.py``); the
+statistics are in ``metrics.py``, the machine in ``system.py``, the variants in
+``variants.py``. Nothing here imports ``llama_cpp``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import gguf
+
+from prometheus_lite.errors import PrometheusLiteError
+from prometheus_lite.models import (
+    EMBEDDED_MODEL_FILE,
+    is_embedded_model,
+    read_model_info,
+    resolve_model,
+)
+
+from . import metrics
+from .data import DEFAULT_FILES, find_data_dir
+from .system import machine_info, memory_bandwidth, run_child
+
+__all__ = ["OVERHEAD_MIN_RATIO", "BenchConfig", "BenchError", "run_bench"]
+
+SCHEMA = "prometheus-lite-bench/1"
+OVERHEAD_MIN_RATIO = 0.95  # the issue's requirement: Judge speed >= 95 % of raw llama.cpp
+KV_BYTES = 2  # llama.cpp's default KV cache type is F16 (cparams type_k / type_v)
+
+
+class BenchError(PrometheusLiteError):
+    """A benchmark could not run."""
+
+
+@dataclass
+class BenchConfig:
+    models: list[str] = field(default_factory=list)  # empty: the embedded model
+    report_dir: Path = Path("reports/bench")
+    quants: list[str] = field(default_factory=list)  # with one model: levels to make
+    prompts: int = 20
+    max_new_tokens: int = 128
+    threads: int | None = None  # default: all usable cores
+    n_ctx: int | None = None
+    data_dir: str | None = None
+    files: tuple[str, ...] = DEFAULT_FILES
+    lengths: str = "spread"
+    max_chars: int | None = None
+    overhead_prompts: int = 4
+    overhead_rounds: int = 2
+    bandwidth_mb: float = 1024
+    reference: str | None = None
+    engine: str = "native"
+    include_source: bool = True
+    seed: int = 0
+
+
+# -- per-file static facts -----------------------------------------------------------------
+
+
+def _kv_bytes_per_position(path: Path) -> int | None:
+    """KV-cache bytes one token position adds (and every later token reads): layers x
+    (K + V widths) x 2 bytes (F16 cache)."""
+    r = gguf.GGUFReader(path)
+
+    def f(key: str) -> Any:
+        fld = r.get_field(key)
+        return fld.contents() if fld is not None else None
+
+    arch = f("general.architecture")
+    n_layer, n_embd = f(f"{arch}.block_count"), f(f"{arch}.embedding_length")
+    n_head = f(f"{arch}.attention.head_count")
+    if not (n_layer and n_embd and n_head):
+        return None
+    n_head_kv = f(f"{arch}.attention.head_count_kv") or n_head
+    k_len = f(f"{arch}.attention.key_length") or n_embd // n_head
+    v_len = f(f"{arch}.attention.value_length") or n_embd // n_head
+    return int(n_layer) * int(n_head_kv) * (int(k_len) + int(v_len)) * KV_BYTES
+
+
+def _static(path: Path) -> dict[str, Any]:
+    info = read_model_info(path)
+    total_bytes = sum(t.n_bytes for t in info.tensors)
+    total_elems = sum(t.n_elements for t in info.tensors)
+    names = {t.name for t in info.tensors}
+    tied = "output.weight" not in names
+    # Generating a token reads every matrix once; token_embd is a row lookup, unless the
+    # output projection is tied to it (then it is read in full as the output matrix).
+    weight_read = sum(t.n_bytes for t in info.tensors if t.name != "token_embd.weight" or tied)
+    return {
+        "path": str(path),
+        "file": path.name,
+        "name": info.name,
+        "quantization": info.quantization,
+        "tensor_types": info.tensor_type_counts,
+        "file_size_bytes": info.file_size,
+        "parameters": info.parameter_count,
+        "bits_per_weight": 8.0 * total_bytes / total_elems if total_elems else None,
+        "weight_bytes_read_per_token": weight_read,
+        "kv_bytes_per_position": _kv_bytes_per_position(path),
+        "embedded": is_embedded_model(path),
+    }
+
+
+# -- summarising one worker's results -------------------------------------------------------
+
+
+def _summary(static: dict[str, Any], res: dict[str, Any], peak_child: int, bw: float) -> dict:
+    items = res["items"]
+    lat = [i["latency_s"] for i in items]
+    ttft = [i["ttft_s"] for i in items]
+    new_prompt = sum(i["prompt_tokens"] - i["cached_prompt_tokens"] for i in items)
+    prefill = sum(i["prefill_s"] for i in items)
+    gen_tokens = sum(i["completion_tokens"] for i in items)
+    decode = sum(i["decode_s"] for i in items)
+    gen_tps = gen_tokens / decode if decode else None
+    # mean context while generating: prompt plus half the answer
+    ctx = sum(i["prompt_tokens"] + i["completion_tokens"] / 2 for i in items) / len(items)
+    kv_read = (static["kv_bytes_per_position"] or 0) * ctx
+    bytes_per_token = static["weight_bytes_read_per_token"] + kv_read
+    ceiling = bw * 1e9 / bytes_per_token if bw else None
+    ov = res["overhead"]
+    raw_s, judge_s = sum(o["raw_s"] for o in ov), sum(o["judge_s"] for o in ov)
+    raw_d, judge_d = sum(o["raw_decode_s"] for o in ov), sum(o["judge_decode_s"] for o in ov)
+    return {
+        **static,
+        "load_s": res["load_s"],
+        "n_ctx": res["n_ctx"],
+        "threads": res["threads"],
+        "prompt_tokens_per_s": new_prompt / prefill if prefill else None,
+        "generation_tokens_per_s": gen_tps,
+        "ttft_s_p50": metrics.percentile(ttft, 50),
+        "ttft_s_p95": metrics.percentile(ttft, 95),
+        "latency_s_p50": metrics.percentile(lat, 50),
+        "latency_s_p95": metrics.percentile(lat, 95),
+        "latency_s_mean": sum(lat) / len(lat),
+        "peak_rss_bytes": res.get("peak_rss_grading_bytes") or peak_child,
+        "peak_rss_child_bytes": peak_child,
+        "baseline_rss_bytes": res.get("baseline_rss_bytes"),
+        "mean_prompt_tokens": sum(i["prompt_tokens"] for i in items) / len(items),
+        "mean_cached_prompt_tokens": sum(i["cached_prompt_tokens"] for i in items) / len(items),
+        "mean_completion_tokens": gen_tokens / len(items),
+        "finish_budget": sum(i["finish"] == "budget" for i in items),
+        "bandwidth": {
+            "bytes_read_per_token": bytes_per_token,
+            "kv_bytes_read_per_token": kv_read,
+            "mean_context_tokens": ctx,
+            "ceiling_tokens_per_s": ceiling,
+            "percent_of_ceiling": 100.0 * gen_tps / ceiling if ceiling and gen_tps else None,
+        },
+        "overhead": {
+            "ratio": raw_s / judge_s if judge_s else None,
+            "ratio_generation": raw_d / judge_d if judge_d else None,
+            "raw_s": raw_s,
+            "judge_s": judge_s,
+            "raw_decode_s": raw_d,
+            "judge_decode_s": judge_d,
+            "calls": len(ov),
+            "generated_tokens": sum(o["tokens"] for o in ov),
+            "same_feedback_tokens": sum(o["same_feedback_tokens"] for o in ov),
+            "runs": ov,
+        },
+        "items": items,
+    }
+
+
+def _choose_reference(rows: list[dict], explicit: str | None) -> int:
+    if explicit:
+        want = Path(explicit).resolve()
+        for i, r in enumerate(rows):
+            if Path(r["path"]).resolve() == want or r["label"] == explicit:
+                return i
+        raise BenchError(f"--reference {explicit} is not one of the measured files")
+    return max(
+        range(len(rows)),
+        key=lambda i: (rows[i]["bits_per_weight"] or 0, rows[i]["file_size_bytes"]),
+    )
+
+
+def _fidelity(rows: list[dict], ref: int) -> None:
+    r = rows[ref]["items"]
+    for row in rows:
+        it = row["items"]
+        if [x["id"] for x in it] != [x["id"] for x in r]:
+            raise BenchError("models were measured on different prompts")
+        row["fidelity"] = metrics.fidelity(
+            [x["score"] for x in r],
+            [x["expected_score"] for x in r],
+            [x["probabilities"] for x in r],
+            [x["score"] for x in it],
+            [x["expected_score"] for x in it],
+            [x["probabilities"] for x in it],
+        )
+        labelled = [x for x in it if x["gpt4"] is not None]
+        row["gpt4_correlation"] = metrics.correlations(
+            [x["expected_score"] for x in labelled], [x["gpt4"] for x in labelled]
+        )
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A tqdm bar on stderr over every worker step of every file."""
+
+    def __init__(self, total: int, stream: TextIO | None, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, file=stream or sys.stderr, unit="step", dynamic_ncols=True)
+        self.base = 0
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+
+    def worker_line(self, line: str) -> None:
+        if line.startswith("PROGRESS ") and self.bar is not None:
+            done = int(line.split()[1])
+            self.bar.n = self.base + done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _resolve_files(cfg: BenchConfig, say) -> tuple[list[Path], dict[str, str], list[str]]:
+    models = [resolve_model(m) for m in cfg.models] or [resolve_model(None)]
+    notes: dict[str, str] = {}
+    labels: list[str] = []
+    if cfg.quants:
+        if len(models) != 1:
+            raise BenchError("--quant makes variants of ONE model; pass exactly one GGUF with it")
+        from .variants import build_variants
+
+        src = models[0]
+        files, notes = build_variants(
+            src,
+            cfg.quants,
+            cfg.report_dir / "variants",
+            engine=cfg.engine,
+            n_threads=cfg.threads,
+            progress=say,
+        )
+        labels = [q.upper() for q in cfg.quants]
+        if cfg.include_source and src not in files:
+            q = read_model_info(src).quantization
+            files.insert(0, src)
+            labels.insert(0, f"{q} (source)")
+            notes[labels[0]] = f"the file given: {src.name}"
+        return files, notes, labels
+    for m in models:
+        q = read_model_info(m).quantization
+        labels.append(q if q not in labels else f"{q} ({m.name})")
+    return models, notes, labels
+
+
+def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None = None) -> dict:
+    """Measure every file of ``cfg`` and write the three report files; returns the report."""
+    out_dir = Path(cfg.report_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    err = stream or sys.stderr
+
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, file=err, flush=True)
+
+    data_dir = find_data_dir(cfg.data_dir)
+    files, notes, labels = _resolve_files(cfg, say)
+    machine = machine_info()
+    threads = cfg.threads or int(machine["usable_cores"])  # type: ignore[arg-type]
+    say(f"measuring memory bandwidth ({cfg.bandwidth_mb:.0f} MiB, {threads} threads)")
+    bw = memory_bandwidth(cfg.bandwidth_mb, threads=threads)
+    steps = 1 + cfg.prompts + min(cfg.overhead_prompts, cfg.prompts) * cfg.overhead_rounds
+    bar = _Progress(steps * len(files), err, progress)
+    rows: list[dict] = []
+    started = time.time()
+    try:
+        with tempfile.TemporaryDirectory(prefix="pl-bench-") as tmp:
+            for n, (path, label) in enumerate(zip(files, labels)):
+                bar.describe(f"{label} ({n + 1}/{len(files)})")
+                bar.base = n * steps
+                spec = {
+                    "model": str(path),
+                    "label": label,
+                    "prompts": cfg.prompts,
+                    "data_dir": str(data_dir),
+                    "files": list(cfg.files),
+                    "lengths": cfg.lengths,
+                    "max_chars": cfg.max_chars,
+                    "threads": threads,
+                    "n_ctx": cfg.n_ctx,
+                    "max_new_tokens": cfg.max_new_tokens,
+                    "seed": cfg.seed,
+                    "overhead_prompts": cfg.overhead_prompts,
+                    "overhead_rounds": cfg.overhead_rounds,
+                }
+                spec_path, res_path = Path(tmp) / f"spec{n}.json", Path(tmp) / f"res{n}.json"
+                spec_path.write_text(json.dumps(spec), encoding="utf-8")
+                env = dict(os.environ)
+                code, peak, stderr = run_child(
+                    [
+                        sys.executable,
+                        "-m",
+                        "prometheus_lite.bench.worker",
+                        str(spec_path),
+                        str(res_path),
+                    ],
+                    on_line=bar.worker_line,
+                    env=env,
+                )
+                if code != 0 or not res_path.is_file():
+                    tail = "\n".join(stderr.strip().splitlines()[-15:])
+                    raise BenchError(f"measuring {path} failed (exit code {code}):\n{tail}")
+                res = json.loads(res_path.read_text(encoding="utf-8"))
+                row = _summary(_static(path), res, peak, bw["gb_per_s"])
+                row["label"] = label
+                row["how_made"] = notes.get(label)
+                rows.append(row)
+    finally:
+        bar.close()
+    ref = _choose_reference(rows, cfg.reference)
+    _fidelity(rows, ref)
+    ov_raw = sum(r["overhead"]["raw_s"] for r in rows)
+    ov_judge = sum(r["overhead"]["judge_s"] for r in rows)
+    ratio = ov_raw / ov_judge if ov_judge else None
+    embedded_src = any(r["embedded"] for r in rows) or any(
+        EMBEDDED_MODEL_FILE.split(".")[0] in r["file"] for r in rows
+    )
+    source_quantized = bool(cfg.quants) and any("dequantized" in (v or "") for v in notes.values())
+    report = {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 1),
+        "machine": {**machine, "threads_used": threads, "memory_bandwidth": bw},
+        "settings": {
+            "prompts": cfg.prompts,
+            "prompt_files": list(cfg.files),
+            "lengths": cfg.lengths,
+            "data_dir": str(data_dir),
+            "max_new_tokens": cfg.max_new_tokens,
+            "n_ctx": rows[0].get("n_ctx") or cfg.n_ctx,
+            "decoding": "greedy, constraint on",
+            "repetition_penalty": 1.03,
+            "overhead_prompts": min(cfg.overhead_prompts, cfg.prompts),
+            "overhead_rounds": cfg.overhead_rounds,
+            "quantizer_engine": cfg.engine if cfg.quants else None,
+        },
+        "reference": {
+            "label": rows[ref]["label"],
+            "file": rows[ref]["file"],
+            "bits_per_weight": rows[ref]["bits_per_weight"],
+            "dequantized_source": source_quantized,
+            "note": notes.get(rows[ref]["label"]) or "the highest-precision file in the set",
+        },
+        "overhead": {
+            "ratio": ratio,
+            "min_required": OVERHEAD_MIN_RATIO,
+            "passes": ratio is not None and ratio >= OVERHEAD_MIN_RATIO,
+            "raw_s": ov_raw,
+            "judge_s": ov_judge,
+            "ratio_generation": (
+                sum(r["overhead"]["raw_decode_s"] for r in rows)
+                / sum(r["overhead"]["judge_decode_s"] for r in rows)
+            ),
+        },
+        "embedded_model": embedded_src,
+        "models": rows,
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    from .render import write_markdown, write_plot
+
+    write_markdown(report, out_dir / "report.md")
+    write_plot(report, out_dir / "report.png")
+    return report
+
+
+def config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["report_dir"] = str(cfg.report_dir)
+    return d

@@ -1,0 +1,174 @@
+"""Measure one GGUF file in a process of its own: ``python -m prometheus_lite.bench.worker SPEC OUT``.
+
+A child process per model makes load time, peak resident memory and the page cache state
+per model, and gives every byte back to the system before the next model loads. SPEC is a
+JSON file (written by ``report.py``); the results go to the JSON file OUT. Progress goes to
+stdout as ``PROGRESS <done> <total>`` lines for the parent's progress bar.
+
+Phases:
+
+1. load: ``Judge(model, greedy=True, ...)`` construction, timed.
+2. warm-up: one short request (not measured), so one-off allocations are not in item 1,
+   and every measured prompt finds the same shared template prefix in the KV cache.
+3. grading: every benchmark item through ``Judge.judge`` (constraint on, greedy); the
+   runtime's ``Generation`` of each call gives the prefill / decode split.
+4. overhead: the same prompts again, each through the Judge and then through the raw
+   low-level loop (``raw_llama.py``) with the same prompt tokens, the same number of
+   generated tokens and the same decode calls, interleaved so machine noise hits both.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"PROGRESS {done} {total}", flush=True)
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    import llama_cpp  # noqa: F401  - loaded before the baseline, so it is part of it
+
+    from prometheus_lite import Judge
+    from prometheus_lite.constraint import SCORE_LABELS
+    from prometheus_lite.results import GradeRequest
+
+    from .data import load_items
+    from .raw_llama import RawLlama
+    from .system import rss_bytes
+
+    items = load_items(
+        spec["prompts"],
+        spec.get("data_dir"),
+        files=tuple(spec.get("files") or ("vicuna_eval.jsonl",)),
+        lengths=spec.get("lengths", "spread"),
+        max_chars=spec.get("max_chars"),
+    )
+    k = min(spec.get("overhead_prompts", 4), len(items))
+    rounds = spec.get("overhead_rounds", 2)
+    total = 1 + len(items) + k * rounds
+    baseline_rss, _ = rss_bytes()
+
+    t0 = time.perf_counter()
+    judge = Judge(
+        spec["model"],
+        n_ctx=spec.get("n_ctx"),
+        n_threads=spec["threads"],
+        n_gpu_layers=0,
+        greedy=True,
+        max_new_tokens=spec["max_new_tokens"],
+        seed=spec.get("seed", 0),
+    )
+    load_s = time.perf_counter() - t0
+    _progress(1, total)
+    rt = judge.runtime
+    captured: list[Any] = []
+    generate = rt.generate
+
+    def spy(*args: Any, **kwargs: Any) -> Any:  # keeps each call's prefill/decode split
+        gen = generate(*args, **kwargs)
+        captured.append(gen)
+        return gen
+
+    rt.generate = spy  # type: ignore[method-assign]
+    judge.judge(GradeRequest("Say hello.", "Hello!", items[0].request.rubric))  # warm-up
+
+    results = []
+    for i, item in enumerate(items):
+        grade = judge.judge(item.request)
+        gen = captured[-1]
+        u = grade.usage
+        results.append(
+            {
+                "id": item.id,
+                "chars": item.chars,
+                "gpt4": item.gpt4,
+                "score": grade.score,
+                "expected_score": grade.expected_score,
+                "probabilities": grade.probabilities,
+                "latency_s": u.latency_s,
+                "prefill_s": gen.prefill_s,
+                "decode_s": gen.decode_s,
+                "ttft_s": u.latency_s - gen.decode_s,
+                "prompt_tokens": u.prompt_tokens,
+                "cached_prompt_tokens": u.cached_prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "finish": u.finish,
+            }
+        )
+        _progress(2 + i, total)
+    _, peak_self = rss_bytes()
+
+    # -- overhead: Judge vs the raw low-level loop, interleaved ---------------------------
+    overhead: list[dict[str, Any]] = []
+    reserve = judge.constraint(SCORE_LABELS).reserve()
+    prompts = [rt.tokenize_prompt(judge.render(it.request)) for it in items[:k]]
+    with RawLlama(
+        spec["model"], n_ctx=rt.n_ctx, n_threads=spec["threads"], n_batch=rt.n_batch
+    ) as raw:
+        raw.run(rt.tokenize_prompt(judge.render(items[-1].request)), 1)  # same cache state
+        step = 1 + len(items)
+        for _ in range(rounds):
+            for it, tokens in zip(items[:k], prompts):
+                grade = judge.judge(it.request)
+                gen = captured[-1]
+                forced: list[int] = []
+                if gen.finish == "budget":  # the Judge wrote its closing tokens in one batch
+                    budget = min(judge.max_new_tokens, rt.n_ctx - len(tokens)) - reserve
+                    forced = list(gen.tokens[budget:-1])
+                r = raw.run(
+                    tokens,
+                    len(gen.tokens),
+                    forced=forced,
+                    repetition_penalty=judge.sampling.repetition_penalty,
+                )
+                overhead.append(
+                    {
+                        "id": it.id,
+                        "tokens": len(gen.tokens),
+                        "judge_s": grade.usage.latency_s,
+                        "judge_decode_s": gen.decode_s,
+                        "judge_prefill_s": gen.prefill_s,
+                        "judge_cached": gen.cached_prompt_tokens,
+                        "raw_s": r.total_s,
+                        "raw_decode_s": r.gen_s,
+                        "raw_prefill_s": r.prefill_s,
+                        "raw_cached": r.reused,
+                        "same_feedback_tokens": r.tokens[:-1] == gen.tokens[:-1],
+                    }
+                )
+                step += 1
+                _progress(step, total)
+    judge.close()
+    return {
+        "model": str(spec["model"]),
+        "label": spec.get("label"),
+        "load_s": load_s,
+        "baseline_rss_bytes": baseline_rss,
+        "peak_rss_grading_bytes": peak_self,
+        "n_ctx": rt.n_ctx,
+        "n_batch": rt.n_batch,
+        "threads": spec["threads"],
+        "max_new_tokens": spec["max_new_tokens"],
+        "items": results,
+        "overhead": overhead,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m prometheus_lite.bench.worker SPEC.json OUT.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    result = measure(spec)
+    Path(args[1]).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
