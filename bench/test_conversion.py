@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import convert_fixtures as fx  # noqa: E402

@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import gguf
 import numpy as np

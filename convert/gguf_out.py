@@ -14,9 +14,9 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import gguf
 import numpy as np

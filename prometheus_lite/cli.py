@@ -22,7 +22,7 @@ import click
 
 from .batch import BatchSummary, result_record, run_batch
 from .errors import PrometheusLiteError
-from .prompts import Prompt, build_prompt
+from .prompts import Prompt
 from .results import CompareRequest, Comparison, Grade, GradeRequest, Request
 from .rubrics import PRESETS, load_rubric
 
@@ -136,27 +136,10 @@ class ModelOptions:
         )
 
     def renderer(self) -> Callable[[Request], Prompt]:
-        """Renders prompts as ``judge.render_prompt`` does, reading the GGUF metadata
-        once (about 1.5 s for a 49k-token vocabulary) instead of once per item."""
-        from .judge import choose_prompt_format
-        from .models import read_model_info, resolve_model
+        """Renders prompts for --dry-run, reading the GGUF metadata once."""
+        from .judge import prompt_renderer
 
-        info = read_model_info(resolve_model(self.model))
-        fmt, _ = choose_prompt_format(self.prompt_format, info)
-
-        def render(request: Request) -> Prompt:
-            fields: dict[str, Any] = {
-                "instruction": request.instruction, "rubric": load_rubric(request.rubric),
-                "reference_answer": request.reference_answer, "format": fmt,
-                "chat_template": info.chat_template, "bos_token": info.bos_token or "",
-                "eos_token": info.eos_token or "",
-            }
-            if isinstance(request, GradeRequest):
-                return build_prompt("absolute", response=request.response, **fields)
-            return build_prompt("relative", response_a=request.response_a,
-                                response_b=request.response_b, **fields)
-
-        return render
+        return prompt_renderer(self.model, self.prompt_format)
 
 
 _MODEL_OPTIONS: list[Callable[[Any], Any]] = [

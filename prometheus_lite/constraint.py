@@ -25,8 +25,8 @@ as does a leading ``Feedback:``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

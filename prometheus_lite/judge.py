@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .constraint import SCORE_LABELS, WINNER_LABELS, OutputConstraint
@@ -25,7 +25,7 @@ from .results import (
 )
 from .rubrics import load_rubric
 
-__all__ = ["Judge", "Sampling", "render_prompt", "choose_prompt_format"]
+__all__ = ["Judge", "Sampling", "render_prompt", "prompt_renderer", "choose_prompt_format"]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,24 @@ def _build(request: Request, fmt: str, info: ModelInfo) -> Prompt:
     raise PromptError(f"expected a GradeRequest or CompareRequest, got {type(request).__name__}")
 
 
+def prompt_renderer(
+    model: str | os.PathLike[str] | None = None, prompt_format: str = "auto"
+) -> Callable[[Request], Prompt]:
+    """A function giving the exact prompt the judge would see for a request.
+
+    Reads the GGUF metadata once (never loads the model): the dry run of a batch of
+    thousands of items pays for it once.
+    """
+    info = read_model_info(resolve_model(model))
+    fmt, _ = choose_prompt_format(prompt_format, info)
+    return lambda request: _build(request, fmt, info)
+
+
 def render_prompt(
     request: Request, model: str | os.PathLike[str] | None = None, prompt_format: str = "auto"
 ) -> Prompt:
     """The exact prompt the judge would see for ``request``; reads GGUF metadata only."""
-    info = read_model_info(resolve_model(model))
-    fmt, _ = choose_prompt_format(prompt_format, info)
-    return _build(request, fmt, info)
+    return prompt_renderer(model, prompt_format)(request)
 
 
 class Judge:

@@ -17,12 +17,12 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .constraint import ConstraintState, OutputConstraint
 from .errors import InvalidModelFileError, ModelError
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .prompts import Prompt

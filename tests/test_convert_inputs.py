@@ -18,21 +18,20 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import convert_fixtures as fx
 import gguf
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from prometheus_lite.convert import arch
 from prometheus_lite.convert.checkpoint import open_checkpoint
 from prometheus_lite.convert.cli import convert_command, format_tensor_table, quantize_command
 from prometheus_lite.convert.convert import convert_checkpoint, rotary_row_order
 from prometheus_lite.convert.pickle_reader import UnsafeCheckpointError, read_torch_zip
 from prometheus_lite.convert.quantize import QUANT_TYPES, quantize_file
+
 from prometheus_lite.errors import ConversionError, QuantizationError
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY
-
-import convert_fixtures as fx
 
 pytest.importorskip("sentencepiece")
 pytest.importorskip("safetensors")

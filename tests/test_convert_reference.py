@@ -22,9 +22,9 @@ pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 import convert_fixtures as fx  # noqa: E402
-
 from prometheus_lite.convert import arch  # noqa: E402
 from prometheus_lite.convert.cli import convert_command  # noqa: E402
+
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY  # noqa: E402
 
 
@@ -317,7 +317,6 @@ def test_bpe_tokenizer_json_path(tmp_path):
 def test_bin_reader_handles_what_torch_save_writes(tmp_path):
     """OrderedDict state dicts with _metadata, Parameters, bf16, views into shared storage."""
     import torch
-
     from prometheus_lite.convert.checkpoint import _read_bin, to_f32
 
     sd = torch.nn.Linear(4, 6).state_dict()

@@ -15,7 +15,7 @@ from prometheus_lite.rubrics import PRESETS, Rubric
 GRADE_RE = re.compile(r"(?s)(.*?)\[RESULT\] ?([1-5])")
 COMPARE_RE = re.compile(r"(?s)(.*?)\[RESULT\] ?([AB])")
 
-LONG = " ".join(f"Sentence {i} of a rambling answer that goes on and on." for i in range(300))
+LONG = " ".join(f"Sentence {i} of a rambling answer that goes on and on." for i in range(100))
 
 # Instructions and responses chosen to tempt the model (and the constraint) off format.
 RESPONSES = [
