@@ -50,7 +50,7 @@ def rankdata(x: Sequence[float]) -> np.ndarray:
     # each run of equal values gets its mean rank
     starts = np.flatnonzero(np.r_[True, sorted_a[1:] != sorted_a[:-1]])
     ends = np.r_[starts[1:], len(a)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=True):
         if e - s > 1:
             ranks[order[s:e]] = (s + 1 + e) / 2.0
     return ranks
@@ -108,7 +108,7 @@ def agreement(a: Sequence[int], b: Sequence[int]) -> float | None:
         raise ValueError("score lists differ in length")
     if not a:
         return None
-    return 100.0 * sum(int(x) == int(y) for x, y in zip(a, b)) / len(a)
+    return 100.0 * sum(int(x) == int(y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
 def mean_abs_diff(x: Sequence[float], y: Sequence[float]) -> float | None:

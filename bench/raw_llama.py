@@ -129,7 +129,7 @@ class RawLlama:
             raise ValueError("n_gen must be at least 1 and exceed the number of forced tokens")
         t0 = time.perf_counter()
         keep = 0
-        for a, b in zip(self._cached, prompt):
+        for a, b in zip(self._cached, prompt, strict=False):
             if a != b:
                 break
             keep += 1

@@ -27,6 +27,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     m, s, ref, ov = report["machine"], report["settings"], report["reference"], report["overhead"]
     bw = m["memory_bandwidth"]
     rows = report["models"]
+    spread = "evenly spread over prompt lengths" if s["lengths"] == "spread" else "the shortest"
     L: list[str] = ["# prometheus-lite benchmark report", ""]
     L += [
         (
@@ -43,15 +44,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"- Threads used by llama.cpp: {m['threads_used']}",
         (
             f"- Memory read bandwidth: **{bw['gb_per_s']:.1f} GB/s** with {bw['threads']} threads "
-            f"({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of {bw['passes']} passes over a "
-            f"{bw['buffer_mib']} MiB buffer ({bw['method']})."
+            f"({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of {bw['passes']} passes "
+            f"over a {bw['buffer_mib']} MiB buffer ({bw['method']})."
         ),
         "",
         "## Settings",
         "",
         (
             f"- {s['prompts']} prompts from {', '.join(s['prompt_files'])} "
-            f"({'evenly spread over prompt lengths' if s['lengths'] == 'spread' else 'the shortest'}), "
+            f"({spread}), "
             f"the same prompts for every file; {s['decoding']}, repetition penalty "
             f"{s['repetition_penalty']}; at most {s['max_new_tokens']} generated tokens; "
             f"context {s['n_ctx']} tokens."
@@ -93,16 +94,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         (
             f"Mean prompt {rows[0]['mean_prompt_tokens']:.0f} tokens, of which "
-            f"{rows[0]['mean_cached_prompt_tokens']:.0f} were reused from the previous prompt's KV "
-            f"cache (the shared template prefix); mean answer {rows[0]['mean_completion_tokens']:.0f} "
-            "tokens."
+            f"{rows[0]['mean_cached_prompt_tokens']:.0f} were reused from the previous prompt's "
+            "KV cache (the shared template prefix); mean answer "
+            f"{rows[0]['mean_completion_tokens']:.0f} tokens."
         ),
         "",
         "## Fidelity against the reference",
         "",
         (
-            f"Reference: **{ref['label']}** (`{ref['file']}`, {_f(ref['bits_per_weight'])} bits/weight): "
-            f"{ref['note']}."
+            f"Reference: **{ref['label']}** (`{ref['file']}`, "
+            f"{_f(ref['bits_per_weight'])} bits/weight): {ref['note']}."
         ),
         "",
     ]
@@ -174,9 +175,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
         (
             "Ceiling = measured bandwidth / bytes read per generated token (every weight matrix "
-            "once, the token-embedding table only when it doubles as the output matrix, plus the F16 "
-            "KV cache at the mean context length). No decoder can beat it on this machine; the gap "
-            "is compute, threading and per-token fixed costs."
+            "once, the token-embedding table only when it doubles as the output matrix, plus the "
+            "F16 KV cache at the mean context length). No decoder can beat it on this machine; "
+            "the gap is compute, threading and per-token fixed costs."
         ),
         "",
         "## Overhead against raw llama.cpp",
@@ -209,8 +210,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         (
             "Both sides get the same prompt tokens and produce the same number of tokens with the "
             "same decode calls (greedy, repetition penalty 1.03 over prompt and output, same "
-            "context/batch/threads, KV prefix reused from the previous prompt), interleaved call by "
-            "call. The raw side is llama.cpp's `examples/simple` loop (`llama_decode` + "
+            "context/batch/threads, KV prefix reused from the previous prompt), interleaved call "
+            "by call. The raw side is llama.cpp's `examples/simple` loop (`llama_decode` + "
             "`llama_sampler_sample`) through llama-cpp-python's C bindings; the Judge side is "
             "`Judge.judge` with the output constraint on, including prompt rendering and "
             "tokenization."
@@ -224,11 +225,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "processing is compute-bound and depends less on the level."
         ),
         (
-            "- **Fidelity**: score agreement is the share of prompts where the level gives the same "
-            "1-5 score as the reference; MAD is the mean absolute difference of expected scores "
-            "(sum of score x probability); KL is KL(reference || level) of the five-score "
-            "distribution at the score position. Correlations are over the expected scores. With few "
-            "prompts these are noisy: one disagreement in 10 prompts is 10 points of agreement."
+            "- **Fidelity**: score agreement is the share of prompts where the level gives the "
+            "same 1-5 score as the reference; MAD is the mean absolute difference of expected "
+            "scores (sum of score x probability); KL is KL(reference || level) of the five-score "
+            "distribution at the score position. Correlations are over the expected scores. With "
+            "few prompts these are noisy: one disagreement in 10 prompts is 10 points of agreement."
         ),
         (
             "- **GPT-4 correlation** is the expected score against the mean of the three GPT-4 "
@@ -254,10 +255,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     if report.get("embedded_model"):
         L += [
             (
-                "- **The embedded model (SmolLM2-135M-Instruct) is a 135M-parameter smoke-test model, "
-                "not a judge**: its grades mean nothing and its GPT-4 correlation is meaningless. "
-                "Its small size also makes fixed per-token costs (Python, sampling) a larger share "
-                "than with a 7B judge. The report shows that the pipeline runs end to end."
+                "- **The embedded model (SmolLM2-135M-Instruct) is a 135M-parameter smoke-test "
+                "model, not a judge**: its grades mean nothing and its GPT-4 correlation is "
+                "meaningless. Its small size also makes fixed per-token costs (Python, sampling) a "
+                "larger share than with a 7B judge. The report shows that the pipeline runs end to "
+                "end."
             ),
         ]
     L += ["", "## Files", ""]
@@ -280,7 +282,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
 
     def annotate(ax, ys):
-        for x, y, t in zip(size, ys, labels):
+        for x, y, t in zip(size, ys, labels, strict=True):
             if y is not None:
                 ax.annotate(t, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
 
@@ -297,7 +299,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         label="bandwidth ceiling",
         zorder=3,
     )
-    for x, g, c in zip(size, gen, ceil):
+    for x, g, c in zip(size, gen, ceil, strict=True):
         if g is not None and c is not None:
             ax.plot([x, x], [g, c], color="0.7", lw=1, zorder=1)
     annotate(ax, gen)

@@ -288,7 +288,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
     started = time.time()
     try:
         with tempfile.TemporaryDirectory(prefix="pl-bench-") as tmp:
-            for n, (path, label) in enumerate(zip(files, labels)):
+            for n, (path, label) in enumerate(zip(files, labels, strict=True)):
                 bar.describe(f"{label} ({n + 1}/{len(files)})")
                 bar.base = n * steps
                 spec = {

@@ -153,5 +153,7 @@ def run_child(
                 on_line(line.rstrip("\n"))
         _, status, usage = os.wait4(proc.pid, 0)
         stderr = err.result()
+    proc.stdout.close()
+    proc.stderr.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, int(usage.ru_maxrss) * 1024, stderr  # ru_maxrss is KiB on Linux

@@ -1,4 +1,4 @@
-"""Measure one GGUF file in a process of its own: ``python -m prometheus_lite.bench.worker SPEC OUT``.
+"""Measure one GGUF file in its own process: ``python -m prometheus_lite.bench.worker SPEC OUT``.
 
 A child process per model makes load time, peak resident memory and the page cache state
 per model, and gives every byte back to the system before the next model loads. SPEC is a
@@ -75,7 +75,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         return gen
 
     rt.generate = spy  # type: ignore[method-assign]
-    judge.judge(GradeRequest("Say hello.", "Hello!", items[0].request.rubric))  # warm-up
+    warm_up = GradeRequest("Say hello.", "Hello!", items[0].request.rubric)
+    judge.judge(warm_up)  # not measured
 
     results = []
     for i, item in enumerate(items):
@@ -110,10 +111,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     with RawLlama(
         spec["model"], n_ctx=rt.n_ctx, n_threads=spec["threads"], n_batch=rt.n_batch
     ) as raw:
-        raw.run(rt.tokenize_prompt(judge.render(items[-1].request)), 1)  # same cache state
+        # The raw context starts, like the Judge's, with another prompt in its cache that
+        # shares the template prefix with every item (a short one: cheap to prefill).
+        raw.run(rt.tokenize_prompt(judge.render(warm_up)), 1)
         step = 1 + len(items)
         for _ in range(rounds):
-            for it, tokens in zip(items[:k], prompts):
+            for it, tokens in zip(items[:k], prompts, strict=True):
                 grade = judge.judge(it.request)
                 gen = captured[-1]
                 forced: list[int] = []
