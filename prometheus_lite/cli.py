@@ -421,11 +421,9 @@ def info(model: str | None, tensors: bool, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------- external commands
 
-try:
-    from prometheus_lite.convert.cli import convert_command, quantize_command
-except ModuleNotFoundError as e:  # the converter is optional; any other failure is a bug
-    if e.name not in ("prometheus_lite.convert", "prometheus_lite.convert.cli"):
-        raise
-else:
-    main.add_command(convert_command)
-    main.add_command(quantize_command)
+from prometheus_lite.bench.cli import bench_command  # noqa: E402
+from prometheus_lite.convert.cli import convert_command, quantize_command  # noqa: E402
+
+main.add_command(convert_command)
+main.add_command(quantize_command)
+main.add_command(bench_command)
