@@ -19,9 +19,12 @@ $(STAMP): $(PY) $(SOURCES)
 
 install: $(STAMP)
 
+# The embedded model is a 135M smoke-test model, not a judge: the point is the output's shape.
 demo: $(STAMP)
-	$(VENV)/bin/prometheus-lite grade --input examples/grade.jsonl --output examples/out/grade.jsonl --greedy
-	$(VENV)/bin/prometheus-lite compare --input examples/compare.jsonl --output examples/out/compare.jsonl --greedy
+	rm -f examples/out/grade.jsonl examples/out/compare.jsonl
+	$(VENV)/bin/prometheus-lite grade --input examples/grade.jsonl --output examples/out/grade.jsonl
+	$(VENV)/bin/prometheus-lite compare --input examples/compare.jsonl --output examples/out/compare.jsonl
+	$(PY) examples/show.py examples/out/grade.jsonl examples/out/compare.jsonl
 
 # `pytest` (not `python -m pytest`) so that tests import the installed package, not the tree.
 test: $(STAMP)
