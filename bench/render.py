@@ -13,6 +13,10 @@ def _f(x: Any, fmt: str = "{:.2f}", none: str = "n/a") -> str:
     return none if x is None else fmt.format(x)
 
 
+def _threads(n: int) -> str:
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def _mb(n: float | None) -> str:
     return _f(None if n is None else n / 1e6, "{:.1f}")
 
@@ -43,7 +47,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         ),
         f"- Threads used by llama.cpp: {m['threads_used']}",
         (
-            f"- Memory read bandwidth: **{bw['gb_per_s']:.1f} GB/s** with {bw['threads']} threads "
+            f"- Memory read bandwidth: **{bw['gb_per_s']:.1f} GB/s** with {_threads(bw['threads'])} "
             f"({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of {bw['passes']} passes "
             f"over a {bw['buffer_mib']} MiB buffer ({bw['method']})."
         ),
@@ -281,6 +285,9 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     labels = [r["label"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
 
+    for ax in axes:
+        ax.margins(x=0.18, y=0.12)
+
     def annotate(ax, ys):
         for x, y, t in zip(size, ys, labels, strict=True):
             if y is not None:
@@ -343,7 +350,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     )
     fig.suptitle(
         f"prometheus-lite bench: {len(rows)} files, {report['settings']['prompts']} "
-        f"prompts, {report['machine']['threads_used']} threads. {note}",
+        f"prompts, {_threads(report['machine']['threads_used'])}. {note}",
         fontsize=11,
     )
     fig.savefig(path, dpi=110)

@@ -7,6 +7,7 @@ statistics are in ``metrics.py``, the machine in ``system.py``, the variants in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -268,6 +269,11 @@ def _resolve_files(cfg: BenchConfig, say) -> tuple[list[Path], dict[str, str], l
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None = None) -> dict:
     """Measure every file of ``cfg`` and write the three report files; returns the report."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise BenchError(
+            "the report's plot needs matplotlib: pip install 'prometheus-lite[bench]' "
+            "(or pip install matplotlib)"
+        )
     out_dir = Path(cfg.report_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     err = stream or sys.stderr
