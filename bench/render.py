@@ -48,8 +48,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"- Threads used by llama.cpp: {m['threads_used']}",
         (
             f"- Memory read bandwidth: **{bw['gb_per_s']:.1f} GB/s** with "
-            f"{_threads(bw['threads'])} ({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of {bw['passes']} passes "
-            f"over a {bw['buffer_mib']} MiB buffer ({bw['method']})."
+            f"{_threads(bw['threads'])} ({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of "
+            f"{bw['passes']} passes over a {bw['buffer_mib']} MiB buffer ({bw['method']})."
         ),
         "",
         "## Settings",
