@@ -345,6 +345,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
         EMBEDDED_MODEL_FILE.split(".")[0] in r["file"] for r in rows
     )
     source_quantized = bool(cfg.quants) and any("dequantized" in (v or "") for v in notes.values())
+    warnings = []
+    if len({(r["parameters"], r["name"]) for r in rows}) > 1:
+        warnings.append(
+            "the files are not all the same model (parameter counts or names differ): "
+            "fidelity against the reference compares different models"
+        )
     report = {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -357,6 +363,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
             "data_dir": str(data_dir),
             "max_new_tokens": cfg.max_new_tokens,
             "n_ctx": rows[0].get("n_ctx") or cfg.n_ctx,
+            "device": "CPU (n_gpu_layers=0)",
             "decoding": "greedy, constraint on",
             "repetition_penalty": 1.03,
             "overhead_prompts": min(cfg.overhead_prompts, cfg.prompts),
@@ -382,6 +389,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
             ),
         },
         "embedded_model": embedded_src,
+        "warnings": warnings,
         "models": rows,
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
