@@ -61,9 +61,14 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             f"{s['repetition_penalty']}; at most {s['max_new_tokens']} generated tokens; "
             f"context {s['n_ctx']} tokens."
         ),
-        "- Each file is measured in its own process (load time and peak memory are per file).",
+        (
+            f"- {s.get('device', 'CPU')}. Each file is measured in its own process (load time "
+            "and peak memory are per file)."
+        ),
         "",
     ]
+    for w in report.get("warnings", []):
+        L += [f"> **Warning:** {w}.", ""]
     L += ["## Size and speed", ""]
     L += _table(
         [
