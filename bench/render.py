@@ -200,12 +200,22 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "",
     ]
     L += _table(
-        ["level", "calls", "tokens", "raw s", "Judge s", "ratio", "ratio (generation)"],
+        [
+            "level",
+            "calls",
+            "tokens",
+            "same tokens",
+            "raw s",
+            "Judge s",
+            "ratio",
+            "ratio (generation)",
+        ],
         [
             [
                 r["label"],
                 str(r["overhead"]["calls"]),
                 str(r["overhead"]["generated_tokens"]),
+                f"{r['overhead']['same_feedback_tokens']}/{r['overhead']['calls']}",
                 _f(r["overhead"]["raw_s"]),
                 _f(r["overhead"]["judge_s"]),
                 _f(r["overhead"]["ratio"], "{:.3f}"),
@@ -223,7 +233,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "by call. The raw side is llama.cpp's `examples/simple` loop (`llama_decode` + "
             "`llama_sampler_sample`) through llama-cpp-python's C bindings; the Judge side is "
             "`Judge.judge` with the output constraint on, including prompt rendering and "
-            "tokenization."
+            "tokenization. 'same tokens' counts calls where both wrote the same feedback tokens "
+            "(the last, label token is constrained only on the Judge's side)."
         ),
         "",
         "## What the numbers mean, and caveats",
