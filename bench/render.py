@@ -49,7 +49,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         (
             f"- Memory read bandwidth: **{bw['gb_per_s']:.1f} GB/s** with "
             f"{_threads(bw['threads'])} ({bw['gb_per_s_one_thread']:.1f} GB/s with one), best of "
-            f"{bw['passes']} passes over a {bw['buffer_mib']} MiB buffer ({bw['method']})."
+            f"{bw['passes']} passes over a {bw['buffer_mib']} MiB buffer ({bw['method']}), "
+            f"before and after the models ({_f(bw.get('gb_per_s_before'), '{:.1f}')} / "
+            f"{_f(bw.get('gb_per_s_after'), '{:.1f}')} GB/s)."
         ),
         "",
         "## Settings",
@@ -128,6 +130,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     L += _table(
         [
             "level",
+            "same feedback %",
             "score agreement %",
             "MAD expected",
             "KL mean (nats)",
@@ -143,6 +146,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         [
             [
                 r["label"],
+                _f(r["fidelity"].get("same_feedback_pct"), "{:.0f}"),
                 _f(r["fidelity"]["agreement_pct"], "{:.0f}"),
                 _f(r["fidelity"]["mad_expected"], "{:.3f}"),
                 _f(r["fidelity"]["kl_mean"], "{:.4f}"),
@@ -165,7 +169,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "weights read/token MB",
             "KV read/token MB",
             "ceiling tok/s",
-            "gen tok/s",
+            "decode passes/s",
             "% of ceiling",
         ],
         [
@@ -174,7 +178,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 _mb(r["weight_bytes_read_per_token"]),
                 _mb(r["bandwidth"]["kv_bytes_read_per_token"]),
                 _f(r["bandwidth"]["ceiling_tokens_per_s"], "{:.1f}"),
-                _f(r["generation_tokens_per_s"], "{:.1f}"),
+                _f(r["bandwidth"].get("decode_passes_per_s"), "{:.1f}"),
                 _f(r["bandwidth"]["percent_of_ceiling"], "{:.0f}"),
             ]
             for r in rows
@@ -185,8 +189,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         (
             "Ceiling = measured bandwidth / bytes read per generated token (every weight matrix "
             "once, the token-embedding table only when it doubles as the output matrix, plus the "
-            "F16 KV cache at the mean context length). No decoder can beat it on this machine; "
-            "the gap is compute, threading and per-token fixed costs."
+            "F16 KV cache at the mean context length). It is compared with decode passes per "
+            "second (each `llama_decode` call while generating reads the weights once; the "
+            "Judge's closing `[RESULT]` tokens share one pass). No decoder can beat it on this "
+            "machine; the gap is compute, threading and per-token fixed costs. A value near or "
+            "above 100 % means the bandwidth test itself was slowed by other work (it is a lower "
+            "bound), or that part of the reads were served from the CPU caches."
         ),
         "",
         "## Overhead against raw llama.cpp",
@@ -249,7 +257,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "same 1-5 score as the reference; MAD is the mean absolute difference of expected "
             "scores (sum of score x probability); KL is KL(reference || level) of the five-score "
             "distribution at the score position. Correlations are over the expected scores. With "
-            "few prompts these are noisy: one disagreement in 10 prompts is 10 points of agreement."
+            "few prompts these are noisy: one disagreement in 10 prompts is 10 points of "
+            "agreement. Under greedy decoding one flipped near-tie token makes the rest of the "
+            "feedback, and so the grade, differ ('same feedback %' shows how often the whole "
+            "answer is identical): drift includes this divergence, not only the score step."
         ),
         (
             "- **GPT-4 correlation** is the expected score against the mean of the three GPT-4 "

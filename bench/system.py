@@ -80,7 +80,7 @@ def machine_info() -> dict[str, object]:
 
 
 def memory_bandwidth(
-    size_mb: float = 1024, threads: int | None = None, passes: int = 5
+    size_mb: float = 1024, threads: int | None = None, passes: int = 8
 ) -> dict[str, float | int]:
     """Read bandwidth in GB/s (1e9 bytes/s): best of ``passes`` timed passes over a
     ``size_mb`` MiB buffer with ``threads`` readers (default: all usable cores), and the

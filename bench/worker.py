@@ -78,11 +78,21 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     warm_up = GradeRequest("Say hello.", "Hello!", items[0].request.rubric)
     judge.judge(warm_up)  # not measured
 
+    reserve = judge.constraint(SCORE_LABELS).reserve()
+
+    def closing_tokens(gen: Any, n_prompt: int) -> list[int]:
+        """The closing tokens the Judge wrote in one batch when the feedback budget ran out."""
+        if gen.finish != "budget":
+            return []
+        budget = min(judge.max_new_tokens, rt.n_ctx - n_prompt) - reserve
+        return list(gen.tokens[budget:-1])
+
     results = []
     for i, item in enumerate(items):
         grade = judge.judge(item.request)
         gen = captured[-1]
         u = grade.usage
+        forced = closing_tokens(gen, u.prompt_tokens)
         results.append(
             {
                 "id": item.id,
@@ -99,6 +109,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 "cached_prompt_tokens": u.cached_prompt_tokens,
                 "completion_tokens": u.completion_tokens,
                 "finish": u.finish,
+                # llama_decode calls while generating: one per sampled token but the last,
+                # the closing tokens in one batch. Each reads every weight once.
+                "decode_passes": len(gen.tokens) - 1 - max(0, len(forced) - 1),
+                "raw_output": grade.raw_output,
             }
         )
         _progress(2 + i, total)
@@ -106,7 +120,6 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 
     # -- overhead: Judge vs the raw low-level loop, interleaved ---------------------------
     overhead: list[dict[str, Any]] = []
-    reserve = judge.constraint(SCORE_LABELS).reserve()
     prompts = [rt.tokenize_prompt(judge.render(it.request)) for it in items[:k]]
     with RawLlama(
         spec["model"], n_ctx=rt.n_ctx, n_threads=spec["threads"], n_batch=rt.n_batch
@@ -119,10 +132,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
             for it, tokens in zip(items[:k], prompts, strict=True):
                 grade = judge.judge(it.request)
                 gen = captured[-1]
-                forced: list[int] = []
-                if gen.finish == "budget":  # the Judge wrote its closing tokens in one batch
-                    budget = min(judge.max_new_tokens, rt.n_ctx - len(tokens)) - reserve
-                    forced = list(gen.tokens[budget:-1])
+                forced = closing_tokens(gen, len(tokens))
                 r = raw.run(
                     tokens,
                     len(gen.tokens),

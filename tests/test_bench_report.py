@@ -97,7 +97,10 @@ REQUIRED = [
     "ttft_s_p50", "latency_s_p50", "latency_s_p95", "peak_rss_bytes", "fidelity",
     "gpt4_correlation", "bandwidth", "overhead", "bits_per_weight",
 ]  # fmt: skip
-FIDELITY = ["agreement_pct", "mad_expected", "kl_mean", "pearson", "spearman", "kendall"]
+FIDELITY = [
+    "same_feedback_pct", "agreement_pct", "mad_expected", "kl_mean", "pearson", "spearman",
+    "kendall",
+]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -127,7 +130,9 @@ def test_bench_command_end_to_end(tmp_path: Path, shared_dir: Path):
         ]
         assert all(k in r["fidelity"] for k in FIDELITY)
         assert r["bandwidth"]["ceiling_tokens_per_s"] > 0
-        assert r["bandwidth"]["percent_of_ceiling"] > 0
+        assert (
+            r["bandwidth"]["percent_of_ceiling"] > 0 and r["bandwidth"]["decode_passes_per_s"] > 0
+        )
         assert len(r["items"]) == 2
     ref = rows[1]["fidelity"]
     assert ref["agreement_pct"] == 100.0 and ref["mad_expected"] == 0.0
