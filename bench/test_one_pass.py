@@ -8,7 +8,8 @@ partial file being written and, for the two-step path, the intermediate). The tw
 must hold identical tensors (types and bytes).
 
     pytest bench/test_one_pass.py --benchmark-enable -s
-    PL_BENCH_CONVERT_GB=4 PL_BENCH_ONEPASS_QUANT=Q5_K_M pytest bench/test_one_pass.py --benchmark-enable -s
+    PL_BENCH_CONVERT_GB=4 PL_BENCH_ONEPASS_QUANT=Q5_K_M \
+        pytest bench/test_one_pass.py --benchmark-enable -s
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def test_quant_throughput(benchmark, qtype: T) -> None:
 
     best_ours = res.get("ours_nt", res["ours_1t"])
     line = (
-        f"{qtype.name:5s} ours {res['ours_1t']:8.0f} MB/s (1t)  llama.cpp {res['llama_1t']:8.0f} MB/s (1t)  "
+        f"{qtype.name:5s} ours {res['ours_1t']:8.0f} MB/s (1t)  "
+        f"llama.cpp {res['llama_1t']:8.0f} MB/s (1t)  "
         f"ratio {res['ours_1t'] / res['llama_1t']:5.2f}"
     )
     if THREADS > 1:

@@ -5,7 +5,8 @@ Q4_K_M by convert.native_quantize.quantize_gguf and by llama_model_quantize, wit
 thread count; the outputs must hold identical tensors (types and bytes).
 
     pytest bench/test_quantize_file.py --benchmark-enable -s              # ~256 MB F16 input
-    PL_BENCH_FILE_MB=1024 PL_BENCH_LEVEL=Q5_K_M pytest bench/test_quantize_file.py --benchmark-enable -s
+    PL_BENCH_FILE_MB=1024 PL_BENCH_LEVEL=Q5_K_M \
+        pytest bench/test_quantize_file.py --benchmark-enable -s
 """
 
 from __future__ import annotations

@@ -112,7 +112,8 @@ def tensor_category(name: str) -> str:
 
 
 def allows_quantization(t: TensorInfo) -> bool:
-    """tensor_allows_quantization (llama-quant.cpp l.287): 2-D/3-D weights only, no norms, routers, ..."""
+    """tensor_allows_quantization (llama-quant.cpp l.287): 2-D/3-D weights only; no norms,
+    routers, ..."""
     if len(t.shape) < 2 or not t.name.endswith("weight"):
         return False
     if t.name in R.NOT_QUANTIZED_NAMES:

@@ -100,6 +100,7 @@ def row_bytes(t: GGMLQuantizationType, n_per_row: int) -> int:
     bs, ts = GGML_QUANT_SIZES[GGMLQuantizationType(t)]
     if n_per_row % bs:
         raise ValueError(
-            f"row of {n_per_row} values is not a multiple of {GGMLQuantizationType(t).name}'s block size {bs}"
+            f"row of {n_per_row} values is not a multiple of "
+            f"{GGMLQuantizationType(t).name}'s block size {bs}"
         )
     return n_per_row // bs * ts

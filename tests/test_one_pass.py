@@ -1,4 +1,5 @@
-"""One-pass encoder (convert/one_pass.py) == two-step path (intermediate GGUF + llama_model_quantize).
+"""One-pass encoder (convert/one_pass.py) == two-step path (intermediate GGUF, then
+llama_model_quantize).
 
 The two-step path is simulated without the converter: the same float32 tensors are written as
 an F16 / BF16 / F32 GGUF and quantized by llama.cpp; the one-pass encoder gets the float32
