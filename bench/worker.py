@@ -12,9 +12,10 @@ Phases:
    and every measured prompt finds the same shared template prefix in the KV cache.
 3. grading: every benchmark item through ``Judge.judge`` (constraint on, greedy); the
    runtime's ``Generation`` of each call gives the prefill / decode split.
-4. overhead: the same prompts again, each through the Judge and then through the raw
+4. overhead: the same prompts again, each through the Judge and through the raw
    low-level loop (``raw_llama.py``) with the same prompt tokens, the same number of
-   generated tokens and the same decode calls, interleaved so machine noise hits both.
+   generated tokens, the same decode calls and the same KV prefix reuse; interleaved so
+   machine noise hits both, with the order swapped every other round.
 """
 
 from __future__ import annotations
@@ -121,27 +122,47 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     # -- overhead: Judge vs the raw low-level loop, interleaved ---------------------------
     overhead: list[dict[str, Any]] = []
     prompts = [rt.tokenize_prompt(judge.render(it.request)) for it in items[:k]]
+    last = rt.tokenize_prompt(judge.render(items[-1].request))  # what the Judge's cache holds
     with RawLlama(
         spec["model"], n_ctx=rt.n_ctx, n_threads=spec["threads"], n_batch=rt.n_batch
     ) as raw:
-        # The raw context starts, like the Judge's, with another prompt in its cache that
-        # shares the template prefix with every item (a short one: cheap to prefill).
-        raw.run(rt.tokenize_prompt(judge.render(warm_up)), 1)
+        # Put the raw context in the Judge's cache state as far as the next prompt can tell:
+        # the prefix the last graded prompt shares with the first one, plus one differing
+        # token, so both reuse exactly the same number of tokens.
+        shared = next(
+            (i for i, (a, b) in enumerate(zip(last, prompts[0], strict=False)) if a != b),
+            min(len(last), len(prompts[0])) - 1,
+        )
+        raw.run(last[: shared + 1], 1)
         step = 1 + len(items)
-        for _ in range(rounds):
+        shape: dict[str, tuple[int, list[int]]] = {}  # id -> (tokens, closing) of its grade
+
+        def judge_call(it: Any) -> tuple[Any, Any]:
+            grade = judge.judge(it.request)
+            gen = captured[-1]
+            shape[it.id] = (len(gen.tokens), closing_tokens(gen, gen.prompt_tokens))
+            return grade, gen
+
+        def raw_call(it: Any, tokens: list[int]) -> Any:
+            n, forced = shape[it.id]
+            return raw.run(
+                tokens, n, forced=forced, repetition_penalty=judge.sampling.repetition_penalty
+            )
+
+        for rnd in range(rounds):
             for it, tokens in zip(items[:k], prompts, strict=True):
-                grade = judge.judge(it.request)
-                gen = captured[-1]
-                forced = closing_tokens(gen, len(tokens))
-                r = raw.run(
-                    tokens,
-                    len(gen.tokens),
-                    forced=forced,
-                    repetition_penalty=judge.sampling.repetition_penalty,
-                )
+                # Odd rounds run the raw side first (greedy decoding repeats the Judge's
+                # answer of round 0, so its length is known), so order effects cancel out.
+                if rnd % 2 == 1:
+                    r = raw_call(it, tokens)
+                    grade, gen = judge_call(it)
+                else:
+                    grade, gen = judge_call(it)
+                    r = raw_call(it, tokens)
                 overhead.append(
                     {
                         "id": it.id,
+                        "round": rnd,
                         "tokens": len(gen.tokens),
                         "judge_s": grade.usage.latency_s,
                         "judge_decode_s": gen.decode_s,
@@ -151,6 +172,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                         "raw_decode_s": r.gen_s,
                         "raw_prefill_s": r.prefill_s,
                         "raw_cached": r.reused,
+                        "same_length": len(r.tokens) == len(gen.tokens),
                         "same_feedback_tokens": r.tokens[:-1] == gen.tokens[:-1],
                     }
                 )

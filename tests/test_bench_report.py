@@ -134,6 +134,10 @@ def test_bench_command_end_to_end(tmp_path: Path, shared_dir: Path):
             r["bandwidth"]["percent_of_ceiling"] > 0 and r["bandwidth"]["decode_passes_per_s"] > 0
         )
         assert len(r["items"]) == 2
+        # the overhead comparison does the same work on both sides
+        runs = r["overhead"]["runs"]
+        assert runs and all(o["judge_cached"] == o["raw_cached"] for o in runs)
+        assert all(o["same_length"] for o in runs)
     ref = rows[1]["fidelity"]
     assert ref["agreement_pct"] == 100.0 and ref["mad_expected"] == 0.0
     assert rows[0]["file_size_bytes"] < rows[1]["file_size_bytes"]
