@@ -301,84 +301,72 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 
 
 def write_plot(report: dict[str, Any], path: Path) -> None:
-    """Size vs speed (with the bandwidth ceiling) and size vs fidelity, one point per level."""
+    """Size vs speed (with the bandwidth ceiling) and size vs fidelity, one point per level.
+
+    Each level has one colour and marker in all three panels and one legend entry, so
+    levels of nearly the same size stay readable (no overlapping text labels).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     rows = report["models"]
+    colors = plt.get_cmap("tab10").colors
+    markers = "osD^vP*Xhp"
+    style = [(colors[i % 10], markers[i % len(markers)]) for i in range(len(rows))]
     size = [r["file_size_bytes"] / 1e6 for r in rows]
-    labels = [r["label"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2), constrained_layout=True)
-
-    for ax in axes:
-        ax.margins(x=0.18, y=0.12)
-
-    def annotate(ax, ys):
-        for x, y, t in zip(size, ys, labels, strict=True):
-            if y is not None:
-                ax.annotate(t, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
 
     ax = axes[0]
-    gen = [r["generation_tokens_per_s"] for r in rows]
-    ceil = [r["bandwidth"]["ceiling_tokens_per_s"] for r in rows]
-    ax.scatter(size, gen, s=60, color="tab:blue", label="measured generation", zorder=3)
-    ax.scatter(
-        size,
-        ceil,
-        s=60,
-        facecolors="none",
-        edgecolors="tab:red",
-        label="bandwidth ceiling",
-        zorder=3,
-    )
-    for x, g, c in zip(size, gen, ceil, strict=True):
-        if g is not None and c is not None:
-            ax.plot([x, x], [g, c], color="0.7", lw=1, zorder=1)
-    annotate(ax, gen)
-    ax.set(xlabel="file size (MB)", ylabel="tokens / s", title="Generation speed vs size")
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3)
+    for x, r, (c, m) in zip(size, rows, style, strict=True):
+        g, ceil = r["generation_tokens_per_s"], r["bandwidth"]["ceiling_tokens_per_s"]
+        if g is not None and ceil is not None:
+            ax.plot([x, x], [g, ceil], color=c, lw=1, ls=":", zorder=1)
+        if g is not None:
+            ax.scatter([x], [g], s=80, color=c, marker=m, zorder=3)
+        if ceil is not None:
+            ax.scatter([x], [ceil], s=80, facecolors="none", edgecolors=c, marker=m, zorder=3)
+    ax.set(xlabel="file size (MB)", ylabel="tokens / s",
+           title="Generation speed (filled) vs bandwidth ceiling (hollow)")  # fmt: skip
 
     ax = axes[1]
-    agree = [r["fidelity"]["agreement_pct"] for r in rows]
-    ax.scatter(size, agree, s=60, color="tab:green", zorder=3)
-    annotate(ax, agree)
-    ax.set(
-        xlabel="file size (MB)",
-        ylabel="% same score as reference",
-        title=f"Score agreement with {report['reference']['label']}",
-        ylim=(-5, 110),
-    )
-    ax.grid(alpha=0.3)
+    for x, r, (c, m) in zip(size, rows, style, strict=True):
+        ax.scatter([x], [r["fidelity"]["agreement_pct"]], s=80, color=c, marker=m, zorder=3)
+    ax.set(xlabel="file size (MB)", ylabel="% same score as the reference", ylim=(-5, 105),
+           title=f"Score agreement with {report['reference']['label']}")  # fmt: skip
 
     ax = axes[2]
-    mad = [r["fidelity"]["mad_expected"] for r in rows]
-    kl = [r["fidelity"]["kl_mean"] for r in rows]
-    ax.scatter(size, mad, s=60, color="tab:purple", label="MAD of expected score", zorder=3)
-    annotate(ax, mad)
-    ax.set(
-        xlabel="file size (MB)",
-        ylabel="mean |expected score - reference|",
-        title="Grade drift vs size (lower is better)",
-    )
     ax2 = ax.twinx()
-    ax2.scatter(size, kl, s=40, marker="x", color="tab:orange", label="mean KL (nats)")
-    ax2.set_ylabel("mean KL(reference || level), nats")
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper right")
-    ax.grid(alpha=0.3)
+    for x, r, (c, m) in zip(size, rows, style, strict=True):
+        f = r["fidelity"]
+        if f["mad_expected"] is not None:
+            ax.scatter([x], [f["mad_expected"]], s=80, color=c, marker=m, zorder=3)
+        if f["kl_mean"] is not None:
+            ax2.scatter([x], [f["kl_mean"]], s=80, facecolors="none", edgecolors=c, marker=m)
+    ax.set(xlabel="file size (MB)", ylabel="MAD of expected score (filled)",
+           title="Grade drift vs the reference (lower is better)")  # fmt: skip
+    ax2.set_ylabel("mean KL(reference || level), nats (hollow)")
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.margins(x=0.12, y=0.1)
+    handles = [
+        Line2D([], [], color=c, marker=m, ls="", markersize=9, label=r["label"])
+        for r, (c, m) in zip(rows, style, strict=True)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(rows), 8), frameon=False,
+               fontsize=10)  # fmt: skip
     note = (
-        "embedded SmolLM2-135M smoke-test model: not a judge"
+        " - embedded SmolLM2-135M smoke-test model: not a judge"
         if report.get("embedded_model")
         else ""
     )
     fig.suptitle(
-        f"prometheus-lite bench: {len(rows)} files, {report['settings']['prompts']} "
-        f"prompts, {_threads(report['machine']['threads_used'])}. {note}",
+        f"prometheus-lite bench: {len(rows)} files, {report['settings']['prompts']} prompts, "
+        f"{_threads(report['machine']['threads_used'])}{note}",
         fontsize=11,
     )
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
