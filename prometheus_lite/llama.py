@@ -90,7 +90,9 @@ class LlamaRuntime:
         n_ctx: context size; default min(4096, the model's training context).
         n_threads: CPU threads; default all cores.
         n_gpu_layers: layers to offload; default all when the build supports GPU offload.
-        n_batch: tokens per prefill step.
+        n_batch: tokens per prefill step, and the granularity of prompt-prefix reuse.
+            64 costs about 5% of prefill speed against 512 on a 2-core CPU, and lets
+            Prometheus prompts reuse most of their shared ~200-token task description.
     """
 
     def __init__(
@@ -100,7 +102,7 @@ class LlamaRuntime:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
-        n_batch: int = 512,
+        n_batch: int = 64,
     ) -> None:
         L = _llama()
         self._L = L
@@ -252,17 +254,24 @@ class LlamaRuntime:
     def _prefill(self, tokens: list[int]) -> int:
         """Bring the KV cache to ``tokens`` and compute logits for the last one.
 
-        Reuses the longest prefix already in the cache (Prometheus prompts share
-        their whole task description), so only the new tail is processed.
-        Returns the number of reused tokens.
+        Reuses the prefix already in the cache (Prometheus prompts share their whole
+        task description), so only the new tail is processed. Returns the number of
+        reused tokens.
+
+        Why reuse stops at a multiple of ``n_batch``: llama.cpp's results depend
+        (in the last bits) on how tokens are grouped into batches. The prompt is
+        always processed in chunks aligned to ``n_batch`` from position 0, and only
+        whole chunks are reused, so the KV cache and the logits are bit-identical to
+        a fresh run: a grade does not depend on what was graded before it.
         """
         L = self._L
-        keep = 0
+        common = 0
         for a, b in zip(self._cached, tokens):
             if a != b:
                 break
-            keep += 1
-        keep = min(keep, len(tokens) - 1)  # the last token is always decoded: we need its logits
+            common += 1
+        # Whole chunks only, and never the chunk holding the last token: we need its logits.
+        keep = min(common, len(tokens) - 1) // self.n_batch * self.n_batch
         if keep < len(self._cached):
             if not L.llama_memory_seq_rm(self._mem, 0, keep, -1):
                 L.llama_memory_clear(self._mem, True)

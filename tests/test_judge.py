@@ -144,14 +144,20 @@ def test_tiny_budgets_still_close_the_feedback(budget: int) -> None:
 
 
 def test_greedy_is_deterministic_and_reuses_the_prompt_prefix(greedy_judge: Judge) -> None:
+    """Prefix reuse must not change results: a grade is bit-identical to a fresh run."""
+    chunk = greedy_judge.runtime.n_batch
     a = greedy_judge.grade("What is 2+2?", "4", "reasoning", reference_answer="4")
     b = greedy_judge.grade("What is 2+2?", "4", "reasoning", reference_answer="4")
     check_grade(a)
     assert (a.raw_output, a.probabilities) == (b.raw_output, b.probabilities)
-    # The second prompt shares the whole prompt with the first (all but the last token).
-    assert b.usage.cached_prompt_tokens == b.usage.prompt_tokens - 1
+    # The second prompt reuses every whole chunk before its last token.
+    assert b.usage.cached_prompt_tokens == (b.usage.prompt_tokens - 1) // chunk * chunk
     c = greedy_judge.grade("What is 3+3?", "6", "reasoning", reference_answer="6")
     assert 100 < c.usage.cached_prompt_tokens < c.usage.prompt_tokens
+    with Judge(n_ctx=2048, max_new_tokens=24, greedy=True) as fresh:
+        d = fresh.grade("What is 3+3?", "6", "reasoning", reference_answer="6")
+    assert d.usage.cached_prompt_tokens == 0
+    assert (c.raw_output, c.probabilities) == (d.raw_output, d.probabilities)
 
 
 def test_sampling_seed_makes_results_repeatable() -> None:
