@@ -21,12 +21,8 @@ from typing import Any, TextIO
 import gguf
 
 from prometheus_lite.errors import PrometheusLiteError
-from prometheus_lite.models import (
-    EMBEDDED_MODEL_FILE,
-    is_embedded_model,
-    read_model_info,
-    resolve_model,
-)
+from prometheus_lite.hub import EMBEDDED_MODEL_FILE, is_embedded_model, resolve_model
+from prometheus_lite.models import read_model_info
 
 from . import metrics
 from .data import DEFAULT_FILES, find_data_dir

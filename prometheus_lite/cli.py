@@ -407,7 +407,8 @@ def _jsonable(value: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the model info as JSON.")
 def info(model: str | None, tensors: bool, as_json: bool) -> None:
     """Show a GGUF model's metadata (default: the embedded model); reads no weights."""
-    from .models import format_info, read_model_info, resolve_model
+    from .hub import resolve_model
+    from .models import format_info, read_model_info
 
     model_info = read_model_info(resolve_model(model))
     if as_json:

@@ -10,8 +10,9 @@ from typing import Any
 
 from .constraint import SCORE_LABELS, WINNER_LABELS, OutputConstraint
 from .errors import PrometheusLiteError, PromptError, PromptTooLongError
+from .hub import resolve_model
 from .llama import LlamaRuntime, Sampling
-from .models import ModelInfo, detect_prompt_format, read_model_info, resolve_model
+from .models import ModelInfo, detect_prompt_format, read_model_info
 from .prompts import Prompt, PromptFormat, build_prompt
 from .results import (
     CompareRequest,

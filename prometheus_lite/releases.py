@@ -1,7 +1,7 @@
 """Known Prometheus GGUF releases that users can name by a short name (data only).
 
 ``prometheus-lite`` accepts ``<short name>[:<QUANT>]`` wherever it takes a model, e.g.
-``prometheus-7b-v2.0:Q4_K_M``; :func:`prometheus_lite.models.resolve_model` turns that
+``prometheus-7b-v2.0:Q4_K_M``; :func:`prometheus_lite.hub.resolve_model` turns that
 into a file from one of the GGUF repositories below (first one that has it wins).
 
 Every GGUF repository and file name here was checked against its Hugging Face file

@@ -20,14 +20,16 @@ import pytest
 from prometheus_lite import models
 from prometheus_lite.errors import InvalidModelFileError, ModelError, ModelNotFoundError
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY
-from prometheus_lite.models import (
+from prometheus_lite.hub import (
     EMBEDDED_MODEL_NOTE,
-    detect_prompt_format,
     embedded_model_path,
     find_release,
+    resolve_model,
+)
+from prometheus_lite.models import (
+    detect_prompt_format,
     format_info,
     read_model_info,
-    resolve_model,
     validate_gguf,
 )
 from prometheus_lite.releases import RELEASES
