@@ -323,6 +323,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
                 code, peak, stderr = run_child(
                     [
                         sys.executable,
+                        "-P",  # never import a source tree from the working directory
                         "-m",
                         "prometheus_lite.bench.worker",
                         str(spec_path),

@@ -85,7 +85,7 @@ def test_memory_bandwidth_and_child_peak_rss():
     bw = memory_bandwidth(32, threads=1, passes=2)
     assert bw["gb_per_s"] > 0.1 and bw["threads"] == 1
     code, peak, _ = run_child(
-        [sys.executable, "-c", "import numpy as np; a = np.ones(200 * 2**20, np.uint8)"]
+        [sys.executable, "-P", "-c", "import numpy as np; a = np.ones(200 * 2**20, np.uint8)"]
     )
     assert code == 0 and 200 * 2**20 <= peak < 2**30
 

@@ -28,7 +28,6 @@ from prometheus_lite.prompts import build_prompt
 from prometheus_lite.results import GradeRequest
 from prometheus_lite.rubrics import PRESETS
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -273,12 +272,12 @@ def test_kill_and_resume(tmp_path: Path) -> None:
         json.dumps({"id": i, "instruction": f"Name a colour ({n}).", "response": f"Blue {n}.",
                     "rubric": "helpfulness"}) + "\n"
         for n, i in enumerate(ids)))
-    cmd = [sys.executable, "-m", "prometheus_lite", "grade", "--input", str(inp),
+    cmd = [sys.executable, "-P", "-m", "prometheus_lite", "grade", "--input", str(inp),
            "--output", str(out), "--max-tokens", "48", "--greedy"]
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = dict(os.environ)  # the installed package (-P: the working directory is not on sys.path)
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as stderr:  # a file, not a pipe: a full pipe would block the child
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -296,7 +295,7 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     first_ids = [json.loads(line)["id"] for line in first.splitlines()]
     assert 3 <= len(first_ids) < N_KILL_ITEMS and first_ids == ids[: len(first_ids)]
 
-    done = subprocess.run(cmd + ["--no-progress"], cwd=REPO, env=env, capture_output=True,
+    done = subprocess.run(cmd + ["--no-progress"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr
     assert f"{len(first_ids)} already done" in done.stderr

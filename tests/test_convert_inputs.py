@@ -352,7 +352,7 @@ _SLOW_CONVERT = textwrap.dedent("""
 
 def test_killed_conversion_leaves_no_finished_looking_file(ckpt, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_CONVERT, str(ckpt), str(out)],
+    proc = subprocess.Popen([sys.executable, "-P", "-c", _SLOW_CONVERT, str(ckpt), str(out)],
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(out.glob("*.partial-*")):

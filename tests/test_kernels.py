@@ -242,7 +242,7 @@ def test_scalar_and_simd_paths_agree(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PL_QUANTS_SCALAR": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "a.npy"), str(tmp_path / "s")],
+        [sys.executable, "-P", "-c", code, str(tmp_path / "a.npy"), str(tmp_path / "s")],
         env=env,
         capture_output=True,
         text=True,

@@ -93,7 +93,7 @@ def test_prompt_format_enum() -> None:
 
 def test_prompts_module_does_not_import_llama_cpp() -> None:
     code = "import sys, prometheus_lite.prompts; assert 'llama_cpp' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-P", "-c", code], check=True)
 
 
 # ------------------------------------------------------------------ v1 / v2 absolute
