@@ -167,7 +167,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _child(args: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(args)], check=True,
+    out = subprocess.run([sys.executable, "-P", "-c", _CHILD, json.dumps(args)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
