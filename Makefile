@@ -3,7 +3,7 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SOURCES := $(shell find prometheus_lite convert kernels -type f -not -path '*/__pycache__/*') pyproject.toml CMakeLists.txt
+SOURCES := $(shell find prometheus_lite convert kernels bench -type f -not -path '*/__pycache__/*') pyproject.toml CMakeLists.txt
 
 .PHONY: install demo test bench lint clean
 
