@@ -44,7 +44,7 @@ class RawLlama:
         *,
         n_ctx: int,
         n_threads: int,
-        n_batch: int = 512,
+        n_batch: int = 64,  # the Judge's default
         n_gpu_layers: int = 0,
     ) -> None:
         import llama_cpp as L
@@ -133,7 +133,8 @@ class RawLlama:
             if a != b:
                 break
             keep += 1
-        keep = min(keep, len(prompt) - 1)
+        # Whole n_batch-aligned chunks only, as the Judge does (see LlamaRuntime._prefill).
+        keep = min(keep, len(prompt) - 1) // self.n_batch * self.n_batch
         if keep < len(self._cached):
             L.llama_memory_seq_rm(self._mem, 0, keep, -1)
         for start in range(keep, len(prompt), self.n_batch):
