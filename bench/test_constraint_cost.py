@@ -75,7 +75,7 @@ def test_constraint_cost(benchmark, judge, shared_dir):
         f"\nconstraint cost over {rounds} interleaved rounds of {n} tokens "
         f"(prompt {len(tokens)} tokens): unconstrained {1e3 * statistics.median(free):.2f} "
         f"ms/token, constrained {1e3 * statistics.median(constrained):.2f} ms/token, "
-        f"ratio {ratio:.3f}"
+        f"ratio {ratio:.3f}; tokens per round (unconstrained, constrained): {counts}"
     )
     benchmark.pedantic(per_token, args=(constraint,), rounds=1, iterations=1)
     assert all(nc <= n for _, nc in counts)
