@@ -98,6 +98,13 @@ def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
         got = "nothing (None)" if value is None else type(value).__name__
         raise PromptError(f"'{name}' must be a string, got {got}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # e.g. a lone "\ud800" escape in JSON input
+        raise PromptError(
+            f"'{name}' is not valid Unicode: {value[exc.start]!r} at character {exc.start} is "
+            "half of a surrogate pair (the input was mis-encoded); fix that text and rerun"
+        ) from None
     return value
 
 

@@ -60,6 +60,13 @@ class Rubric:
                 )
             if not value.strip():
                 raise RubricError(f"rubric field '{name}' is empty; give {what}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone "\ud800" escape in JSON input
+                raise RubricError(
+                    f"rubric field '{name}' is not valid Unicode: {value[exc.start]!r} at "
+                    f"character {exc.start} is half of a surrogate pair; fix that text"
+                ) from None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rubric:

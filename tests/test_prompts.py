@@ -490,3 +490,12 @@ def test_chat_template_is_sandboxed() -> None:
             format="chat",
             chat_template=template,
         )
+
+
+@pytest.mark.parametrize("field", ["instruction", "response", "reference_answer"])
+def test_unpaired_surrogate_is_a_clear_error(field: str) -> None:
+    """JSON may carry a lone "\\ud800"; it cannot be encoded for the model: say so."""
+    values = {"instruction": "q", "response": "r", "reference_answer": "ref"}
+    values[field] = "bad \ud800 text"
+    with pytest.raises(PromptError, match=f"'{field}' is not valid Unicode.*character 4"):
+        build_prompt("absolute", rubric=get_preset("helpfulness"), format="v2", **values)

@@ -236,3 +236,10 @@ def test_parse_presets(name: str) -> None:
 def test_parse_is_strict(text: str) -> None:
     with pytest.raises(RubricError):
         parse_rendered_rubric(text)
+
+
+def test_unpaired_surrogate_in_a_rubric_is_a_clear_error() -> None:
+    fields = {f: "fine" for f in RUBRIC_FIELDS}
+    fields["score3_description"] = "bad \udfff"
+    with pytest.raises(RubricError, match="score3_description' is not valid Unicode"):
+        Rubric(**fields)
