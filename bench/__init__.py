@@ -1,1 +1,4 @@
-"""Measuring prometheus-lite: latency, memory and grading fidelity (installed as prometheus_lite.bench)."""
+"""Measuring prometheus-lite: latency, memory and grading fidelity.
+
+Installed as ``prometheus_lite.bench``; the ``test_*.py`` files here are pytest-benchmark suites.
+"""

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -368,7 +368,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
         )
     report = {
         "schema": SCHEMA,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1),
         "machine": {**machine, "threads_used": threads, "memory_bandwidth": bw},
         "settings": {

@@ -54,7 +54,7 @@ class TensorRef:
         count = int(np.prod(self.shape, dtype=np.int64))
         contiguous = self.strides is None or _is_contiguous(self.shape, self.strides)
         span = count if contiguous else 1 + sum(
-            (n - 1) * s for n, s in zip(self.shape, self.strides or ()))
+            (n - 1) * s for n, s in zip(self.shape, self.strides or (), strict=False))
         buf = np.empty(span, dtype=dt)
         with open(self.path, "rb") as f:
             f.seek(self.offset)
@@ -73,7 +73,7 @@ class TensorRef:
 
 def _is_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
     expected = 1
-    for n, s in zip(reversed(shape), reversed(strides)):
+    for n, s in zip(reversed(shape), reversed(strides), strict=False):
         if n != 1 and s != expected:
             return False
         expected *= n

@@ -196,4 +196,4 @@ def _span(shape: tuple[int, ...], strides: tuple[int, ...]) -> int:
     """Number of storage elements a (shape, strides) view reaches."""
     if any(s == 0 for s in shape):
         return 0
-    return 1 + sum((n - 1) * st for n, st in zip(shape, strides))
+    return 1 + sum((n - 1) * st for n, st in zip(shape, strides, strict=False))

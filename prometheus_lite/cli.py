@@ -125,13 +125,22 @@ class ModelOptions:
         sampling = Sampling(
             temperature=base.temperature if self.temperature is None else self.temperature,
             top_p=base.top_p if self.top_p is None else self.top_p,
-            repetition_penalty=(base.repetition_penalty if self.repetition_penalty is None
-                                else self.repetition_penalty),
+            repetition_penalty=(
+                base.repetition_penalty
+                if self.repetition_penalty is None
+                else self.repetition_penalty
+            ),
         )
         return Judge(
-            self.model, n_ctx=self.n_ctx, n_threads=self.threads, n_gpu_layers=self.n_gpu_layers,
-            seed=self.seed, sampling=sampling, greedy=self.greedy,
-            max_new_tokens=self.max_tokens, prompt_format=self.prompt_format,
+            self.model,
+            n_ctx=self.n_ctx,
+            n_threads=self.threads,
+            n_gpu_layers=self.n_gpu_layers,
+            seed=self.seed,
+            sampling=sampling,
+            greedy=self.greedy,
+            max_new_tokens=self.max_tokens,
+            prompt_format=self.prompt_format,
             truncate_response=self.truncate_response,
         )
 
@@ -143,42 +152,98 @@ class ModelOptions:
 
 
 _MODEL_OPTIONS: list[Callable[[Any], Any]] = [
-    click.option("--model", "-m", default=None, metavar="PATH|HF_REF|NAME",
-                 help="GGUF file, Hugging Face reference or release name "
-                      "[default: the embedded SmolLM2-135M smoke-test model]."),
-    click.option("--prompt-format", type=click.Choice(["auto", "v1", "v2", "chat"]),
-                 default="auto", show_default=True,
-                 help="Prompt wrapping; auto reads it from the GGUF metadata."),
-    click.option("--n-ctx", type=click.IntRange(min=64), default=None,
-                 help="Context size [default: min(4096, the model's)]."),
-    click.option("--threads", type=click.IntRange(min=1), default=None,
-                 help="CPU threads [default: all cores]."),
-    click.option("--n-gpu-layers", type=click.IntRange(min=-1), default=None,
-                 help="Layers to offload to the GPU [default: all, if built with GPU support]."),
+    click.option(
+        "--model",
+        "-m",
+        default=None,
+        metavar="PATH|HF_REF|NAME",
+        help="GGUF file, Hugging Face reference or release name "
+        "[default: the embedded SmolLM2-135M smoke-test model].",
+    ),
+    click.option(
+        "--prompt-format",
+        type=click.Choice(["auto", "v1", "v2", "chat"]),
+        default="auto",
+        show_default=True,
+        help="Prompt wrapping; auto reads it from the GGUF metadata.",
+    ),
+    click.option(
+        "--n-ctx",
+        type=click.IntRange(min=64),
+        default=None,
+        help="Context size [default: min(4096, the model's)].",
+    ),
+    click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=None,
+        help="CPU threads [default: all cores].",
+    ),
+    click.option(
+        "--n-gpu-layers",
+        type=click.IntRange(min=-1),
+        default=None,
+        help="Layers to offload to the GPU [default: all, if built with GPU support].",
+    ),
     click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed."),
-    click.option("--greedy", is_flag=True, help="Deterministic decoding (argmax) instead of sampling."),
-    click.option("--temperature", type=click.FloatRange(min=0), default=None,
-                 help="Sampling temperature [default: 1.0, as the official library]."),
-    click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
-                 help="Nucleus sampling mass [default: 0.9]."),
-    click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True),
-                 default=None, help="Repetition penalty [default: 1.03]."),
-    click.option("--max-tokens", type=click.IntRange(min=8), default=1024, show_default=True,
-                 help="Budget for the answer (feedback + result); past it the feedback "
-                      "is closed and the result still written."),
-    click.option("--truncate-response", is_flag=True,
-                 help="Shorten over-long responses to fit the context instead of failing."),
-    click.option("--dry-run", is_flag=True,
-                 help="Print the exact prompt text without loading the model "
-                      "(batch: JSON lines with a 'prompt' field)."),
+    click.option(
+        "--greedy", is_flag=True, help="Deterministic decoding (argmax) instead of sampling."
+    ),
+    click.option(
+        "--temperature",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Sampling temperature [default: 1.0, as the official library].",
+    ),
+    click.option(
+        "--top-p",
+        type=click.FloatRange(min=0, max=1, min_open=True),
+        default=None,
+        help="Nucleus sampling mass [default: 0.9].",
+    ),
+    click.option(
+        "--repetition-penalty",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Repetition penalty [default: 1.03].",
+    ),
+    click.option(
+        "--max-tokens",
+        type=click.IntRange(min=8),
+        default=1024,
+        show_default=True,
+        help="Budget for the answer (feedback + result); past it the feedback "
+        "is closed and the result still written.",
+    ),
+    click.option(
+        "--truncate-response",
+        is_flag=True,
+        help="Shorten over-long responses to fit the context instead of failing.",
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Print the exact prompt text without loading the model "
+        "(batch: JSON lines with a 'prompt' field).",
+    ),
 ]
 
 
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Adds the shared model options; the command gets them as ``opts: ModelOptions``."""
     names = [
-        "model", "prompt_format", "n_ctx", "threads", "n_gpu_layers", "seed", "greedy",
-        "temperature", "top_p", "repetition_penalty", "max_tokens", "truncate_response",
+        "model",
+        "prompt_format",
+        "n_ctx",
+        "threads",
+        "n_gpu_layers",
+        "seed",
+        "greedy",
+        "temperature",
+        "top_p",
+        "repetition_penalty",
+        "max_tokens",
+        "truncate_response",
         "dry_run",
     ]
 
@@ -198,22 +263,45 @@ def _item_options(*responses: Callable[[Any], Any]) -> Callable[[Callable[..., A
     options = [
         click.option("--instruction", "-i", default=None, help="The instruction (single item)."),
         *responses,
-        click.option("--reference", default=None,
-                     help="A reference answer that would get a score of 5 (optional)."),
-        click.option("--rubric", default=None, metavar="NAME|FILE",
-                     help=f"Preset name (see 'prometheus-lite rubrics') or a JSON rubric file. "
-                          f"Single item default: {DEFAULT_RUBRIC}. Batch: used for lines "
-                          "without their own rubric."),
-        click.option("--input", "input_path", default=None,
-                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="Batch mode: a JSONL file, one item per line."),
-        click.option("--output", "output_path", default=None,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help="Batch mode: the JSONL results file (appended to; a rerun resumes)."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Single item: print the result as one JSON object."),
-        click.option("--progress/--no-progress", default=True, show_default=True,
-                     help="Batch mode: progress bar on stderr."),
+        click.option(
+            "--reference",
+            default=None,
+            help="A reference answer that would get a score of 5 (optional).",
+        ),
+        click.option(
+            "--rubric",
+            default=None,
+            metavar="NAME|FILE",
+            help=f"Preset name (see 'prometheus-lite rubrics') or a JSON rubric file. "
+            f"Single item default: {DEFAULT_RUBRIC}. Batch: used for lines "
+            "without their own rubric.",
+        ),
+        click.option(
+            "--input",
+            "input_path",
+            default=None,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Batch mode: a JSONL file, one item per line.",
+        ),
+        click.option(
+            "--output",
+            "output_path",
+            default=None,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Batch mode: the JSONL results file (appended to; a rerun resumes).",
+        ),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            help="Single item: print the result as one JSON object.",
+        ),
+        click.option(
+            "--progress/--no-progress",
+            default=True,
+            show_default=True,
+            help="Batch mode: progress bar on stderr.",
+        ),
     ]
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -252,8 +340,9 @@ def grade(opts: ModelOptions, response: str | None, **item: Any) -> None:
     click.option("--response-b", "-b", default=None, help="The second response (single item)."),
 )
 @model_options
-def compare(opts: ModelOptions, response_a: str | None, response_b: str | None,
-            **item: Any) -> None:
+def compare(
+    opts: ModelOptions, response_a: str | None, response_b: str | None, **item: Any
+) -> None:
     """Say which of two responses is better, A or B (relative grading).
 
     \b
@@ -262,21 +351,30 @@ def compare(opts: ModelOptions, response_a: str | None, response_b: str | None,
     Batch lines: {"id", "instruction", "response_a", "response_b", "reference_answer"?,
     "rubric"?}. Resumes like grade. Exit code 1 if every item of the run failed.
     """
-    _judge_command("compare", opts, {"response_a": response_a, "response_b": response_b},
-                   **item)
+    _judge_command("compare", opts, {"response_a": response_a, "response_b": response_b}, **item)
 
 
-def _judge_command(mode: str, opts: ModelOptions, responses: dict[str, str | None], *,
-                   instruction: str | None, reference: str | None, rubric: str | None,
-                   input_path: Path | None, output_path: Path | None, as_json: bool,
-                   progress: bool) -> None:
+def _judge_command(
+    mode: str,
+    opts: ModelOptions,
+    responses: dict[str, str | None],
+    *,
+    instruction: str | None,
+    reference: str | None,
+    rubric: str | None,
+    input_path: Path | None,
+    output_path: Path | None,
+    as_json: bool,
+    progress: bool,
+) -> None:
     given = {"--instruction": instruction, "--reference": reference}
     given.update({"--" + k.replace("_", "-"): v for k, v in responses.items()})
     if input_path is not None:
         clash = [name for name, value in given.items() if value is not None]
         if clash:
-            raise click.UsageError(f"{', '.join(clash)} cannot be used with --input; "
-                                   "put the items in the JSONL file")
+            raise click.UsageError(
+                f"{', '.join(clash)} cannot be used with --input; put the items in the JSONL file"
+            )
         if as_json:
             raise click.UsageError("--json is for single items; batch output is always JSONL")
         if output_path is None and not opts.dry_run:
@@ -284,8 +382,9 @@ def _judge_command(mode: str, opts: ModelOptions, responses: dict[str, str | Non
         _batch(mode, opts, input_path, output_path, rubric, progress)
         return
     if output_path is not None:
-        raise click.UsageError("--output is for batch mode (with --input); "
-                               "single items print to stdout")
+        raise click.UsageError(
+            "--output is for batch mode (with --input); single items print to stdout"
+        )
     missing = [name for name, value in given.items() if value is None and name != "--reference"]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --input FILE.jsonl)")
@@ -294,8 +393,13 @@ def _judge_command(mode: str, opts: ModelOptions, responses: dict[str, str | Non
     if mode == "grade":
         request = GradeRequest(instruction, responses["response"], rub, reference)  # type: ignore[arg-type]
     else:
-        request = CompareRequest(instruction, responses["response_a"],  # type: ignore[arg-type]
-                                 responses["response_b"], rub, reference)  # type: ignore[arg-type]
+        request = CompareRequest(
+            instruction,
+            responses["response_a"],  # type: ignore[arg-type]
+            responses["response_b"],
+            rub,
+            reference,
+        )  # type: ignore[arg-type]
     if opts.dry_run:
         text = opts.renderer()(request).text
         if as_json:
@@ -318,18 +422,29 @@ def _judge_command(mode: str, opts: ModelOptions, responses: dict[str, str | Non
         click.echo(format_result(result))
 
 
-def _batch(mode: str, opts: ModelOptions, input_path: Path, output_path: Path | None,
-           rubric: str | None, progress: bool) -> None:
+def _batch(
+    mode: str,
+    opts: ModelOptions,
+    input_path: Path,
+    output_path: Path | None,
+    rubric: str | None,
+    progress: bool,
+) -> None:
     default_rubric = load_rubric(rubric) if rubric is not None else None
     try:
         summary = run_batch(
-            opts.make_judge, input_path, output_path, mode,  # type: ignore[arg-type]
-            default_rubric=default_rubric, progress=progress,
+            opts.make_judge,
+            input_path,
+            output_path,
+            mode,  # type: ignore[arg-type]
+            default_rubric=default_rubric,
+            progress=progress,
             dry_run_render=opts.renderer() if opts.dry_run else None,
         )
     except KeyboardInterrupt:
-        click.echo("\nInterrupted; rerun the same command to resume "
-                   "(finished items are kept).", err=True)
+        click.echo(
+            "\nInterrupted; rerun the same command to resume (finished items are kept).", err=True
+        )
         sys.exit(130)
     click.echo(format_summary(summary, dry_run=opts.dry_run), err=True)
     if summary.errors and not summary.done:
@@ -350,13 +465,17 @@ def format_result(result: Grade | Comparison) -> str:
     probs = "  ".join(f"{k}: {v:.3f}" for k, v in result.probabilities.items())
     lines.append(f"Probabilities: {probs}")
     lines.append(f"Model: {result.model}  (prompt format {result.prompt_format})")
-    lines.append(f"Tokens: {u.prompt_tokens} prompt ({u.cached_prompt_tokens} cached), "
-                 f"{u.completion_tokens} completion; {u.latency_s:.2f} s")
+    lines.append(
+        f"Tokens: {u.prompt_tokens} prompt ({u.cached_prompt_tokens} cached), "
+        f"{u.completion_tokens} completion; {u.latency_s:.2f} s"
+    )
     if u.finish == "budget":
         lines.append("Note: the feedback reached --max-tokens and was closed early.")
     if u.truncated_response_tokens:
-        lines.append(f"Note: the response was truncated by {u.truncated_response_tokens} "
-                     "tokens to fit the context.")
+        lines.append(
+            f"Note: the response was truncated by {u.truncated_response_tokens} "
+            "tokens to fit the context."
+        )
     return "\n".join(lines)
 
 
@@ -364,8 +483,7 @@ def format_summary(s: BatchSummary, *, dry_run: bool = False) -> str:
     """The one line printed to stderr after a batch."""
     verb = "rendered" if dry_run else "judged"
     where = f"; output in {s.output}" if s.output is not None else ""
-    return (f"{s.total} items: {s.done} {verb}, {s.errors} errors, "
-            f"{s.skipped} already done{where}")
+    return f"{s.total} items: {s.done} {verb}, {s.errors} errors, {s.skipped} already done{where}"
 
 
 # --------------------------------------------------------------------------- rubrics / info
@@ -376,8 +494,9 @@ def format_summary(s: BatchSummary, *, dry_run: bool = False) -> str:
 def rubrics(as_json: bool) -> None:
     """List the preset rubrics (use a name with --rubric, or write your own JSON file)."""
     if as_json:
-        click.echo(json.dumps({n: r.to_dict() for n, r in PRESETS.items()},
-                              indent=2, ensure_ascii=False))
+        click.echo(
+            json.dumps({n: r.to_dict() for n, r in PRESETS.items()}, indent=2, ensure_ascii=False)
+        )
         return
     for name, rubric in PRESETS.items():
         click.echo(f"{name}\n    {rubric.criteria}")

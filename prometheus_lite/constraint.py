@@ -162,7 +162,9 @@ class OutputConstraint:
         return out
 
     # -- closing the feedback when the budget runs out ---------------------------------
-    def closing(self, state: ConstraintState, last_byte: int | None) -> tuple[list[int], ConstraintState]:
+    def closing(
+        self, state: ConstraintState, last_byte: int | None
+    ) -> tuple[list[int], ConstraintState]:
         """Tokens that close the feedback and open the label, and the state after them.
 
         Used when the feedback budget runs out: instead of cutting the output off,

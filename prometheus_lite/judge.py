@@ -120,7 +120,9 @@ class Judge:
     ) -> None:
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
-        self.prompt_format, self.prompt_format_reason = choose_prompt_format(prompt_format, self.info)
+        self.prompt_format, self.prompt_format_reason = choose_prompt_format(
+            prompt_format, self.info
+        )
         sampling = sampling or Sampling()
         if greedy and not sampling.greedy:
             sampling = Sampling(
@@ -163,7 +165,9 @@ class Judge:
         reference_answer: str | None = None,
     ) -> Comparison:
         """Say which of two responses is better under ``rubric`` (its criteria line)."""
-        result = self.judge(CompareRequest(instruction, response_a, response_b, rubric, reference_answer))
+        result = self.judge(
+            CompareRequest(instruction, response_a, response_b, rubric, reference_answer)
+        )
         assert isinstance(result, Comparison)
         return result
 
@@ -253,7 +257,9 @@ class Judge:
             )
         return self._truncate(request, len(tokens) + reserve - rt.n_ctx, reserve)
 
-    def _truncate(self, request: Request, overflow: int, reserve: int) -> tuple[Request, list[int], int]:
+    def _truncate(
+        self, request: Request, overflow: int, reserve: int
+    ) -> tuple[Request, list[int], int]:
         """Cut the (longest) response from its end until the prompt fits."""
         rt = self.runtime
         fields = ["response"] if isinstance(request, GradeRequest) else ["response_a", "response_b"]

@@ -174,7 +174,8 @@ class LlamaRuntime:
         )
         # Candidate buffer shared by every sampling step (the layout of llama_token_data).
         self._cand = np.zeros(
-            self.n_vocab, dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+            self.n_vocab,
+            dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]),
         )
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._cand_array = L.llama_token_data_array(
@@ -209,7 +210,9 @@ class LlamaRuntime:
         data = text.encode("utf-8")
         cap = len(data) + 8
         out = (self._L.llama_token * cap)()
-        n = self._L.llama_tokenize(self._vocab, data, len(data), out, cap, add_special, parse_special)
+        n = self._L.llama_tokenize(
+            self._vocab, data, len(data), out, cap, add_special, parse_special
+        )
         if n < 0:
             cap = -n
             out = (self._L.llama_token * cap)()
@@ -238,7 +241,9 @@ class LlamaRuntime:
                     run.append(part)
                 else:  # a special token written by the template
                     if "".join(run):
-                        tokens += self.tokenize("".join(run), add_special=False, parse_special=False)
+                        tokens += self.tokenize(
+                            "".join(run), add_special=False, parse_special=False
+                        )
                     run = []
                     tokens.append(self._special_ids[part])
         if "".join(run):
@@ -266,7 +271,7 @@ class LlamaRuntime:
         """
         L = self._L
         common = 0
-        for a, b in zip(self._cached, tokens):
+        for a, b in zip(self._cached, tokens, strict=False):
             if a != b:
                 break
             common += 1
@@ -365,7 +370,9 @@ class LlamaRuntime:
         """
         L = self._L
         if len(prompt_tokens) >= self.n_ctx:
-            raise ModelError(f"prompt of {len(prompt_tokens)} tokens does not fit n_ctx={self.n_ctx}")
+            raise ModelError(
+                f"prompt of {len(prompt_tokens)} tokens does not fit n_ctx={self.n_ctx}"
+            )
         max_new_tokens = min(max_new_tokens, self.n_ctx - len(prompt_tokens))
         t0 = time.perf_counter()
         reused = self._prefill(prompt_tokens)
@@ -450,4 +457,4 @@ def _label_distribution(logits: np.ndarray, labels: dict[str, list[int]]) -> dic
     top = max(float(v.max()) for v in per_label)
     mass = [float(np.exp(v - top).sum()) for v in per_label]
     total = math.fsum(mass)
-    return {n: m / total for n, m in zip(names, mass)}
+    return {n: m / total for n, m in zip(names, mass, strict=False)}

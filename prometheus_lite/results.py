@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from .rubrics import Rubric
 
@@ -42,7 +42,7 @@ class CompareRequest:
     id: str | None = None
 
 
-Request = Union[GradeRequest, CompareRequest]
+Request = GradeRequest | CompareRequest
 
 
 @dataclass(frozen=True)
@@ -106,4 +106,4 @@ class Failure:
         return asdict(self)
 
 
-Result = Union[Grade, Comparison, Failure]
+Result = Grade | Comparison | Failure

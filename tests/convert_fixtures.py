@@ -125,7 +125,7 @@ def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 
     config_cls, model_cls, defaults = per_kind[kind]
     model = model_cls(config_cls(**{**defaults, **common, **overrides}))
     with torch.no_grad():  # make the norms non-trivial so a wrong norm shows
-        for name, p in model.named_parameters():
+        for _name, p in model.named_parameters():
             if p.ndim == 1:
                 p.copy_(1.0 + 0.3 * torch.randn_like(p))
     return model.eval()
@@ -150,18 +150,18 @@ def save_checkpoint(model: Any, dst: Path, *, fmt: str = "safetensors", dtype: s
         files = [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
         if shards == 1:
             files = ["model.safetensors"]
-        for f, g in zip(files, groups):
+        for f, g in zip(files, groups, strict=False):
             save_file({k: state[k].contiguous() for k in g}, dst / f, metadata={"format": "pt"})
         index = "model.safetensors.index.json"
     else:
         files = [f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin" for i in range(shards)]
         if shards == 1:
             files = ["pytorch_model.bin"]
-        for f, g in zip(files, groups):
+        for f, g in zip(files, groups, strict=False):
             torch.save({k: state[k] for k in g}, dst / f)
         index = "pytorch_model.bin.index.json"
     if shards > 1:
-        weight_map = {k: f for f, g in zip(files, groups) for k in g}
+        weight_map = {k: f for f, g in zip(files, groups, strict=False) for k in g}
         (dst / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return dst
 
@@ -244,10 +244,10 @@ def numpy_checkpoint(dst: Path, spm_model: Path | None, *, layers: int = 1, voca
     groups = [names[i::shards] for i in range(shards)]
     files = (["model.safetensors"] if shards == 1 else
              [f"model-{i + 1:05d}-of-{shards:05d}.safetensors" for i in range(shards)])
-    for f, g in zip(files, groups):
+    for f, g in zip(files, groups, strict=False):
         save_file({k: tensors[k] for k in g}, str(dst / f))
     if shards > 1:
-        wm = {k: f for f, g in zip(files, groups) for k in g}
+        wm = {k: f for f, g in zip(files, groups, strict=False) for k in g}
         (dst / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
     config = {
         "architectures": [architecture], "model_type": "mistral", "vocab_size": vocab,

@@ -43,7 +43,9 @@ def line(**fields: Any) -> str:
 def test_parse_grade_all_fields() -> None:
     req = parse_line(
         line(id="q1", instruction="2+2?", response="4", reference_answer="4", rubric=RUBRIC),
-        1, "grade", None,
+        1,
+        "grade",
+        None,
     )
     assert req == GradeRequest("2+2?", "4", Rubric(**RUBRIC), "4", id="q1")
 
@@ -57,14 +59,16 @@ def test_parse_defaults_id_to_line_number_and_rubric_to_default() -> None:
 
 @pytest.mark.parametrize("given, expected", [(12, "12"), (1.5, "1.5"), ("abc", "abc")])
 def test_parse_id_kept_as_str(given: Any, expected: str) -> None:
-    req = parse_line(line(id=given, instruction="i", response="r", rubric="reasoning"),
-                     3, "grade", None)
+    req = parse_line(
+        line(id=given, instruction="i", response="r", rubric="reasoning"), 3, "grade", None
+    )
     assert req.id == expected
 
 
 def test_parse_preset_rubric_by_name() -> None:
-    req = parse_line(line(instruction="i", response="r", rubric="factual-validity"),
-                     1, "grade", None)
+    req = parse_line(
+        line(instruction="i", response="r", rubric="factual-validity"), 1, "grade", None
+    )
     assert req.rubric == PRESETS["factual_validity"]
 
 
@@ -80,21 +84,35 @@ def test_parse_feedback_collection_names() -> None:
         "orig_reference_answer": "X is Y.",
         "orig_criteria": "Clarity?",
         **{f"orig_score{i}_description": f"d{i}" for i in range(1, 6)},
-        "orig_feedback": "ignored", "orig_score": "3", "output": "ignored",
+        "orig_feedback": "ignored",
+        "orig_score": "3",
+        "output": "ignored",
     }
     req = parse_line(json.dumps(fc), 4, "grade", PRESETS["helpfulness"])
     assert req == GradeRequest(
-        "Explain X.", "X is ...",
-        Rubric("Clarity?", "d1", "d2", "d3", "d4", "d5"), "X is Y.", id="4",
+        "Explain X.",
+        "X is ...",
+        Rubric("Clarity?", "d1", "d2", "d3", "d4", "d5"),
+        "X is Y.",
+        id="4",
     )
 
 
 def test_parse_compare_fields_and_preference_collection_names() -> None:
-    req = parse_line(line(id=5, instruction="i", response_a="a", response_b="b",
-                          rubric="harmlessness"), 1, "compare", None)
+    req = parse_line(
+        line(id=5, instruction="i", response_a="a", response_b="b", rubric="harmlessness"),
+        1,
+        "compare",
+        None,
+    )
     assert req == CompareRequest("i", "a", "b", PRESETS["harmlessness"], None, id="5")
-    pc = {"orig_instruction": "i", "orig_response_A": "a", "orig_response_B": "b",
-          "orig_reference_answer": "r", **{"orig_" + k: v for k, v in RUBRIC.items()}}
+    pc = {
+        "orig_instruction": "i",
+        "orig_response_A": "a",
+        "orig_response_B": "b",
+        "orig_reference_answer": "r",
+        **{"orig_" + k: v for k, v in RUBRIC.items()},
+    }
     req = parse_line(json.dumps(pc), 2, "compare", None)
     assert req == CompareRequest("i", "a", "b", Rubric(**RUBRIC), "r", id="2")
 
@@ -106,28 +124,58 @@ def test_parse_compare_fields_and_preference_collection_names() -> None:
         ("[1, 2]", "grade", ["line 9", "JSON object", "an array"]),
         (line(response="r", rubric="honesty"), "grade", ["line 9", "'instruction'"]),
         (line(instruction="i", rubric="honesty"), "grade", ["line 9", "'response'"]),
-        (line(instruction="i", response=5, rubric="honesty"), "grade",
-         ["line 9", "'response'", "a number", "string"]),
-        (line(instruction=None, response="r", rubric="honesty"), "grade",
-         ["line 9", "'instruction'"]),
-        (line(instruction="i", response="r", reference_answer=["x"], rubric="honesty"),
-         "grade", ["line 9", "'reference_answer'", "an array"]),
+        (
+            line(instruction="i", response=5, rubric="honesty"),
+            "grade",
+            ["line 9", "'response'", "a number", "string"],
+        ),
+        (
+            line(instruction=None, response="r", rubric="honesty"),
+            "grade",
+            ["line 9", "'instruction'"],
+        ),
+        (
+            line(instruction="i", response="r", reference_answer=["x"], rubric="honesty"),
+            "grade",
+            ["line 9", "'reference_answer'", "an array"],
+        ),
         (line(instruction="i", response="r"), "grade", ["line 9", "no rubric", "--rubric"]),
-        (line(instruction="i", response="r", rubric="nope"), "grade",
-         ["line 9", "'rubric'", "nope", "helpfulness"]),
-        (line(instruction="i", response="r", rubric={"criteria": "c"}), "grade",
-         ["line 9", "'rubric'", "score1_description"]),
+        (
+            line(instruction="i", response="r", rubric="nope"),
+            "grade",
+            ["line 9", "'rubric'", "nope", "helpfulness"],
+        ),
+        (
+            line(instruction="i", response="r", rubric={"criteria": "c"}),
+            "grade",
+            ["line 9", "'rubric'", "score1_description"],
+        ),
         (line(instruction="i", response="r", rubric=3), "grade", ["line 9", "'rubric'"]),
-        (line(instruction="i", response="r", orig_criteria="c"), "grade",
-         ["line 9", "score1_description"]),
-        (line(id=[1], instruction="i", response="r", rubric="honesty"), "grade",
-         ["line 9", "'id'"]),
-        (line(instruction="i", response_a="a", response_b="b", rubric="honesty"), "grade",
-         ["line 9", "'response'", "compare"]),
-        (line(instruction="i", response="r", rubric="honesty"), "compare",
-         ["line 9", "'response_a'", "grade"]),
-        (line(instruction="i", response_a="a", rubric="honesty"), "compare",
-         ["line 9", "'response_b'"]),
+        (
+            line(instruction="i", response="r", orig_criteria="c"),
+            "grade",
+            ["line 9", "score1_description"],
+        ),
+        (
+            line(id=[1], instruction="i", response="r", rubric="honesty"),
+            "grade",
+            ["line 9", "'id'"],
+        ),
+        (
+            line(instruction="i", response_a="a", response_b="b", rubric="honesty"),
+            "grade",
+            ["line 9", "'response'", "compare"],
+        ),
+        (
+            line(instruction="i", response="r", rubric="honesty"),
+            "compare",
+            ["line 9", "'response_a'", "grade"],
+        ),
+        (
+            line(instruction="i", response_a="a", rubric="honesty"),
+            "compare",
+            ["line 9", "'response_b'"],
+        ),
     ],
 )
 def test_parse_errors_name_line_and_field(text: str, mode: Any, fragments: list[str]) -> None:
@@ -141,8 +189,13 @@ def test_parse_errors_name_line_and_field(text: str, mode: Any, fragments: list[
 
 
 def _usage() -> Usage:
-    return Usage(prompt_tokens=10, completion_tokens=5, cached_prompt_tokens=2,
-                 latency_s=0.01, finish="model")
+    return Usage(
+        prompt_tokens=10,
+        completion_tokens=5,
+        cached_prompt_tokens=2,
+        latency_s=0.01,
+        finish="model",
+    )
 
 
 class FakeJudge:
@@ -162,13 +215,20 @@ class FakeJudge:
                 raise KeyboardInterrupt  # a run killed in the middle
             self.seen.append(req.id)
             if isinstance(req, CompareRequest):
-                yield Comparison("fb", "A", {"A": 0.7, "B": 0.3}, _usage(), "fake", "v2",
-                                 id=req.id)
+                yield Comparison("fb", "A", {"A": 0.7, "B": 0.3}, _usage(), "fake", "v2", id=req.id)
             elif req.response == "FAIL":
                 yield Failure("too long", "PromptTooLongError", id=req.id)
             else:
-                yield Grade(f"fb {req.response}", 4, {str(i): 0.2 for i in range(1, 6)}, 3.0,
-                            _usage(), "fake", "v2", id=req.id)
+                yield Grade(
+                    f"fb {req.response}",
+                    4,
+                    {str(i): 0.2 for i in range(1, 6)},
+                    3.0,
+                    _usage(),
+                    "fake",
+                    "v2",
+                    id=req.id,
+                )
 
     def close(self) -> None:
         self.closed = True
@@ -186,8 +246,11 @@ class Factory:
 
 def write_items(path: Path, n: int, **extra: Any) -> None:
     with open(path, "w") as f:
-        f.writelines(line(id=f"item{i}", instruction="i", response=f"r{i}",
-                         rubric="helpfulness", **extra) + "\n" for i in range(n))
+        f.writelines(
+            line(id=f"item{i}", instruction="i", response=f"r{i}", rubric="helpfulness", **extra)
+            + "\n"
+            for i in range(n)
+        )
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -232,19 +295,29 @@ def test_run_batch_compare_keys(tmp_path: Path) -> None:
 
 def test_malformed_lines_and_failures_become_error_records(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text("\n".join([
-        line(id="a", instruction="i", response="ok", rubric="honesty"),
-        "{broken",
-        "",  # blank lines are skipped
-        line(id="c", instruction="i", response=3, rubric="honesty"),
-        line(id="d", instruction="i", response="FAIL", rubric="honesty"),
-        line(id="e", instruction="i", response="ok"),  # no rubric, no default
-    ]) + "\n")
+    inp.write_text(
+        "\n".join(
+            [
+                line(id="a", instruction="i", response="ok", rubric="honesty"),
+                "{broken",
+                "",  # blank lines are skipped
+                line(id="c", instruction="i", response=3, rubric="honesty"),
+                line(id="d", instruction="i", response="FAIL", rubric="honesty"),
+                line(id="e", instruction="i", response="ok"),  # no rubric, no default
+            ]
+        )
+        + "\n"
+    )
     summary = run_batch(Factory(), inp, out, "grade", progress=False)
     assert (summary.total, summary.done, summary.errors) == (5, 1, 4)
     recs = read_jsonl(out)
-    assert [(r["id"], r["line"]) for r in recs] == [("a", 1), ("2", 2), ("c", 4), ("d", 5),
-                                                    ("e", 6)]
+    assert [(r["id"], r["line"]) for r in recs] == [
+        ("a", 1),
+        ("2", 2),
+        ("c", 4),
+        ("d", 5),
+        ("e", 6),
+    ]
     assert all(tuple(r) == GRADE_KEYS for r in recs)
     assert recs[0]["error"] is None
     assert "line 2" in recs[1]["error"] and recs[1]["error_type"] == "BatchInputError"
@@ -256,15 +329,18 @@ def test_malformed_lines_and_failures_become_error_records(tmp_path: Path) -> No
 def test_default_rubric_fills_lines_without_one(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text(line(instruction="i", response="r") + "\n")
-    s = run_batch(Factory(), inp, out, "grade", default_rubric=PRESETS["reasoning"],
-                  progress=False)
+    s = run_batch(Factory(), inp, out, "grade", default_rubric=PRESETS["reasoning"], progress=False)
     assert (s.done, s.errors) == (1, 0)
 
 
 def test_duplicate_ids_get_error_records_and_survive_resume(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text("".join(line(id=i, instruction="x", response="r", rubric="honesty") + "\n"
-                           for i in ["a", "b", "a", "c", "a"]))
+    inp.write_text(
+        "".join(
+            line(id=i, instruction="x", response="r", rubric="honesty") + "\n"
+            for i in ["a", "b", "a", "c", "a"]
+        )
+    )
     s = run_batch(Factory(), inp, out, "grade", progress=False)
     assert (s.done, s.errors) == (3, 2)
     recs = read_jsonl(out)
@@ -281,8 +357,9 @@ def test_duplicate_ids_get_error_records_and_survive_resume(tmp_path: Path) -> N
 
 def test_duplicate_found_on_resume_after_its_first_was_done(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    lines = [line(id=i, instruction="x", response="r", rubric="honesty") + "\n"
-             for i in ["a", "b", "a"]]
+    lines = [
+        line(id=i, instruction="x", response="r", rubric="honesty") + "\n" for i in ["a", "b", "a"]
+    ]
     inp.write_text("".join(lines[:2]))
     run_batch(Factory(), inp, out, "grade", progress=False)  # killed before line 3
     inp.write_text("".join(lines))
@@ -333,8 +410,9 @@ def test_read_done_ids_rejects_a_corrupt_middle_line(tmp_path: Path) -> None:
 
 def test_error_records_count_as_done(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text("{broken\n" + line(id="x", instruction="i", response="FAIL",
-                                      rubric="honesty") + "\n")
+    inp.write_text(
+        "{broken\n" + line(id="x", instruction="i", response="FAIL", rubric="honesty") + "\n"
+    )
     run_batch(Factory(), inp, out, "grade", progress=False)
     s = run_batch(Factory(), inp, out, "grade", progress=False)
     assert (s.skipped, s.done, s.errors) == (2, 0, 0)
@@ -350,14 +428,18 @@ def test_only_bad_lines_left_needs_no_model(tmp_path: Path) -> None:
 
 def test_unicode_round_trips(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    inp.write_text(line(id="ü", instruction="i", response="日本 \ud800",
-                        rubric="honesty") + "\n", encoding="utf-8")
+    inp.write_text(
+        line(id="ü", instruction="i", response="日本 \ud800", rubric="honesty") + "\n",
+        encoding="utf-8",
+    )
     run_batch(Factory(), inp, out, "grade", progress=False)
     (rec,) = read_jsonl(out)
     assert rec["id"] == "ü" and rec["feedback"] == "fb 日本 \ud800"
 
 
-def test_dry_run_renders_without_a_judge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_renders_without_a_judge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inp = tmp_path / "in.jsonl"
     write_items(inp, 2)
     inp.write_text(inp.read_text() + "{broken\n")
@@ -365,12 +447,21 @@ def test_dry_run_renders_without_a_judge(tmp_path: Path, capsys: pytest.CaptureF
     def no_judge() -> Any:
         raise AssertionError("a dry run must not load a model")
 
-    s = run_batch(no_judge, inp, None, "grade", progress=False,
-                  dry_run_render=lambda req: f"PROMPT {req.response}")
+    s = run_batch(
+        no_judge,
+        inp,
+        None,
+        "grade",
+        progress=False,
+        dry_run_render=lambda req: f"PROMPT {req.response}",
+    )
     assert (s.done, s.errors, s.output) == (2, 1, None)
     recs = [json.loads(t) for t in capsys.readouterr().out.splitlines()]
-    assert [(r["id"], r["prompt"]) for r in recs] == [("item0", "PROMPT r0"),
-                                                     ("item1", "PROMPT r1"), ("3", None)]
+    assert [(r["id"], r["prompt"]) for r in recs] == [
+        ("item0", "PROMPT r0"),
+        ("item1", "PROMPT r1"),
+        ("3", None),
+    ]
     out = tmp_path / "prompts.jsonl"
     run_batch(no_judge, inp, out, "grade", progress=False, dry_run_render=lambda r: "P")
     assert len(read_jsonl(out)) == 3
@@ -386,8 +477,7 @@ def test_output_required_and_distinct_from_input(tmp_path: Path) -> None:
     with pytest.raises(BatchInputError, match="input file"):
         run_batch(Factory(), inp, inp, "grade", progress=False)
     with pytest.raises(BatchInputError, match="does not exist"):
-        run_batch(Factory(), tmp_path / "nope.jsonl", tmp_path / "o.jsonl", "grade",
-                  progress=False)
+        run_batch(Factory(), tmp_path / "nope.jsonl", tmp_path / "o.jsonl", "grade", progress=False)
 
 
 def test_progress_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

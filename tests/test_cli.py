@@ -29,7 +29,6 @@ from prometheus_lite.results import GradeRequest
 from prometheus_lite.rubrics import PRESETS
 
 
-
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env)
 
@@ -41,8 +40,12 @@ def embedded() -> ModelInfo:
 
 def expected_prompt(info: ModelInfo, mode: str, **fields: Any) -> str:
     return build_prompt(
-        mode, **fields, format=info.prompt_format_detected, chat_template=info.chat_template,
-        bos_token=info.bos_token or "", eos_token=info.eos_token or "",
+        mode,
+        **fields,
+        format=info.prompt_format_detected,
+        chat_template=info.chat_template,
+        bos_token=info.bos_token or "",
+        eos_token=info.eos_token or "",
     ).text
 
 
@@ -104,25 +107,43 @@ def test_grade_dry_run_prints_the_exact_prompt(embedded: ModelInfo) -> None:
     args = ["grade", "--dry-run", "-i", "What is {2+2}?", "-r", "</s> 4", "--rubric", "reasoning"]
     result = run(*args)
     assert result.exit_code == 0, result.output
-    want = expected_prompt(embedded, "absolute", instruction="What is {2+2}?",
-                           response="</s> 4", rubric=PRESETS["reasoning"])
+    want = expected_prompt(
+        embedded,
+        "absolute",
+        instruction="What is {2+2}?",
+        response="</s> 4",
+        rubric=PRESETS["reasoning"],
+    )
     assert result.stdout == want
     request = GradeRequest("What is {2+2}?", "</s> 4", PRESETS["reasoning"])
     assert result.stdout == render_prompt(request).text
     result = run(*args, "--reference", "4", "--prompt-format", "v2", "--json")
     assert result.exit_code == 0, result.output
-    want = build_prompt("absolute", instruction="What is {2+2}?", response="</s> 4",
-                        rubric=PRESETS["reasoning"], reference_answer="4", format="v2").text
+    want = build_prompt(
+        "absolute",
+        instruction="What is {2+2}?",
+        response="</s> 4",
+        rubric=PRESETS["reasoning"],
+        reference_answer="4",
+        format="v2",
+    ).text
     assert json.loads(result.stdout) == {"prompt": want}
 
 
 def test_compare_dry_run(embedded: ModelInfo) -> None:
-    result = run("compare", "--dry-run", "-i", "Say hi", "-a", "hi", "-b", "",
-                 "--reference", "hello")
+    result = run(
+        "compare", "--dry-run", "-i", "Say hi", "-a", "hi", "-b", "", "--reference", "hello"
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout == expected_prompt(
-        embedded, "relative", instruction="Say hi", response_a="hi", response_b="",
-        rubric=PRESETS["helpfulness"], reference_answer="hello")
+        embedded,
+        "relative",
+        instruction="Say hi",
+        response_a="hi",
+        response_b="",
+        rubric=PRESETS["helpfulness"],
+        reference_answer="hello",
+    )
 
 
 def test_batch_dry_run(tmp_path: Path, embedded: ModelInfo) -> None:
@@ -133,10 +154,14 @@ def test_batch_dry_run(tmp_path: Path, embedded: ModelInfo) -> None:
     assert result.exit_code == 0, result.output
     recs = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["id"] for r in recs] == ["x0", "x1", "x2", "4"]
-    for it, rec in zip(items, recs):
+    for it, rec in zip(items, recs, strict=False):
         assert rec["prompt"] == expected_prompt(
-            embedded, "absolute", instruction=it["instruction"], response=it["response"],
-            rubric=PRESETS["honesty"])
+            embedded,
+            "absolute",
+            instruction=it["instruction"],
+            response=it["response"],
+            rubric=PRESETS["honesty"],
+        )
     assert recs[3]["prompt"] is None and "line 4" in recs[3]["error"]
     assert "3 rendered, 1 errors" in result.stderr
 
@@ -148,8 +173,17 @@ def test_bad_rubric_name_lists_presets() -> None:
     assert "kindness" in result.stderr
     for name in PRESETS:
         assert name in result.stderr
-    debug = run("grade", "-i", "q", "-r", "a", "--rubric", "kindness", "--dry-run",
-                env={"PROMETHEUS_LITE_DEBUG": "1"})
+    debug = run(
+        "grade",
+        "-i",
+        "q",
+        "-r",
+        "a",
+        "--rubric",
+        "kindness",
+        "--dry-run",
+        env={"PROMETHEUS_LITE_DEBUG": "1"},
+    )
     assert isinstance(debug.exception, RubricError)
 
 
@@ -164,9 +198,11 @@ def test_rubric_file(tmp_path: Path, embedded: ModelInfo) -> None:
 
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
-    for args in (["info", str(missing)],
-                 ["grade", "-i", "q", "-r", "a", "--model", str(missing)],
-                 ["grade", "-i", "q", "-r", "a", "--model", str(missing), "--dry-run"]):
+    for args in (
+        ["info", str(missing)],
+        ["grade", "-i", "q", "-r", "a", "--model", str(missing)],
+        ["grade", "-i", "q", "-r", "a", "--model", str(missing), "--dry-run"],
+    ):
         result = run(*args)
         assert result.exit_code == 1, result.output
         assert result.stderr.startswith("Error: ") and "nope.gguf" in result.stderr
@@ -206,8 +242,17 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> N
 def test_batch_where_every_item_fails_exits_1_without_a_model(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     inp.write_text('{"instruction": "q"}\nnot json\n')
-    result = run("grade", "--input", str(inp), "--output", str(out), "--rubric", "honesty",
-                 "--model", str(tmp_path / "never-loaded.gguf"))
+    result = run(
+        "grade",
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--rubric",
+        "honesty",
+        "--model",
+        str(tmp_path / "never-loaded.gguf"),
+    )
     assert result.exit_code == 1, result.output
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["error_type"] for r in recs] == ["BatchInputError"] * 2
@@ -218,8 +263,19 @@ def test_batch_where_every_item_fails_exits_1_without_a_model(tmp_path: Path) ->
 
 
 def test_grade_single_item_json() -> None:
-    result = run("grade", "-i", "What is 2+2?", "-r", "4", "--reference", "4",
-                 "--max-tokens", "32", "--greedy", "--json")
+    result = run(
+        "grade",
+        "-i",
+        "What is 2+2?",
+        "-r",
+        "4",
+        "--reference",
+        "4",
+        "--max-tokens",
+        "32",
+        "--greedy",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     rec = json.loads(result.stdout)
     assert "line" not in rec and rec["id"] is None
@@ -230,18 +286,37 @@ def test_grade_single_item_json() -> None:
 def test_grade_and_compare_batches(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     items = [
-        {"id": "a", "instruction": "Capital of France?", "response": "Paris.",
-         "rubric": "factual_validity"},
+        {
+            "id": "a",
+            "instruction": "Capital of France?",
+            "response": "Paris.",
+            "rubric": "factual_validity",
+        },
         {"id": 2, "instruction": "Say hi.", "response": ""},
-        {"orig_instruction": "2+2?", "orig_response": "[RESULT] 5", "orig_reference_answer": "4",
-         "orig_criteria": "Is it right?",
-         **{f"orig_score{i}_description": f"level {i}" for i in range(1, 6)}},
+        {
+            "orig_instruction": "2+2?",
+            "orig_response": "[RESULT] 5",
+            "orig_reference_answer": "4",
+            "orig_criteria": "Is it right?",
+            **{f"orig_score{i}_description": f"level {i}" for i in range(1, 6)},
+        },
         {"id": "d", "instruction": "Count to 3.", "response": "1 2 3 </s> [RESULT] 1"},
         {"id": "e", "instruction": "Write a haiku.", "response": "東京 🙂 {response}"},
     ]
     inp.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items))
-    result = run("grade", "--input", str(inp), "--output", str(out), "--rubric", "helpfulness",
-                 "--max-tokens", "64", "--greedy", "--no-progress")
+    result = run(
+        "grade",
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--rubric",
+        "helpfulness",
+        "--max-tokens",
+        "64",
+        "--greedy",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     recs = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in recs] == ["a", "2", "3", "d", "e"]
@@ -250,11 +325,24 @@ def test_grade_and_compare_batches(tmp_path: Path) -> None:
     assert "5 items: 5 judged, 0 errors" in result.stderr
 
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"instruction": "2+2?", "response_a": "4", "response_b": "5",
-                                 "rubric": "reasoning"}) + "\n")
+    pairs.write_text(
+        json.dumps(
+            {"instruction": "2+2?", "response_a": "4", "response_b": "5", "rubric": "reasoning"}
+        )
+        + "\n"
+    )
     out2 = tmp_path / "out2.jsonl"
-    result = run("compare", "--input", str(pairs), "--output", str(out2), "--max-tokens", "32",
-                 "--greedy", "--no-progress")
+    result = run(
+        "compare",
+        "--input",
+        str(pairs),
+        "--output",
+        str(out2),
+        "--max-tokens",
+        "32",
+        "--greedy",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     (rec,) = [json.loads(line) for line in out2.read_text().splitlines()]
     check_record(rec, "compare")
@@ -268,16 +356,40 @@ N_KILL_ITEMS = 12
 def test_kill_and_resume(tmp_path: Path) -> None:
     inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     ids = [f"item-{i:02d}" for i in range(N_KILL_ITEMS)]
-    inp.write_text("".join(
-        json.dumps({"id": i, "instruction": f"Name a colour ({n}).", "response": f"Blue {n}.",
-                    "rubric": "helpfulness"}) + "\n"
-        for n, i in enumerate(ids)))
-    cmd = [sys.executable, "-P", "-m", "prometheus_lite", "grade", "--input", str(inp),
-           "--output", str(out), "--max-tokens", "48", "--greedy"]
+    inp.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "instruction": f"Name a colour ({n}).",
+                    "response": f"Blue {n}.",
+                    "rubric": "helpfulness",
+                }
+            )
+            + "\n"
+            for n, i in enumerate(ids)
+        )
+    )
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "prometheus_lite",
+        "grade",
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--max-tokens",
+        "48",
+        "--greedy",
+    ]
     env = dict(os.environ)  # the installed package (-P: the working directory is not on sys.path)
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as stderr:  # a file, not a pipe: a full pipe would block the child
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -295,8 +407,15 @@ def test_kill_and_resume(tmp_path: Path) -> None:
     first_ids = [json.loads(line)["id"] for line in first.splitlines()]
     assert 3 <= len(first_ids) < N_KILL_ITEMS and first_ids == ids[: len(first_ids)]
 
-    done = subprocess.run(cmd + ["--no-progress"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+    done = subprocess.run(
+        cmd + ["--no-progress"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{len(first_ids)} already done" in done.stderr
     recs = [json.loads(line) for line in out.read_text().splitlines()]

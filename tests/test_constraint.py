@@ -155,7 +155,9 @@ def test_winner_labels() -> None:
         ([b" Good", b"[RESULT]"], b" "),
     ],
 )
-def test_closing_completes_the_marker(scores: OutputConstraint, prefix: list[bytes], expect: bytes) -> None:
+def test_closing_completes_the_marker(
+    scores: OutputConstraint, prefix: list[bytes], expect: bytes
+) -> None:
     state = run(scores, prefix)
     assert state is not None
     last = prefix[-1][-1]

@@ -176,8 +176,14 @@ def test_too_long_prompt_is_a_clear_error_and_truncation_is_reported() -> None:
         assert e.n_ctx == 512 and e.prompt_tokens > 512
         assert str(e.prompt_tokens) in str(e) and "--truncate-response" in str(e)
         # In a batch the same item becomes a Failure and the next one is still graded.
-        out = list(j.batch([GradeRequest("Rate this.", LONG, "helpfulness", id="long"),
-                            GradeRequest("Rate this.", "Short.", "helpfulness", id="short")]))
+        out = list(
+            j.batch(
+                [
+                    GradeRequest("Rate this.", LONG, "helpfulness", id="long"),
+                    GradeRequest("Rate this.", "Short.", "helpfulness", id="short"),
+                ]
+            )
+        )
         assert isinstance(out[0], Failure) and out[0].error_type == "PromptTooLongError"
         check_grade(out[1])  # type: ignore[arg-type]
     with Judge(n_ctx=512, max_new_tokens=24, greedy=True, truncate_response=True) as j:
@@ -197,7 +203,9 @@ def test_bad_rubric_is_a_failure_not_a_crash(greedy_judge: Judge) -> None:
 def test_v2_and_v1_formats_on_the_embedded_model() -> None:
     """Forced formats render and still produce well-formed output (the model is no judge)."""
     with Judge(n_ctx=2048, max_new_tokens=16, greedy=True, prompt_format="v2") as j:
-        assert j.render(GradeRequest("q", "r", "honesty")).text.startswith("[INST] You are a fair judge")
+        assert j.render(GradeRequest("q", "r", "honesty")).text.startswith(
+            "[INST] You are a fair judge"
+        )
         check_grade(j.grade("q", "r", "honesty"))
         check_comparison(j.compare("q", "a", "b", "honesty"))
     with Judge(n_ctx=2048, max_new_tokens=16, greedy=True, prompt_format="v1") as j:
