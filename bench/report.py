@@ -273,10 +273,11 @@ def _resolve_files(cfg: BenchConfig, say) -> tuple[list[Path], dict[str, str], l
 
 def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None = None) -> dict:
     """Measure every file of ``cfg`` and write the three report files; returns the report."""
-    if importlib.util.find_spec("matplotlib") is None:
+    missing = [m for m in ("matplotlib", "scipy") if importlib.util.find_spec(m) is None]
+    if missing:
         raise BenchError(
-            "the report's plot needs matplotlib: pip install 'prometheus-lite[bench]' "
-            "(or pip install matplotlib)"
+            f"the report needs {' and '.join(missing)} (plot and statistics): "
+            "pip install 'prometheus-lite[bench]'"
         )
     out_dir = Path(cfg.report_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
