@@ -79,7 +79,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     warm_up = GradeRequest("Say hello.", "Hello!", items[0].request.rubric)
     judge.judge(warm_up)  # not measured
 
-    reserve = judge.constraint(SCORE_LABELS).reserve()
+    reserve = judge.constraint(SCORE_LABELS).reserve
 
     def closing_tokens(gen: Any, n_prompt: int) -> list[int]:
         """The closing tokens the Judge wrote in one batch when the feedback budget ran out."""

@@ -112,7 +112,12 @@ class OutputConstraint:
         for token, piece in enumerate(pieces):
             if piece in wanted and not self._banned[token]:
                 self._after_tokens.setdefault(piece, []).append(token)
-        self._by_piece: dict[bytes, int] | None = None
+        self._by_piece: dict[bytes, int] = {}
+        for token, piece in enumerate(pieces):
+            if piece and not self._banned[token]:
+                self._by_piece.setdefault(piece, token)
+        # Tokens to keep in the budget for closing: the marker, a space and the label.
+        self.reserve = len(self.spell(b" " + MARKER + b" ")) + 1
 
     # -- per step --------------------------------------------------------------------
     def advance(self, state: ConstraintState, token: int) -> ConstraintState | None:
@@ -185,15 +190,9 @@ class OutputConstraint:
         Not the tokenizer's canonical split, but exact in bytes and independent of
         tokenizer quirks such as SentencePiece's added leading space.
         """
-        if self._by_piece is None:
-            self._by_piece = {}
-            for token, piece in enumerate(self.pieces):
-                if piece and not self._banned[token]:
-                    self._by_piece.setdefault(piece, token)
-        longest = max(map(len, self._by_piece))
         tokens, i = [], 0
-        while i < len(text):
-            for j in range(min(len(text), i + longest), i, -1):
+        while i < len(text):  # the texts spelled are a few bytes: try every end, longest first
+            for j in range(len(text), i, -1):
                 token = self._by_piece.get(text[i:j])
                 if token is not None:
                     tokens.append(token)
@@ -202,7 +201,3 @@ class OutputConstraint:
             else:
                 raise ValueError(f"the vocabulary cannot spell byte {text[i]:#04x}")
         return tokens
-
-    def reserve(self) -> int:
-        """Tokens to keep in the budget for closing: the marker, a space and the label."""
-        return len(self.spell(b" " + MARKER + b" ")) + 1

@@ -6,9 +6,10 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from .constraint import SCORE_LABELS, WINNER_LABELS, OutputConstraint
+from .constraint import MARKER, SCORE_LABELS, WINNER_LABELS, OutputConstraint
 from .errors import PrometheusLiteError, PromptError, PromptTooLongError
 from .hub import resolve_model
 from .llama import LlamaRuntime, Sampling
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 # The least room left for the answer before a prompt counts as too long: enough for
 # a short feedback sentence plus the closing "[RESULT] N".
 MIN_FEEDBACK_TOKENS = 32
-MARKER = "[RESULT]"
 
 
 def choose_prompt_format(requested: str, info: ModelInfo) -> tuple[str, str]:
@@ -125,9 +125,7 @@ class Judge:
         )
         sampling = sampling or Sampling()
         if greedy and not sampling.greedy:
-            sampling = Sampling(
-                sampling.temperature, sampling.top_p, sampling.repetition_penalty, greedy=True
-            )
+            sampling = replace(sampling, greedy=True)
         if max_new_tokens < 8:
             raise PromptError("max_new_tokens must be at least 8 (feedback plus '[RESULT] N')")
         self.sampling = sampling
@@ -189,7 +187,7 @@ class Judge:
             seed=self.seed,
         )
         raw = gen.text.decode("utf-8", errors="replace")
-        feedback = raw[: raw.rindex(MARKER)].strip()
+        feedback = raw[: raw.rindex(MARKER.decode())].strip()
         if feedback.startswith("Feedback:"):
             feedback = feedback[len("Feedback:") :].lstrip()
         probs = {label: gen.label_probs.get(label, 0.0) for label in labels}
@@ -240,7 +238,7 @@ class Judge:
     def _fit(self, request: Request) -> tuple[Request, list[int], int]:
         """The request's prompt tokens, checked (or, if asked, cut) to fit the context."""
         rt = self.runtime
-        reserve = self.constraint(SCORE_LABELS).reserve() + MIN_FEEDBACK_TOKENS
+        reserve = self.constraint(SCORE_LABELS).reserve + MIN_FEEDBACK_TOKENS
         tokens = rt.tokenize_prompt(self.render(request))
         if len(tokens) + reserve <= rt.n_ctx:
             return request, tokens, 0
@@ -272,7 +270,7 @@ class Judge:
                 break
             text = rt.detokenize(toks[:keep]).decode("utf-8", errors="ignore")
             cut_total += len(toks) - keep
-            request = _replace(request, **{name: text})
+            request = replace(request, **{name: text})
             tokens = rt.tokenize_prompt(self.render(request))
             overflow = len(tokens) + reserve - rt.n_ctx
             if overflow <= 0:
@@ -294,9 +292,3 @@ class Judge:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _replace(request: Request, **changes: str) -> Request:
-    from dataclasses import replace
-
-    return replace(request, **changes)

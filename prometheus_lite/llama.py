@@ -382,7 +382,7 @@ class LlamaRuntime:
         gen = Generation(tokens=out, text=b"", label=None, prompt_tokens=len(prompt_tokens))
         gen.cached_prompt_tokens = reused
         state = ConstraintState()
-        feedback_budget = max_new_tokens - (constraint.reserve() if constraint else 0)
+        feedback_budget = max_new_tokens - (constraint.reserve if constraint else 0)
         eog = set(self.eog)
         try:
             while True:

@@ -171,4 +171,4 @@ def test_closing_completes_the_marker(
 def test_spell_is_exact_and_reserve_counts_the_close(scores: OutputConstraint) -> None:
     for text in (b" [RESULT] ", b"\xe2\x82\xac x", b""):
         assert b"".join(PIECES[t] for t in scores.spell(text)) == text
-    assert scores.reserve() == len(scores.spell(b" [RESULT] ")) + 1
+    assert scores.reserve == len(scores.spell(b" [RESULT] ")) + 1
