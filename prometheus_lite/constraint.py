@@ -112,6 +112,12 @@ class OutputConstraint:
         for token, piece in enumerate(pieces):
             if piece in wanted and not self._banned[token]:
                 self._after_tokens.setdefault(piece, []).append(token)
+        # Pieces that could end a label (``] 5``, ``T]A``): a label at the very end.
+        self._label_ending: dict[bytes, list[int]] = {}
+        for token, piece in enumerate(pieces):
+            if not self._banned[token] and any(piece.endswith(lb) for lb in self.labels):
+                self._label_ending.setdefault(piece, []).append(token)
+        self._labels_at: dict[ConstraintState, dict[str, list[int]]] = {}
         self._by_piece: dict[bytes, int] = {}
         for token, piece in enumerate(pieces):
             if piece and not self._banned[token]:
@@ -151,19 +157,29 @@ class OutputConstraint:
         return mask
 
     def label_tokens(self, state: ConstraintState) -> dict[str, list[int]]:
-        """For a state right after the marker: label -> the tokens that write it now.
+        """Label -> the tokens that write that label (and end the output) from ``state``.
 
-        Empty when no token can complete a label in this state. The runtime reads
-        the model's distribution over these tokens at the position where the label
-        is written.
+        Usually asked right after the marker, but a token can also close the marker
+        and write the label at once (BPE pieces such as ``] 5`` or ``]A``), so any
+        state works. Empty when no token can complete a label here. The runtime
+        reads the model's distribution over these tokens where the label is written.
+        Cached per state.
         """
-        if state.phase != _AFTER:
-            return {}
-        out: dict[str, list[int]] = {}
-        for piece, tokens in self._after_tokens.items():
+        out = self._labels_at.get(state)
+        if out is not None:
+            return out
+        out = {}
+        if state.phase == _AFTER:
+            candidates = self._after_tokens.items()
+        elif state.phase == _DONE:
+            candidates = {}.items()
+        else:  # FEEDBACK: only pieces ending in a label can finish the output now
+            candidates = self._label_ending.items()
+        for piece, tokens in candidates:
             nxt = _feed(state, piece, self.labels)
             if nxt is not None and nxt.done:
                 out.setdefault(nxt.label or "", []).extend(tokens)
+        self._labels_at[state] = out
         return out
 
     # -- closing the feedback when the budget runs out ---------------------------------

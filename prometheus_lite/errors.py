@@ -15,6 +15,7 @@ __all__ = [
     "ModelError",
     "ModelNotFoundError",
     "InvalidModelFileError",
+    "DecodeError",
     "BatchInputError",
     "ConversionError",
     "QuantizationError",
@@ -53,6 +54,14 @@ class ModelNotFoundError(ModelError, FileNotFoundError):
 
 class InvalidModelFileError(ModelError, ValueError):
     """The file exists but is not a usable GGUF (wrong format, truncated, corrupt)."""
+
+
+class DecodeError(ModelError):
+    """llama.cpp failed to decode (out of memory, no room in the KV cache).
+
+    Transient: the item itself is fine and may succeed on a retry, so a batch never
+    records it as that item's final result.
+    """
 
 
 class BatchInputError(PrometheusLiteError, ValueError):

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .constraint import MARKER, SCORE_LABELS, WINNER_LABELS, OutputConstraint
-from .errors import PrometheusLiteError, PromptError, PromptTooLongError
+import numpy as np
+
+from .constraint import MARKER, SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
+from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .hub import resolve_model
-from .llama import LlamaRuntime, Sampling
+from .llama import LlamaRuntime, Sampling, label_distribution
 from .models import ModelInfo, detect_prompt_format, read_model_info
 from .prompts import Prompt, PromptFormat, build_prompt
 from .results import (
@@ -27,7 +31,14 @@ from .results import (
 )
 from .rubrics import load_rubric
 
-__all__ = ["Judge", "Sampling", "render_prompt", "prompt_renderer", "choose_prompt_format"]
+__all__ = [
+    "Judge",
+    "Sampling",
+    "TeacherForced",
+    "render_prompt",
+    "prompt_renderer",
+    "choose_prompt_format",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +97,23 @@ def render_prompt(
     return prompt_renderer(model, prompt_format)(request)
 
 
+@dataclass(frozen=True)
+class TeacherForced:
+    """The model read a prompt plus a given answer (prefill only, nothing sampled).
+
+    ``logits[i]`` are the raw next-token logits after the prompt and the first ``i``
+    answer tokens (shape ``(len(answer_tokens) + 1, n_vocab)``, float32);
+    ``label_probs`` is the label distribution at the end of the answer, computed
+    exactly as a grade's ``probabilities`` (the answer must end right before the
+    label, e.g. a grade's ``output_tokens[:-1]``).
+    """
+
+    prompt_tokens: int
+    answer_tokens: tuple[int, ...]
+    logits: np.ndarray
+    label_probs: dict[str, float]
+
+
 class Judge:
     """A Prometheus judge over one GGUF model.
 
@@ -117,6 +145,7 @@ class Judge:
         max_new_tokens: int = 1024,
         prompt_format: str = "auto",
         truncate_response: bool = False,
+        n_parallel: int | str = "auto",
     ) -> None:
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
@@ -137,6 +166,9 @@ class Judge:
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers
         )
         self._constraints: dict[tuple[str, ...], OutputConstraint] = {}
+        self.n_parallel = 1  # TODO(engine): slots of the parallel engine
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
         log.info(
             "loaded %s (prompt format %s: %s)", path, self.prompt_format, self.prompt_format_reason
         )
@@ -173,19 +205,100 @@ class Judge:
         """The exact prompt the model sees for ``request``."""
         return _build(request, self.prompt_format, self.info)
 
-    def judge(self, request: Request) -> Grade | Comparison:
+    def submit(
+        self,
+        request: Request | Prompt,
+        *,
+        sampling: Sampling | None = None,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Future[Grade | Comparison]:
+        """Queue one request; the future gives its Grade or Comparison when done.
+
+        ``request`` is a GradeRequest/CompareRequest, or an already rendered
+        :class:`Prompt` (its ``mode`` says absolute or relative). Sampling, seed and
+        budget default to the judge's. Bad input sets a PrometheusLiteError on the
+        future; ``future.cancel()`` withdraws a request (a running one stops at its
+        next token). Safe to call from any thread.
+        """
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="prometheus-lite")
+        return self._executor.submit(
+            self.judge, request, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens
+        )
+
+    def grade_rubrics(
+        self,
+        instruction: str,
+        response: str,
+        rubrics: Sequence[Any],
+        reference_answer: str | None = None,
+    ) -> list[Grade]:
+        """Grade one response under several rubrics: one Grade per rubric, in order.
+
+        The prompts differ only in their rubric, which comes last, so everything
+        before it is computed once and shared.
+        """
+        requests = [
+            GradeRequest(instruction, response, load_rubric(r), reference_answer, id=str(i))
+            for i, r in enumerate(rubrics)
+        ]
+        futures = [self.submit(r) for r in requests]
+        return [f.result() for f in futures]  # type: ignore[misc]
+
+    def teacher_force(self, request: Request, answer_tokens: Sequence[int]) -> TeacherForced:
+        """Read ``request``'s prompt plus ``answer_tokens`` and return every position's logits.
+
+        For comparing quantization levels on the same text (no sampling). The
+        answer usually comes from another file of the same model: a grade's
+        ``output_tokens[:-1]`` (everything up to the label).
+        """
+        relative = isinstance(request, CompareRequest)
+        constraint = self.constraint(WINNER_LABELS if relative else SCORE_LABELS)
+        _, tokens, _ = self._fit(request)
+        answer = [int(t) for t in answer_tokens]
+        with self._lock:
+            logits = self.runtime.forced_logits(tokens, answer)
+        state = ConstraintState()
+        for t in answer:
+            nxt = constraint.advance(state, t)
+            if nxt is None:
+                raise PromptError("the answer tokens leave the Prometheus output format")
+            state = nxt
+        labels = constraint.label_tokens(state)
+        if not labels:
+            raise PromptError("the answer tokens must end right before the label")
+        probs = label_distribution(logits[-1], labels)
+        return TeacherForced(len(tokens), tuple(answer), logits, probs)
+
+    def judge(
+        self,
+        request: Request | Prompt,
+        *,
+        sampling: Sampling | None = None,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Grade | Comparison:
         """Judge one request; raises a PrometheusLiteError on bad input."""
         started = time.perf_counter()
-        relative = isinstance(request, CompareRequest)
+        if isinstance(request, Prompt):
+            relative = request.mode == "relative"
+            tokens, truncated = self.runtime.tokenize_prompt(request), 0
+            self._check_fits(tokens)
+            request_id = None
+        else:
+            relative = isinstance(request, CompareRequest)
+            request, tokens, truncated = self._fit(request)
+            request_id = request.id
         labels = WINNER_LABELS if relative else SCORE_LABELS
-        request, tokens, truncated = self._fit(request)
-        gen = self.runtime.generate(
-            tokens,
-            constraint=self.constraint(labels),
-            sampling=self.sampling,
-            max_new_tokens=self.max_new_tokens,
-            seed=self.seed,
-        )
+        with self._lock:
+            gen = self.runtime.generate(
+                tokens,
+                constraint=self.constraint(labels),
+                sampling=sampling or self.sampling,
+                max_new_tokens=max_new_tokens or self.max_new_tokens,
+                seed=self.seed if seed is None else seed,
+            )
         raw = gen.text.decode("utf-8", errors="replace")
         feedback = raw[: raw.rindex(MARKER.decode())].strip()
         if feedback.startswith("Feedback:"):
@@ -205,8 +318,9 @@ class Judge:
             usage=usage,
             model=self.model_name,
             prompt_format=self.prompt_format,
-            id=request.id,
+            id=request_id,
             raw_output=raw,
+            output_tokens=tuple(gen.tokens),
         )
         assert gen.label is not None
         if relative:
@@ -224,7 +338,12 @@ class Judge:
             try:
                 yield self.judge(request)
             except PrometheusLiteError as exc:
-                yield Failure(error=str(exc), error_type=type(exc).__name__, id=request.id)
+                yield Failure(
+                    error=str(exc),
+                    error_type=type(exc).__name__,
+                    id=request.id,
+                    transient=isinstance(exc, DecodeError),
+                )
 
     # -- internals --------------------------------------------------------------------
     def constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
@@ -235,6 +354,20 @@ class Judge:
             self._constraints[labels] = c
         return c
 
+    def _check_fits(self, tokens: list[int], *, hint: str = "shorten the inputs") -> None:
+        rt = self.runtime
+        reserve = self.constraint(SCORE_LABELS).reserve + MIN_FEEDBACK_TOKENS
+        if len(tokens) + reserve > rt.n_ctx:
+            need = len(tokens) + reserve
+            raise PromptTooLongError(
+                f"the prompt is {len(tokens)} tokens; with room for at least {reserve} answer "
+                f"tokens it needs {need}, but the context holds {rt.n_ctx}. Raise --n-ctx (this "
+                f"model was trained on {rt.n_ctx_train}), or {hint}.",
+                prompt_tokens=len(tokens),
+                n_ctx=rt.n_ctx,
+                needed=need,
+            )
+
     def _fit(self, request: Request) -> tuple[Request, list[int], int]:
         """The request's prompt tokens, checked (or, if asked, cut) to fit the context."""
         rt = self.runtime
@@ -243,15 +376,9 @@ class Judge:
         if len(tokens) + reserve <= rt.n_ctx:
             return request, tokens, 0
         if not self.truncate_response:
-            need = len(tokens) + reserve
-            raise PromptTooLongError(
-                f"the prompt is {len(tokens)} tokens; with room for at least {reserve} answer "
-                f"tokens it needs {need}, but the context holds {rt.n_ctx}. Raise --n-ctx (this "
-                f"model was trained on {rt.n_ctx_train}), shorten the inputs, or pass "
-                "--truncate-response to cut the response to fit.",
-                prompt_tokens=len(tokens),
-                n_ctx=rt.n_ctx,
-                needed=need,
+            self._check_fits(
+                tokens,
+                hint="shorten the inputs, or pass --truncate-response to cut the response to fit",
             )
         return self._truncate(request, len(tokens) + reserve - rt.n_ctx, reserve)
 
@@ -285,6 +412,9 @@ class Judge:
         )
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
         self.runtime.close()
 
     def __enter__(self) -> Judge:

@@ -22,12 +22,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .constraint import ConstraintState, OutputConstraint
-from .errors import InvalidModelFileError, ModelError
+from .errors import DecodeError, InvalidModelFileError, ModelError
 
 if TYPE_CHECKING:
     from .prompts import Prompt
 
-__all__ = ["Sampling", "Generation", "LlamaRuntime", "supports_gpu_offload"]
+__all__ = [
+    "Sampling",
+    "Generation",
+    "LlamaRuntime",
+    "label_distribution",
+    "supports_gpu_offload",
+]
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +293,7 @@ class LlamaRuntime:
         self._cached = list(tokens)
         return keep
 
-    def _decode(self, tokens: list[int], pos: int) -> None:
+    def _decode(self, tokens: list[int], pos: int, *, all_logits: bool = False) -> None:
         b = self._batch
         n = len(tokens)
         for i, t in enumerate(tokens):
@@ -295,14 +301,43 @@ class LlamaRuntime:
             b.pos[i] = pos + i
             b.n_seq_id[i] = 1
             b.seq_id[i][0] = 0
-            b.logits[i] = 0
+            b.logits[i] = 1 if all_logits else 0
         b.logits[n - 1] = 1
         b.n_tokens = n
         rc = self._L.llama_decode(self._ctx, b)
         if rc != 0:
             self._cached = []
             self._L.llama_memory_clear(self._mem, True)
-            raise ModelError(f"llama_decode failed with code {rc} (context full or out of memory)")
+            raise DecodeError(
+                f"llama_decode failed with code {rc} (no room in the KV cache, or out of "
+                "memory); rerun to retry the item, or lower --n-ctx / --parallel"
+            )
+
+    def forced_logits(self, prompt_tokens: list[int], answer_tokens: list[int]) -> np.ndarray:
+        """Raw logits after the prompt and after each answer token (teacher forcing).
+
+        Shape ``(len(answer_tokens) + 1, n_vocab)``. The prompt is brought into the
+        cache exactly as :meth:`generate` does (same chunks, same reuse), so row 0
+        equals the logits a grade samples its first token from.
+        """
+        if len(prompt_tokens) + len(answer_tokens) > self.n_ctx:
+            raise ModelError(
+                f"prompt plus answer ({len(prompt_tokens)} + {len(answer_tokens)} tokens) "
+                f"does not fit n_ctx={self.n_ctx}"
+            )
+        out = np.empty((len(answer_tokens) + 1, self.n_vocab), dtype=np.float32)
+        self._prefill(prompt_tokens)
+        out[0] = self._logits()
+        pos = len(prompt_tokens)
+        for start in range(0, len(answer_tokens), self.n_batch):
+            chunk = answer_tokens[start : start + self.n_batch]
+            self._decode(chunk, pos, all_logits=True)
+            self._cached += chunk
+            for i in range(len(chunk)):
+                ptr = self._L.llama_get_logits_ith(self._ctx, i)
+                out[start + i + 1] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+            pos += len(chunk)
+        return out
 
     def _logits(self) -> np.ndarray:
         ptr = self._L.llama_get_logits_ith(self._ctx, -1)
@@ -413,7 +448,7 @@ class LlamaRuntime:
                 out.append(token)
                 if labels and state.done:
                     gen.label = state.label
-                    gen.label_probs = _label_distribution(logits, labels)
+                    gen.label_probs = label_distribution(logits, labels)
                     break
                 if constraint is None and (token in eog or len(out) >= max_new_tokens):
                     gen.finish = "eos" if token in eog else "length"
@@ -447,7 +482,7 @@ class LlamaRuntime:
             pass
 
 
-def _label_distribution(logits: np.ndarray, labels: dict[str, list[int]]) -> dict[str, float]:
+def label_distribution(logits: np.ndarray, labels: dict[str, list[int]]) -> dict[str, float]:
     """P(label) from raw logits at the label position, over the tokens that write a label.
 
     Tokens writing the same label (``"5"`` and ``" 5"``) are summed.

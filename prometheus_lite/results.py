@@ -72,6 +72,8 @@ class Grade:
     prompt_format: str
     id: str | None = None
     raw_output: str = field(default="", repr=False)  # exactly what the model generated
+    # The generated token ids (for teacher-forced comparisons between quantization levels).
+    output_tokens: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +91,7 @@ class Comparison:
     prompt_format: str
     id: str | None = None
     raw_output: str = field(default="", repr=False)
+    output_tokens: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,9 @@ class Failure:
     error: str
     error_type: str
     id: str | None = None
+    # True when the failure says nothing about the item (a llama.cpp decode failure):
+    # a batch file does not record it, so a rerun tries the item again.
+    transient: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
