@@ -20,6 +20,7 @@ import pytest
 
 from prometheus_lite import GradeRequest, Judge
 from prometheus_lite.constraint import SCORE_LABELS
+from prometheus_lite.engine import Job
 from prometheus_lite.prompts import parse_rendered_absolute
 
 TOKENS = int(os.environ.get("PL_BENCH_TOKENS", "256"))
@@ -28,7 +29,8 @@ ROUNDS = int(os.environ.get("PL_BENCH_ROUNDS", "7"))
 
 @pytest.fixture(scope="module")
 def judge():
-    with Judge(n_ctx=4096, seed=1) as j:  # official sampling: temperature 1.0, top_p 0.9, rep 1.03
+    # official sampling: temperature 1.0, top_p 0.9, rep 1.03
+    with Judge(n_ctx=4096, seed=1, n_parallel=1) as j:
         yield j
 
 
@@ -50,8 +52,8 @@ def test_constraint_cost(benchmark, judge, shared_dir):
     constraint = judge.constraint(SCORE_LABELS)
 
     def per_token(c):
-        g = rt.generate(
-            tokens, constraint=c, sampling=judge.sampling, max_new_tokens=n, stop_at_eog=False
+        g = judge.engine.run(
+            Job(tokens, c, judge.sampling, judge.seed, max_new_tokens=n, stop_at_eog=False)
         )
         return g.decode_s / len(g.tokens), len(g.tokens)
 

@@ -63,37 +63,28 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         greedy=True,
         max_new_tokens=spec["max_new_tokens"],
         seed=spec.get("seed", 0),
+        n_parallel=1,  # one grade at a time: latency, and the overhead against the raw loop
     )
     load_s = time.perf_counter() - t0
     _progress(1, total)
     rt = judge.runtime
-    captured: list[Any] = []
-    generate = rt.generate
-
-    def spy(*args: Any, **kwargs: Any) -> Any:  # keeps each call's prefill/decode split
-        gen = generate(*args, **kwargs)
-        captured.append(gen)
-        return gen
-
-    rt.generate = spy  # type: ignore[method-assign]
     warm_up = GradeRequest("Say hello.", "Hello!", items[0].request.rubric)
     judge.judge(warm_up)  # not measured
 
     reserve = judge.constraint(SCORE_LABELS).reserve
 
-    def closing_tokens(gen: Any, n_prompt: int) -> list[int]:
+    def closing_tokens(grade: Any) -> list[int]:
         """The closing tokens the Judge wrote in one batch when the feedback budget ran out."""
-        if gen.finish != "budget":
+        if grade.usage.finish != "budget":
             return []
-        budget = min(judge.max_new_tokens, rt.n_ctx - n_prompt) - reserve
-        return list(gen.tokens[budget:-1])
+        budget = min(judge.max_new_tokens, rt.n_ctx - grade.usage.prompt_tokens) - reserve
+        return list(grade.output_tokens[budget:-1])
 
     results = []
     for i, item in enumerate(items):
         grade = judge.judge(item.request)
-        gen = captured[-1]
         u = grade.usage
-        forced = closing_tokens(gen, u.prompt_tokens)
+        forced = closing_tokens(grade)
         results.append(
             {
                 "id": item.id,
@@ -103,16 +94,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 "expected_score": grade.expected_score,
                 "probabilities": grade.probabilities,
                 "latency_s": u.latency_s,
-                "prefill_s": gen.prefill_s,
-                "decode_s": gen.decode_s,
-                "ttft_s": u.latency_s - gen.decode_s,
+                "prefill_s": u.prefill_s,
+                "decode_s": u.decode_s,
+                "ttft_s": u.latency_s - u.decode_s,
                 "prompt_tokens": u.prompt_tokens,
                 "cached_prompt_tokens": u.cached_prompt_tokens,
                 "completion_tokens": u.completion_tokens,
                 "finish": u.finish,
                 # llama_decode calls while generating: one per sampled token but the last,
                 # the closing tokens in one batch. Each reads every weight once.
-                "decode_passes": len(gen.tokens) - 1 - max(0, len(forced) - 1),
+                "decode_passes": len(grade.output_tokens) - 1 - max(0, len(forced) - 1),
                 "raw_output": grade.raw_output,
             }
         )
@@ -137,11 +128,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         step = 1 + len(items)
         shape: dict[str, tuple[int, list[int]]] = {}  # id -> (tokens, closing) of its grade
 
-        def judge_call(it: Any) -> tuple[Any, Any]:
+        def judge_call(it: Any) -> Any:
             grade = judge.judge(it.request)
-            gen = captured[-1]
-            shape[it.id] = (len(gen.tokens), closing_tokens(gen, gen.prompt_tokens))
-            return grade, gen
+            shape[it.id] = (len(grade.output_tokens), closing_tokens(grade))
+            return grade
 
         def raw_call(it: Any, tokens: list[int]) -> Any:
             n, forced = shape[it.id]
@@ -155,25 +145,26 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
                 # answer of round 0, so its length is known), so order effects cancel out.
                 if rnd % 2 == 1:
                     r = raw_call(it, tokens)
-                    grade, gen = judge_call(it)
+                    grade = judge_call(it)
                 else:
-                    grade, gen = judge_call(it)
+                    grade = judge_call(it)
                     r = raw_call(it, tokens)
+                u, out = grade.usage, list(grade.output_tokens)
                 overhead.append(
                     {
                         "id": it.id,
                         "round": rnd,
-                        "tokens": len(gen.tokens),
-                        "judge_s": grade.usage.latency_s,
-                        "judge_decode_s": gen.decode_s,
-                        "judge_prefill_s": gen.prefill_s,
-                        "judge_cached": gen.cached_prompt_tokens,
+                        "tokens": len(out),
+                        "judge_s": u.latency_s,
+                        "judge_decode_s": u.decode_s,
+                        "judge_prefill_s": u.prefill_s,
+                        "judge_cached": u.cached_prompt_tokens,
                         "raw_s": r.total_s,
                         "raw_decode_s": r.gen_s,
                         "raw_prefill_s": r.prefill_s,
                         "raw_cached": r.reused,
-                        "same_length": len(r.tokens) == len(gen.tokens),
-                        "same_feedback_tokens": r.tokens[:-1] == gen.tokens[:-1],
+                        "same_length": len(r.tokens) == len(out),
+                        "same_feedback_tokens": r.tokens[:-1] == out[:-1],
                     }
                 )
                 step += 1

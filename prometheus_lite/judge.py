@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .constraint import MARKER, SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
+from .engine import Engine, Generation, Job, JudgeFuture, choose_parallel
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .hub import resolve_model
-from .llama import LlamaRuntime, Sampling, label_distribution
+from .llama import LlamaRuntime, Sampling, label_distribution, supports_gpu_offload
 from .models import ModelInfo, detect_prompt_format, read_model_info
 from .prompts import Prompt, PromptFormat, build_prompt
 from .results import (
@@ -114,6 +115,13 @@ class TeacherForced:
     label_probs: dict[str, float]
 
 
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume a small laptop
+        return 8 << 30
+
+
 class Judge:
     """A Prometheus judge over one GGUF model.
 
@@ -130,6 +138,8 @@ class Judge:
         max_new_tokens: the answer's budget (feedback + result), as in the official library.
         prompt_format: "auto" (from GGUF metadata), "v1", "v2" or "chat".
         truncate_response: shorten over-long responses to fit the context instead of failing.
+        n_parallel: sequences judged at once ("auto": see :func:`engine.choose_parallel`);
+            1 makes every result bit-identical to a fresh run of the same request.
     """
 
     def __init__(
@@ -162,15 +172,33 @@ class Judge:
         self.max_new_tokens = max_new_tokens
         self.truncate_response = truncate_response
         self.model_name = self.info.name or path.stem
+        decided: dict[str, Any] = {}
+        on_gpu = n_gpu_layers != 0 and supports_gpu_offload()
+
+        def sequences(kv_bytes_per_seq: int) -> int:
+            n, n_seq, why = choose_parallel(
+                n_parallel, kv_bytes_per_seq=kv_bytes_per_seq, gpu=on_gpu,
+                memory_bytes=_memory_bytes(),
+            )
+            decided.update(n=n, why=why)
+            return n_seq
+
+        if n_parallel != "auto":
+            choose_parallel(n_parallel, kv_bytes_per_seq=1, gpu=False, memory_bytes=1 << 40)
+        # Prefill chunks (and prefix-reuse granularity): small on a CPU, where a chunk
+        # costs its length; a GPU wants wide batches.
+        n_batch, max_batch = (256, 512) if on_gpu else (64, 64)
         self.runtime = LlamaRuntime(
-            path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers
+            path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
+            n_seq=sequences, n_batch=n_batch, max_batch=max_batch,
         )
+        self.n_parallel: int = decided["n"]
+        self.parallel_reason: str = decided["why"]
+        self.engine = Engine(self.runtime, self.n_parallel)
         self._constraints: dict[tuple[str, ...], OutputConstraint] = {}
-        self.n_parallel = 1  # TODO(engine): slots of the parallel engine
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
         log.info(
-            "loaded %s (prompt format %s: %s)", path, self.prompt_format, self.prompt_format_reason
+            "loaded %s (prompt format %s: %s; %d parallel slots, %s)", path, self.prompt_format,
+            self.prompt_format_reason, self.n_parallel, self.parallel_reason,
         )
 
     # -- public API -------------------------------------------------------------------
@@ -221,10 +249,49 @@ class Judge:
         future; ``future.cancel()`` withdraws a request (a running one stops at its
         next token). Safe to call from any thread.
         """
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="prometheus-lite")
-        return self._executor.submit(
-            self.judge, request, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens
+        try:
+            job = self._job(request, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens)
+        except PrometheusLiteError as exc:
+            future: JudgeFuture = JudgeFuture()
+            future.set_exception(exc)
+            return future
+        return self.engine.submit(job)
+
+    def _job(
+        self,
+        request: Request | Prompt,
+        *,
+        sampling: Sampling | None = None,
+        seed: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Job:
+        """The engine job for a request: its prompt tokens (checked to fit) and settings."""
+        started = time.perf_counter()
+        if isinstance(request, Prompt):
+            if request.mode not in ("absolute", "relative"):
+                raise PromptError(f"prompt mode must be absolute or relative, not {request.mode!r}")
+            relative = request.mode == "relative"
+            tokens, truncated = self.runtime.tokenize_prompt(request), 0
+            self._check_fits(tokens)
+            request_id = None
+        else:
+            relative = isinstance(request, CompareRequest)
+            request, tokens, truncated = self._fit(request)
+            request_id = request.id
+        if max_new_tokens is not None and max_new_tokens < 8:
+            raise PromptError("max_new_tokens must be at least 8 (feedback plus '[RESULT] N')")
+        labels = WINNER_LABELS if relative else SCORE_LABELS
+
+        def finish(gen: Generation) -> Grade | Comparison:
+            return self._result(gen, relative, request_id, truncated, started)
+
+        return Job(
+            tokens=tokens,
+            constraint=self.constraint(labels),
+            sampling=sampling or self.sampling,
+            seed=self.seed if seed is None else seed,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            finish=finish,
         )
 
     def grade_rubrics(
@@ -257,8 +324,15 @@ class Judge:
         constraint = self.constraint(WINNER_LABELS if relative else SCORE_LABELS)
         _, tokens, _ = self._fit(request)
         answer = [int(t) for t in answer_tokens]
-        with self._lock:
-            logits = self.runtime.forced_logits(tokens, answer)
+        if len(tokens) + len(answer) > self.runtime.n_ctx:
+            raise PromptTooLongError(
+                f"prompt plus answer ({len(tokens)} + {len(answer)} tokens) do not fit the "
+                f"context of {self.runtime.n_ctx}; raise --n-ctx",
+                prompt_tokens=len(tokens), n_ctx=self.runtime.n_ctx,
+                needed=len(tokens) + len(answer),
+            )
+        job = Job(tokens, None, self.sampling, self.seed, 0, forced=answer)
+        logits = self.engine.run(job).logits
         state = ConstraintState()
         for t in answer:
             nxt = constraint.advance(state, t)
@@ -280,25 +354,14 @@ class Judge:
         max_new_tokens: int | None = None,
     ) -> Grade | Comparison:
         """Judge one request; raises a PrometheusLiteError on bad input."""
-        started = time.perf_counter()
-        if isinstance(request, Prompt):
-            relative = request.mode == "relative"
-            tokens, truncated = self.runtime.tokenize_prompt(request), 0
-            self._check_fits(tokens)
-            request_id = None
-        else:
-            relative = isinstance(request, CompareRequest)
-            request, tokens, truncated = self._fit(request)
-            request_id = request.id
+        job = self._job(request, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens)
+        return self.engine.run(job)
+
+    def _result(
+        self, gen: Generation, relative: bool, request_id: str | None, truncated: int,
+        started: float,
+    ) -> Grade | Comparison:
         labels = WINNER_LABELS if relative else SCORE_LABELS
-        with self._lock:
-            gen = self.runtime.generate(
-                tokens,
-                constraint=self.constraint(labels),
-                sampling=sampling or self.sampling,
-                max_new_tokens=max_new_tokens or self.max_new_tokens,
-                seed=self.seed if seed is None else seed,
-            )
         raw = gen.text.decode("utf-8", errors="replace")
         feedback = raw[: raw.rindex(MARKER.decode())].strip()
         if feedback.startswith("Feedback:"):
@@ -311,6 +374,9 @@ class Judge:
             latency_s=time.perf_counter() - started,
             finish="budget" if gen.finish == "budget" else "model",
             truncated_response_tokens=truncated,
+            queue_s=gen.queue_s,
+            prefill_s=gen.prefill_s,
+            decode_s=gen.decode_s,
         )
         common = dict(
             feedback=feedback,
@@ -329,21 +395,37 @@ class Judge:
         return Grade(score=int(gen.label), expected_score=expected, **common)
 
     def batch(self, requests: Iterable[Request]) -> Iterator[Result]:
-        """Judge many requests, yielding results in input order.
+        """Judge many requests, up to ``n_parallel`` at once, yielding results in input order.
 
         An item with bad input yields a :class:`Failure` naming the problem; the
-        others are unaffected.
+        others are unaffected. Requests are read from the iterable only a few slots'
+        worth ahead, so a generator of millions of lines is fine.
         """
-        for request in requests:
-            try:
-                yield self.judge(request)
-            except PrometheusLiteError as exc:
-                yield Failure(
-                    error=str(exc),
-                    error_type=type(exc).__name__,
-                    id=request.id,
-                    transient=isinstance(exc, DecodeError),
-                )
+        ahead = 2 * self.n_parallel + 2
+        pending: deque[tuple[Request, Future[Grade | Comparison]]] = deque()
+        it = iter(requests)
+        try:
+            while True:
+                while len(pending) < ahead:
+                    request = next(it, None)
+                    if request is None:
+                        break
+                    pending.append((request, self.submit(request)))
+                if not pending:
+                    return
+                request, future = pending.popleft()
+                try:
+                    yield future.result()
+                except PrometheusLiteError as exc:
+                    yield Failure(
+                        error=str(exc),
+                        error_type=type(exc).__name__,
+                        id=request.id,
+                        transient=isinstance(exc, DecodeError),
+                    )
+        finally:
+            for _, future in pending:  # the caller stopped early: withdraw the rest
+                future.cancel()
 
     # -- internals --------------------------------------------------------------------
     def constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
@@ -412,9 +494,7 @@ class Judge:
         )
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        self.engine.close()
         self.runtime.close()
 
     def __enter__(self) -> Judge:

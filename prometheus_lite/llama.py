@@ -1,10 +1,9 @@
 """The one module that talks to llama.cpp (through llama-cpp-python's C bindings).
 
-It loads a GGUF, tokenizes prompts and runs THE decode loop: prompt prefill with
-prefix reuse, sampling with llama.cpp's sampler chain, the output constraint
-checked on each sampled token, the steered close when the feedback budget runs
-out, and the label distribution. Everything else in prometheus-lite is plain
-Python and never imports ``llama_cpp``.
+It loads a GGUF, tokenizes prompts, decodes batches of tokens over several
+sequences, copies and truncates sequences in the KV cache, and runs llama.cpp's
+sampler chain. THE decode loop that drives these is :mod:`prometheus_lite.engine`.
+Everything else in prometheus-lite is plain Python and never imports ``llama_cpp``.
 """
 
 from __future__ import annotations
@@ -14,22 +13,21 @@ import logging
 import math
 import os
 import re
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .constraint import ConstraintState, OutputConstraint
-from .errors import DecodeError, InvalidModelFileError, ModelError
+from .errors import InvalidModelFileError, ModelError
 
 if TYPE_CHECKING:
     from .prompts import Prompt
 
 __all__ = [
     "Sampling",
-    "Generation",
+    "BatchEntry",
     "LlamaRuntime",
     "label_distribution",
     "supports_gpu_offload",
@@ -73,32 +71,39 @@ class Sampling:
             )
 
 
-@dataclass
-class Generation:
-    """What one decode produced."""
+@dataclass(frozen=True)
+class BatchEntry:
+    """One token of a ``llama_decode`` batch."""
 
-    tokens: list[int]
-    text: bytes
-    label: str | None  # the constrained label, None for unconstrained runs
-    label_probs: dict[str, float] = field(default_factory=dict)
-    finish: str = "model"  # "model" | "budget" | "eos" (unconstrained) | "length" (unconstrained)
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
+    token: int
+    pos: int
+    seq: int
+    logits: bool
 
 
 class LlamaRuntime:
-    """A loaded GGUF model with one context: tokenizer plus the decode loop.
+    """A loaded GGUF model with one context of ``n_seq`` sequences: the binding's primitives.
+
+    Tokenization, batched decoding, the KV cache's sequence operations and llama.cpp's
+    sampler chain. The decode loop that uses them is :mod:`prometheus_lite.engine`;
+    nothing else calls ``llama_decode``.
+
+    Each sequence has its own KV stream of ``n_ctx`` cells (llama.cpp's non-unified
+    cache): a sequence never runs out of room because of another one, attention reads
+    only its own cells, and copying a sequence gives the copy the exact cell layout of
+    the original (so a reused prefix computes exactly like a fresh one).
 
     Args:
         path: the GGUF file.
-        n_ctx: context size; default min(4096, the model's training context).
+        n_ctx: context size of each sequence; default min(4096, the model's training context).
         n_threads: CPU threads; default all cores.
         n_gpu_layers: layers to offload; default all when the build supports GPU offload.
-        n_batch: tokens per prefill step, and the granularity of prompt-prefix reuse.
+        n_seq: sequences (KV streams) in the context, or a function of the KV cache
+            bytes one sequence of ``n_ctx`` tokens takes that returns it.
+        n_batch: tokens per prefill chunk, and the granularity of prompt-prefix reuse.
             64 costs about 5% of prefill speed against 512 on a 2-core CPU, and lets
             Prometheus prompts reuse most of their shared ~200-token task description.
+        max_batch: most tokens in one ``llama_decode`` call (default ``n_batch``).
     """
 
     def __init__(
@@ -108,7 +113,9 @@ class LlamaRuntime:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
+        n_seq: int | Callable[[int], int] = 1,
         n_batch: int = 64,
+        max_batch: int | None = None,
     ) -> None:
         L = _llama()
         self._L = L
@@ -116,6 +123,7 @@ class LlamaRuntime:
         self._model = self._ctx = self._batch = None
         if n_gpu_layers is None:
             n_gpu_layers = -1 if L.llama_supports_gpu_offload() else 0
+        self.n_gpu_layers = n_gpu_layers
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
         self._model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
@@ -128,12 +136,17 @@ class LlamaRuntime:
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
         n_ctx = n_ctx or min(4096, self.n_ctx_train)
+        if callable(n_seq):
+            n_seq = n_seq(self.kv_bytes_per_token() * n_ctx)
+        self.n_seq = max(1, int(n_seq))
         threads = n_threads or os.cpu_count() or 1
+        max_batch = max(n_batch, max_batch or n_batch)
         cparams = L.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = min(n_batch, n_ctx)
-        cparams.n_ubatch = min(n_batch, n_ctx)
-        cparams.n_seq_max = 1
+        cparams.n_ctx = n_ctx * self.n_seq
+        cparams.n_batch = max_batch
+        cparams.n_ubatch = max_batch
+        cparams.n_seq_max = self.n_seq
+        cparams.kv_unified = False
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = True
@@ -141,14 +154,15 @@ class LlamaRuntime:
         if not self._ctx:
             self.close()
             raise ModelError(
-                f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}; "
-                "lower --n-ctx (the KV cache may not fit in memory)."
+                f"llama.cpp could not create a context of {self.n_seq} x {n_ctx} tokens for "
+                f"{self.path}; lower --parallel or --n-ctx (the KV cache may not fit in memory)."
             )
         self._mem = L.llama_get_memory(self._ctx)
-        self.n_ctx = int(L.llama_n_ctx(self._ctx))
-        self.n_batch = int(L.llama_n_batch(self._ctx))
+        self.n_ctx = int(L.llama_n_ctx(self._ctx)) // self.n_seq  # per sequence
+        self.n_batch = n_batch
+        self.max_batch = int(L.llama_n_batch(self._ctx))
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
-        self._batch = L.llama_batch_init(self.n_batch, 0, 1)
+        self._batch = L.llama_batch_init(self.max_batch, 0, 1)
         self.bos = int(L.llama_vocab_bos(self._vocab))
         self.add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.pieces = [self._piece(t) for t in range(self.n_vocab)]
@@ -190,7 +204,6 @@ class LlamaRuntime:
             selected=-1,
             sorted=False,
         )
-        self._cached: list[int] = []  # tokens whose keys/values are in the KV cache, in order
 
     # -- metadata ----------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
@@ -202,6 +215,13 @@ class LlamaRuntime:
             buf = ctypes.create_string_buffer(n + 1)
             self._L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace")
+
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K and V cache per token of one sequence (f16 cache)."""
+        L, m = self._L, self._model
+        n_head = max(1, int(L.llama_model_n_head(m)))
+        head_dim = int(L.llama_model_n_embd(m)) // n_head
+        return int(L.llama_model_n_layer(m)) * int(L.llama_model_n_head_kv(m)) * head_dim * 2 * 2
 
     # -- tokens --------------------------------------------------------------------------
     def _piece(self, token: int) -> bytes:
@@ -261,90 +281,39 @@ class LlamaRuntime:
     def detokenize(self, tokens: list[int]) -> bytes:
         return b"".join(self.pieces[t] for t in tokens)
 
-    # -- the KV cache --------------------------------------------------------------------
-    def _prefill(self, tokens: list[int]) -> int:
-        """Bring the KV cache to ``tokens`` and compute logits for the last one.
+    # -- decoding and the KV cache ------------------------------------------------------
+    def decode(self, entries: list[BatchEntry]) -> int:
+        """One ``llama_decode`` over ``entries`` (at most ``max_batch``); llama.cpp's code.
 
-        Reuses the prefix already in the cache (Prometheus prompts share their whole
-        task description), so only the new tail is processed. Returns the number of
-        reused tokens.
-
-        Why reuse stops at a multiple of ``n_batch``: llama.cpp's results depend
-        (in the last bits) on how tokens are grouped into batches. The prompt is
-        always processed in chunks aligned to ``n_batch`` from position 0, and only
-        whole chunks are reused, so the KV cache and the logits are bit-identical to
-        a fresh run: a grade does not depend on what was graded before it.
+        0 is success. On failure llama.cpp leaves no token of the batch in the cache.
         """
-        L = self._L
-        common = 0
-        for a, b in zip(self._cached, tokens, strict=False):
-            if a != b:
-                break
-            common += 1
-        # Whole chunks only, and never the chunk holding the last token: we need its logits.
-        keep = min(common, len(tokens) - 1) // self.n_batch * self.n_batch
-        if keep < len(self._cached):
-            if not L.llama_memory_seq_rm(self._mem, 0, keep, -1):
-                L.llama_memory_clear(self._mem, True)
-                keep = 0
-        self._cached = tokens[:keep]
-        for start in range(keep, len(tokens), self.n_batch):
-            self._decode(tokens[start : start + self.n_batch], start)
-        self._cached = list(tokens)
-        return keep
-
-    def _decode(self, tokens: list[int], pos: int, *, all_logits: bool = False) -> None:
         b = self._batch
-        n = len(tokens)
-        for i, t in enumerate(tokens):
-            b.token[i] = t
-            b.pos[i] = pos + i
+        for i, e in enumerate(entries):
+            b.token[i] = e.token
+            b.pos[i] = e.pos
             b.n_seq_id[i] = 1
-            b.seq_id[i][0] = 0
-            b.logits[i] = 1 if all_logits else 0
-        b.logits[n - 1] = 1
-        b.n_tokens = n
-        rc = self._L.llama_decode(self._ctx, b)
-        if rc != 0:
-            self._cached = []
-            self._L.llama_memory_clear(self._mem, True)
-            raise DecodeError(
-                f"llama_decode failed with code {rc} (no room in the KV cache, or out of "
-                "memory); rerun to retry the item, or lower --n-ctx / --parallel"
-            )
+            b.seq_id[i][0] = e.seq
+            b.logits[i] = e.logits
+        b.n_tokens = len(entries)
+        return int(self._L.llama_decode(self._ctx, b))
 
-    def forced_logits(self, prompt_tokens: list[int], answer_tokens: list[int]) -> np.ndarray:
-        """Raw logits after the prompt and after each answer token (teacher forcing).
-
-        Shape ``(len(answer_tokens) + 1, n_vocab)``. The prompt is brought into the
-        cache exactly as :meth:`generate` does (same chunks, same reuse), so row 0
-        equals the logits a grade samples its first token from.
-        """
-        if len(prompt_tokens) + len(answer_tokens) > self.n_ctx:
-            raise ModelError(
-                f"prompt plus answer ({len(prompt_tokens)} + {len(answer_tokens)} tokens) "
-                f"does not fit n_ctx={self.n_ctx}"
-            )
-        out = np.empty((len(answer_tokens) + 1, self.n_vocab), dtype=np.float32)
-        self._prefill(prompt_tokens)
-        out[0] = self._logits()
-        pos = len(prompt_tokens)
-        for start in range(0, len(answer_tokens), self.n_batch):
-            chunk = answer_tokens[start : start + self.n_batch]
-            self._decode(chunk, pos, all_logits=True)
-            self._cached += chunk
-            for i in range(len(chunk)):
-                ptr = self._L.llama_get_logits_ith(self._ctx, i)
-                out[start + i + 1] = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-            pos += len(chunk)
-        return out
-
-    def _logits(self) -> np.ndarray:
-        ptr = self._L.llama_get_logits_ith(self._ctx, -1)
+    def logits(self, row: int) -> np.ndarray:
+        """The logits of batch row ``row`` of the last decode (a view, valid until the next)."""
+        ptr = self._L.llama_get_logits_ith(self._ctx, row)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
+    def seq_truncate(self, seq: int, n: int) -> None:
+        """Keep the first ``n`` positions of sequence ``seq`` in the cache."""
+        if not self._L.llama_memory_seq_rm(self._mem, seq, n, -1):
+            raise ModelError(f"llama.cpp could not truncate sequence {seq} at {n}")
+
+    def seq_copy(self, src: int, dst: int) -> None:
+        """Make ``dst`` a copy of ``src`` (its stream's cells are copied at the next decode)."""
+        self._L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
     # -- sampling ------------------------------------------------------------------------
-    def _sampler(self, sampling: Sampling, seed: int, history: list[int]):
+    def sampler(self, sampling: Sampling, seed: int, history: list[int]):
+        """llama.cpp's sampler chain for ``sampling``, having seen ``history``."""
         L = self._L
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
         if sampling.repetition_penalty != 1.0:
@@ -366,7 +335,13 @@ class LlamaRuntime:
             L.llama_sampler_accept(chain, t)
         return chain
 
-    def _sample(self, chain, logits: np.ndarray, mask: np.ndarray | None) -> int:
+    def accept(self, chain, token: int) -> None:
+        self._L.llama_sampler_accept(chain, token)
+
+    def free_sampler(self, chain) -> None:
+        self._L.llama_sampler_free(chain)
+
+    def sample(self, chain, logits: np.ndarray, mask: np.ndarray | None) -> int:
         """Run the sampler chain over the logits (restricted to ``mask`` if given)."""
         cand = self._cand
         cand["id"] = self._ids
@@ -382,85 +357,6 @@ class LlamaRuntime:
         arr.sorted = False
         self._L.llama_sampler_apply(chain, ctypes.byref(arr))
         return int(arr.data[arr.selected].id)
-
-    # -- THE decode loop ----------------------------------------------------------------
-    def generate(
-        self,
-        prompt_tokens: list[int],
-        *,
-        constraint: OutputConstraint | None,
-        sampling: Sampling,
-        max_new_tokens: int,
-        seed: int = 0,
-        stop_at_eog: bool = True,
-    ) -> Generation:
-        """Generate up to ``max_new_tokens`` after the prompt.
-
-        With a constraint, the output is always ``feedback [RESULT] label``: a sampled
-        token the constraint rejects is resampled from the allowed tokens only, and
-        when the feedback budget (``max_new_tokens`` minus the closing reserve) runs
-        out, the closing tokens are written for the model. Without a constraint the
-        loop stops at an end-of-generation token (unless ``stop_at_eog`` is False, as
-        benchmarks do to generate a fixed number of tokens) or at the budget.
-        """
-        L = self._L
-        if len(prompt_tokens) >= self.n_ctx:
-            raise ModelError(
-                f"prompt of {len(prompt_tokens)} tokens does not fit n_ctx={self.n_ctx}"
-            )
-        max_new_tokens = min(max_new_tokens, self.n_ctx - len(prompt_tokens))
-        t0 = time.perf_counter()
-        reused = self._prefill(prompt_tokens)
-        t1 = time.perf_counter()
-        chain = self._sampler(sampling, seed, prompt_tokens)
-        out: list[int] = []
-        gen = Generation(tokens=out, text=b"", label=None, prompt_tokens=len(prompt_tokens))
-        gen.cached_prompt_tokens = reused
-        state = ConstraintState()
-        feedback_budget = max_new_tokens - (constraint.reserve if constraint else 0)
-        eog = set(self.eog)
-        try:
-            while True:
-                logits = self._logits()
-                if not stop_at_eog:
-                    logits[self.eog] = -np.inf
-                if constraint is not None and state.phase == 0 and len(out) >= feedback_budget:
-                    # Budget spent inside the feedback: close it and open the label.
-                    last = self.pieces[out[-1]][-1:] if out and self.pieces[out[-1]] else b""
-                    closing, state = constraint.closing(state, last[0] if last else None)
-                    for t in closing:
-                        L.llama_sampler_accept(chain, t)
-                    out += closing
-                    self._decode(closing, len(self._cached))
-                    self._cached += closing
-                    gen.finish = "budget"
-                    continue
-                labels = constraint.label_tokens(state) if constraint is not None else {}
-                token = self._sample(chain, logits, None)
-                if constraint is not None:
-                    nxt = constraint.advance(state, token)
-                    if nxt is None:
-                        token = self._sample(chain, logits, constraint.allowed_mask(state))
-                        nxt = constraint.advance(state, token)
-                        assert nxt is not None, "the sampler chose a masked token"
-                    state = nxt
-                L.llama_sampler_accept(chain, token)
-                out.append(token)
-                if labels and state.done:
-                    gen.label = state.label
-                    gen.label_probs = label_distribution(logits, labels)
-                    break
-                if constraint is None and (token in eog or len(out) >= max_new_tokens):
-                    gen.finish = "eos" if token in eog else "length"
-                    break
-                self._decode([token], len(self._cached))
-                self._cached.append(token)
-        finally:
-            L.llama_sampler_free(chain)
-        gen.text = self.detokenize(out)
-        gen.prefill_s = t1 - t0
-        gen.decode_s = time.perf_counter() - t1
-        return gen
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:

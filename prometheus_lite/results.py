@@ -57,6 +57,9 @@ class Usage:
     # the feedback budget ran out and decoding was steered to close it.
     finish: Literal["model", "budget"]
     truncated_response_tokens: int = 0  # >0 only when the caller asked to truncate
+    queue_s: float = 0.0  # waiting for a free slot of the engine
+    prefill_s: float = 0.0  # from taking a slot to the first sampled token
+    decode_s: float = 0.0  # from then to the end
 
 
 @dataclass(frozen=True)
