@@ -117,8 +117,9 @@ class ModelOptions:
     max_tokens: int
     truncate_response: bool
     dry_run: bool
+    parallel: int | str = "auto"
 
-    def make_judge(self) -> Any:
+    def make_judge(self, *, n_parallel: int | str | None = None) -> Any:
         from .judge import Judge, Sampling  # loads llama.cpp: only when judging
 
         base = Sampling()
@@ -142,6 +143,7 @@ class ModelOptions:
             max_new_tokens=self.max_tokens,
             prompt_format=self.prompt_format,
             truncate_response=self.truncate_response,
+            n_parallel=self.parallel if n_parallel is None else n_parallel,
         )
 
     def renderer(self) -> Callable[[Request], Prompt]:
@@ -149,6 +151,21 @@ class ModelOptions:
         from .judge import prompt_renderer
 
         return prompt_renderer(self.model, self.prompt_format)
+
+
+class _Parallel(click.ParamType):
+    name = "N|auto"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int | str:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"{value!r} is not 'auto' or a positive integer", param, ctx)
+        return n
 
 
 _MODEL_OPTIONS: list[Callable[[Any], Any]] = [
@@ -221,6 +238,15 @@ _MODEL_OPTIONS: list[Callable[[Any], Any]] = [
         help="Shorten over-long responses to fit the context instead of failing.",
     ),
     click.option(
+        "--parallel",
+        type=_Parallel(),
+        default="auto",
+        show_default=True,
+        help="Items judged at once in one context (batch mode). auto: 16 with GPU offload, "
+        "8 on a CPU, fewer if their KV cache would take over a quarter of memory. 1 makes "
+        "every result bit-identical to a fresh run of that item.",
+    ),
+    click.option(
         "--dry-run",
         is_flag=True,
         help="Print the exact prompt text without loading the model "
@@ -245,6 +271,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "max_tokens",
         "truncate_response",
         "dry_run",
+        "parallel",
     ]
 
     @functools.wraps(f)
@@ -411,7 +438,7 @@ def _judge_command(
             sys.stdout.write("\n")
         sys.stdout.flush()
         return
-    judge = opts.make_judge()
+    judge = opts.make_judge(n_parallel=1)  # one item: one slot
     try:
         result = judge.judge(request)
     finally:
@@ -431,9 +458,19 @@ def _batch(
     progress: bool,
 ) -> None:
     default_rubric = load_rubric(rubric) if rubric is not None else None
+
+    def make_judge() -> Any:
+        judge = opts.make_judge()
+        click.echo(
+            f"{judge.model_name}: {judge.n_parallel} parallel slot"
+            f"{'s' if judge.n_parallel != 1 else ''} ({judge.parallel_reason})",
+            err=True,
+        )
+        return judge
+
     try:
         summary = run_batch(
-            opts.make_judge,
+            make_judge,
             input_path,
             output_path,
             mode,  # type: ignore[arg-type]

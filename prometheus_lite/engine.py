@@ -143,17 +143,24 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class Engine:
     """Runs jobs on ``runtime``'s sequences, up to ``n_parallel`` at once.
 
-    Thread-safe ``submit``; one background thread (started on the first job) does
+    ``n_seq`` limits the sequences used (default all of the runtime's; the slots beyond
+    ``n_parallel`` are prefix cache). Thread-safe ``submit``; one background thread
+    (started on the first job) does
     all the llama.cpp work. Counters for monitoring: ``queue_depth``, ``busy``,
     ``prompt_tokens_total`` (prefilled), ``cached_tokens_total``, ``generated_tokens_total``.
     """
 
-    def __init__(self, runtime: LlamaRuntime, n_parallel: int = 1) -> None:
-        if not 1 <= n_parallel <= runtime.n_seq:
-            raise ValueError(f"n_parallel must be in 1..{runtime.n_seq}, got {n_parallel}")
+    def __init__(
+        self, runtime: LlamaRuntime, n_parallel: int = 1, *, n_seq: int | None = None
+    ) -> None:
+        n_seq = runtime.n_seq if n_seq is None else n_seq
+        if not 1 <= n_parallel <= n_seq <= runtime.n_seq:
+            raise ValueError(
+                f"need 1 <= n_parallel ({n_parallel}) <= n_seq ({n_seq}) <= {runtime.n_seq}"
+            )
         self.rt = runtime
         self.n_parallel = n_parallel
-        self._slots = [_Slot(i) for i in range(runtime.n_seq)]
+        self._slots = [_Slot(i) for i in range(n_seq)]
         self._queue: deque[Job] = deque()
         self._waiting: list[Job] = []  # admitted, waiting for another slot to prefill their prefix
         self._cv = threading.Condition()
@@ -476,6 +483,9 @@ class Engine:
         gen.prefill_s = first - job.t_start
         gen.decode_s = now - first
         self.generated_tokens_total += len(job.out)
+        if job.future.cancel_requested:  # cancel() said yes: keep its word
+            job.future.set_exception(CancelledError("cancelled by the caller"))
+            return
         try:
             result = job.finish(gen) if job.finish is not None else gen
         except Exception as exc:
