@@ -263,7 +263,7 @@ class CpuBackend:
 
     def summary(self) -> str:
         setting = (
-            "llama.cpp defaults (extra buffer types on: repacked and AMX weight layouts)"
+            "llama.cpp defaults (extra buffer types on: repacked weights, AMX where built)"
             if self.extra_buffer_types
             else "extra buffer types OFF (use_extra_bufts=False: no AMX, no repacked weights)"
         )
@@ -312,15 +312,7 @@ def cpu_backend() -> CpuBackend:
             f"{ENV_EXTRA_BUFTS}={raw!r} is not a valid setting; use auto (probe this CPU "
             "once, the default), 1 (always use llama.cpp's extra buffer types) or 0 (never)."
         )
-    faults = _faults()
-    ident = {
-        "version": CACHE_VERSION,
-        "library": library_identity(lib),
-        "cpu": cpu,
-        "probe_fault": sorted(faults),
-    }
-    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
-    path = cache_dir() / f"cpu-backend-{key}.json"
+    ident, key, path = _cache_entry(lib, cpu)
     with _lock:
         memo = _memo.get((key, str(path)))
         if memo is not None:
@@ -334,6 +326,26 @@ def cpu_backend() -> CpuBackend:
             log.info("%s (cached in %s)", decision.summary(), path)
         _memo[(key, str(path))] = decision
     return decision
+
+
+def cache_path() -> Path:
+    """The cache file for this llama.cpp build, CPU and probe setting (may not exist)."""
+    lib = library_dir()
+    if lib is None:
+        raise ModelError("llama-cpp-python is not installed")
+    return _cache_entry(lib, cpu_identity())[2]
+
+
+def _cache_entry(lib: Path, cpu: dict[str, Any]) -> tuple[dict[str, Any], str, Path]:
+    """What the decision is keyed by, the key (a hash of it) and the cache file."""
+    ident = {
+        "version": CACHE_VERSION,
+        "library": library_identity(lib),
+        "cpu": cpu,
+        "probe_fault": sorted(_faults()),
+    }
+    key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+    return ident, key, cache_dir() / f"cpu-backend-{key}.json"
 
 
 def _probe_and_decide(
@@ -498,9 +510,11 @@ def _signal_name(returncode: int) -> str | None:
 
 
 def run_probe(
-    model: str | os.PathLike[str], *, extra_bufts: bool, timeout: float = PROBE_TIMEOUT_S
+    model: str | os.PathLike[str], *, extra_bufts: bool, timeout: float | None = None
 ) -> ProbeResult:
-    """Load ``model`` in a child process with ``use_extra_bufts=extra_bufts`` and decode."""
+    """Load ``model`` in a child process with ``use_extra_bufts=extra_bufts`` and decode
+    (``timeout`` seconds at most, default PROBE_TIMEOUT_S)."""
+    timeout = PROBE_TIMEOUT_S if timeout is None else timeout
     cmd = [sys.executable, "-P", "-m", "prometheus_lite.native", "probe", str(model)]
     if not extra_bufts:
         cmd.append("--no-extra-bufts")
