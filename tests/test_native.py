@@ -333,3 +333,23 @@ def test_info_shows_the_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 1
     assert "cannot run" in json.loads(result.stdout)["cpu_backend"]["error"]
     assert result.stderr.startswith("Error: This llama-cpp-python build uses CPU instructions")
+
+
+@pytest.mark.parametrize("setting, repack", [("0", False), ("1", True)])
+def test_reference_llama_loads_as_decided(
+    setting: str, repack: bool, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """tests/llama_ref.py: the high-level Llama (a test reference) follows the decision."""
+    from llama_ref import reference_llama
+
+    if repack and not native.run_probe(embedded_model_path(), extra_bufts=True).ok:
+        pytest.skip("llama.cpp's default CPU path crashes on this machine")
+    monkeypatch.setenv(native.ENV_EXTRA_BUFTS, setting)
+    llm = reference_llama(embedded_model_path(), n_ctx=64, n_threads=1, verbose=True)
+    try:
+        assert llm.eval(llm.tokenize(b"Hello")) is None
+    finally:
+        llm.close()
+    log = capfd.readouterr().err
+    assert "load_tensors" in log  # the load log was captured: the check below can fail
+    assert ("CPU_REPACK" in log) is repack
