@@ -4,7 +4,8 @@ This is the loop of llama.cpp's ``examples/simple``, written directly against
 ``llama_cpp``'s C bindings: ``llama_decode`` over a ``llama_batch``, a sampler chain
 built from llama.cpp's own samplers, ``llama_sampler_sample`` (which reads the logits and
 applies the chain in C). It uses the settings the Judge uses when the benchmark runs it
-(context size, batch size, threads; greedy with the repetition penalty over the prompt
+(context size, batch size, threads, llama.cpp's CPU buffer types as
+``prometheus_lite.native`` decides them; greedy with the repetition penalty over the prompt
 and output, as ``prometheus_lite.llama`` builds the chain) and, like the Judge, keeps the
 KV cache of the previous prompt and reuses the common prefix, so both do the same work.
 
@@ -14,6 +15,8 @@ exactly the requested number of tokens (the Judge's constraint bans them too).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import time
@@ -29,6 +32,8 @@ class RawRun:
     reused: int  # prompt tokens whose KV entries were kept from the previous prompt
     prefill_s: float
     gen_s: float
+    prefill_cpu_s: float = 0.0  # process CPU time (time.process_time), all threads
+    gen_cpu_s: float = 0.0
 
     @property
     def total_s(self) -> float:
@@ -46,15 +51,30 @@ class RawLlama:
         n_threads: int,
         n_batch: int = 64,  # the Judge's default
         n_gpu_layers: int = 0,
+        use_extra_bufts: bool | None = None,  # None: as the Judge loads (native's probe)
+        load_log: list[str] | None = None,  # if given, receives llama.cpp's model-load log
     ) -> None:
         import llama_cpp as L
 
-        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        logger = logging.getLogger("llama-cpp-python")
         self.L = L
         self._model = self._ctx = self._batch = None
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
-        self._model = L.llama_model_load_from_file(str(Path(path)).encode(), mparams)
+        if use_extra_bufts is None:
+            from prometheus_lite.native import extra_buffer_types_ok
+
+            use_extra_bufts = extra_buffer_types_ok()
+        mparams.use_extra_bufts = use_extra_bufts
+        # llama-cpp-python's log callback prints to sys.stderr when its logger allows it.
+        logger.setLevel(logging.INFO if load_log is not None else logging.ERROR)
+        captured = io.StringIO()
+        quiet = load_log is None
+        with contextlib.nullcontext() if quiet else contextlib.redirect_stderr(captured):
+            self._model = L.llama_model_load_from_file(str(Path(path)).encode(), mparams)
+        logger.setLevel(logging.ERROR)
+        if load_log is not None:
+            load_log += captured.getvalue().splitlines()
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}")
         vocab = L.llama_model_get_vocab(self._model)
@@ -127,7 +147,7 @@ class RawLlama:
         L = self.L
         if n_gen < 1 or len(forced) >= n_gen:
             raise ValueError("n_gen must be at least 1 and exceed the number of forced tokens")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         keep = 0
         for a, b in zip(self._cached, prompt, strict=False):
             if a != b:
@@ -139,7 +159,7 @@ class RawLlama:
             L.llama_memory_seq_rm(self._mem, 0, keep, -1)
         for start in range(keep, len(prompt), self.n_batch):
             self._decode(prompt[start : start + self.n_batch], start)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         chain = self._chain(repetition_penalty, prompt)
         out: list[int] = []
         pos = len(prompt)
@@ -158,9 +178,9 @@ class RawLlama:
             out.append(int(L.llama_sampler_sample(chain, self._ctx, -1)))
         finally:
             L.llama_sampler_free(chain)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         self._cached = prompt + out[:-1]  # the last sampled token was never decoded
-        return RawRun(out, keep, t1 - t0, t2 - t1)
+        return RawRun(out, keep, t1 - t0, t2 - t1, c1 - c0, c2 - c1)
 
     def close(self) -> None:
         L = self.L

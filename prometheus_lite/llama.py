@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import native
 from .errors import InvalidModelFileError, ModelError
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class LlamaRuntime:
             n_gpu_layers = -1 if L.llama_supports_gpu_offload() else 0
         self.n_gpu_layers = n_gpu_layers
         mparams = L.llama_model_default_params()
+        mparams.use_extra_bufts = native.extra_buffer_types_ok()  # False only where AMX & co crash
         mparams.n_gpu_layers = n_gpu_layers
         self._model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:

@@ -411,8 +411,9 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
-def format_info(info: ModelInfo, *, tensors: bool = False) -> str:
-    """A summary for ``prometheus-lite info`` (``tensors=True`` adds the tensor table)."""
+def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | None = None) -> str:
+    """A summary for ``prometheus-lite info`` (``tensors=True`` adds the tensor table;
+    ``cpu_backend`` a line on how llama.cpp's CPU backend loads models here)."""
     types = ", ".join(f"{n} {t}" for t, n in info.tensor_type_counts.items())
     tokens = []
     for label, tid, text in (
@@ -436,6 +437,8 @@ def format_info(info: ModelInfo, *, tensors: bool = False) -> str:
         ("Chat template", template),
         ("Prompt format", f"{info.prompt_format_detected}: {info.prompt_format_reason}"),
     ]
+    if cpu_backend is not None:
+        rows.append(("CPU backend", cpu_backend))
     lines = [f"{label + ':':<16}{value}" for label, value in rows]
     if info.is_embedded:
         lines += ["", "Note: " + EMBEDDED_MODEL_NOTE]

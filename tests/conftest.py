@@ -15,3 +15,12 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.skip(f"shared reference folder not found at {SHARED_DIR}")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_prometheus_lite_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The CPU-backend probe (prometheus_lite.native) caches its decision in the user's
+    cache dir; a test run uses its own (and probes once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROMETHEUS_LITE_CACHE_DIR", str(tmp_path_factory.mktemp("pl-cache")))
+        yield

@@ -22,6 +22,7 @@ pytest.importorskip("transformers")
 llama_cpp = pytest.importorskip("llama_cpp")
 
 import convert_fixtures as fx  # noqa: E402
+from llama_ref import reference_llama  # noqa: E402
 from prometheus_lite.convert import arch  # noqa: E402
 from prometheus_lite.convert.cli import convert_command  # noqa: E402
 
@@ -117,7 +118,8 @@ def _ids(spm_model: Path) -> list[int]:
 
 def _llama(path: Path) -> Any:
     # F32 KV cache: the comparison measures the conversion, not llama.cpp's cache rounding.
-    return llama_cpp.Llama(str(path), logits_all=True, n_ctx=96, n_batch=96, n_threads=2,
+    # reference_llama: loads as the Judge does on this CPU (no AMX crash; prometheus_lite.native)
+    return reference_llama(path, logits_all=True, n_ctx=96, n_batch=96, n_threads=2,
                            type_k=0, type_v=0, verbose=False)
 
 
