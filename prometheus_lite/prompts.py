@@ -41,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODES = ("absolute", "relative")
+_warned_no_template = False
 
 
 class PromptFormat(str, Enum):
@@ -359,7 +360,9 @@ def build_prompt(
     eos_token: str = "",
 ) -> Prompt:
     """The wrapped prompt for absolute (``response``) or relative (``response_a``/``_b``)
-    grading. CHAT without a chat template falls back to the v2 wrapper (format V2)."""
+    grading. CHAT without a chat template falls back to the v2 wrapper: the Prompt's
+    ``format`` is then V2, what was used (``models.resolve_prompt_format`` makes that
+    choice once per model, so a judge never asks for it)."""
     if mode not in MODES:
         raise PromptError(f"unknown grading mode {mode!r}; use 'absolute' or 'relative'")
     try:
@@ -382,7 +385,10 @@ def build_prompt(
     if fmt is PromptFormat.CHAT:
         if chat_template:
             return _chat_prompt(chat_template, system, user, mode, bos_token, eos_token)
-        logger.warning("the model has no chat template; using the Prometheus 2 (v2) wrapper")
+        global _warned_no_template
+        if not _warned_no_template:  # once: a batch calls this per item
+            _warned_no_template = True
+            logger.warning("the model has no chat template; using the Prometheus 2 (v2) wrapper")
         fmt = PromptFormat.V2
     segments = _wrap(_WRAPPER[version], system, user)
     return Prompt("".join(p for p, _ in segments), segments, fmt, mode)
