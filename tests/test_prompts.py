@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from prometheus_lite import prompts
 from prometheus_lite import templates as T
 from prometheus_lite.errors import PromptError
 from prometheus_lite.prompts import (
@@ -509,13 +510,18 @@ def test_chat_template_features() -> None:
     assert content(p) == [json.dumps(t, ensure_ascii=False)[1:-1] for t in (system, user)]
 
 
-def test_chat_without_template_falls_back_to_v2(caplog: pytest.LogCaptureFixture) -> None:
+def test_chat_without_template_falls_back_to_v2(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Prompt says V2 (what was used); one warning, not one per item of a batch."""
+    monkeypatch.setattr(prompts, "_warned_no_template", False)
     kwargs = {"instruction": "Q", "response": "A", "rubric": RUBRIC}
     with caplog.at_level(logging.WARNING, logger="prometheus_lite.prompts"):
-        p = build_prompt("absolute", format="chat", chat_template=None, **kwargs)
-    assert p.format is PromptFormat.V2
+        for _ in range(3):
+            p = build_prompt("absolute", format="chat", chat_template=None, **kwargs)
+            assert p.format is PromptFormat.V2
     assert p.text == build_prompt("absolute", format="v2", **kwargs).text
-    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
 @pytest.mark.parametrize(
