@@ -379,8 +379,9 @@ def prometheus_version(text: str) -> str | None:
     return None
 
 
-def _built_like_release(architecture: str, tokenizer_model: str | None, chat_template: str | None
-                        ) -> Release | None:
+def _built_like_release(
+    architecture: str, tokenizer_model: str | None, chat_template: str | None
+) -> Release | None:
     """The release a checkpoint that names none is built like: same architecture, the
     SentencePiece tokenizer, and no chat template or a Llama-2/Mistral ``[INST]`` one."""
     if tokenizer_model != SENTENCEPIECE:
@@ -427,12 +428,12 @@ def decide_prompt_format(
             )
     if chat_template:
         return "chat", (
-            "not a Prometheus release (none named in the metadata or file name): using the "
-            "model's chat template with the v2 prompt text"
+            "not a Prometheus release (none named): using the model's chat template with the "
+            "v2 prompt text"
         )
     return "v2", (
-        "not a Prometheus release (none named in the metadata or file name) and the file has "
-        "no chat template: using the Prometheus 2 (v2) wrapper"
+        "not a Prometheus release (none named) and the model has no chat template: using the "
+        "Prometheus 2 (v2) wrapper"
     )
 
 

@@ -113,7 +113,8 @@ def test_chat_asked_for_a_model_without_template_reports_v2(tmp_path: Path) -> N
     the judge and its results say v2, not chat."""
     ckpt = fx.llama3_checkpoint(tmp_path / "tiny-llama3-base", chat_template=None)
     [out] = convert_checkpoint(ckpt, tmp_path / "out", outtype="f32")
-    with Judge(out, n_threads=1, greedy=True, max_new_tokens=16, prompt_format="chat") as j:
+    with Judge(out, n_threads=1, n_ctx=2048, greedy=True, max_new_tokens=16,
+               prompt_format="chat") as j:
         request = GradeRequest("Q?", "A.", get_preset("helpfulness"))
         assert j.render(request).format.value == "v2"
         assert j.prompt_format == "v2" and "no chat template" in j.prompt_format_reason
