@@ -23,7 +23,6 @@ __all__ = [
     "IGNORED_TENSOR_SUFFIXES",
     "EXPERT_WEIGHTS",
     "LLAMA2_CHAT_TEMPLATE",
-    "PROMPT_FORMAT_BY_NAME",
     "GLOBAL_TENSORS",
     "BLOCK_TENSORS",
     "DENSE_FFN_TENSORS",
@@ -37,36 +36,23 @@ class ArchSpec:
 
     gguf_arch: gguf.MODEL_ARCH
     moe: bool
-    # Prometheus prompt version a checkpoint of this family is assumed to speak when neither its
-    # name nor ``--prompt-format`` says (v1: the 13B Llama-2 judge; v2: the Prometheus 2 models).
-    prompt_format: str
     source: str
 
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "LlamaForCausalLM": ArchSpec(
-        gguf.MODEL_ARCH.LLAMA, moe=False, prompt_format="v1",
+        gguf.MODEL_ARCH.LLAMA, moe=False,
         source="convert_hf_to_gguf.py LlamaModel; Prometheus 13B v1.0 (Llama-2-Chat-13B base)",
     ),
     "MistralForCausalLM": ArchSpec(
-        gguf.MODEL_ARCH.LLAMA, moe=False, prompt_format="v2",
+        gguf.MODEL_ARCH.LLAMA, moe=False,
         source="convert_hf_to_gguf.py LlamaModel (Mistral is llama + GQA); Prometheus 2 7B",
     ),
     "MixtralForCausalLM": ArchSpec(
-        gguf.MODEL_ARCH.LLAMA, moe=True, prompt_format="v2",
+        gguf.MODEL_ARCH.LLAMA, moe=True,
         source="convert_hf_to_gguf.py LlamaModel (experts stacked); Prometheus 2 8x7B",
     ),
 }
-
-# Prometheus checkpoint names -> prompt version (checked before the architecture default).
-# Source: ../shared/reference/prometheus-format.md (model table).
-PROMPT_FORMAT_BY_NAME: tuple[tuple[str, str], ...] = (
-    ("prometheus-13b-v1", "v1"),
-    ("prometheus-7b-v1", "v1"),
-    ("prometheus-7b-v2", "v2"),
-    ("prometheus-8x7b-v2", "v2"),
-    ("prometheus-bgb-8x7b-v2", "v2"),
-)
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,10 @@ def _user_errors(quiet: bool) -> Iterator[None]:
               help="Tokenizer folder or Hugging Face repo id, for checkpoints without one "
                    "(prometheus-13b-v1.0: the Llama-2 tokenizer).")
 @click.option("--prompt-format", type=click.Choice(["v1", "v2"]),
-              help="Prometheus prompt version stored in the file (default: from the model name, "
-                   "else v1 for Llama, v2 for Mistral/Mixtral).")
+              help="Prometheus prompt version stored in the file (default: from the checkpoint: "
+                   "a Prometheus release its name names; else v1/v2 if it is built like one "
+                   "(Llama/Mistral/Mixtral with a SentencePiece tokenizer and no or an [INST] "
+                   "chat template); else none: the model keeps its own chat template).")
 @click.option("--name", help="Model name for the files and general.name (default: folder name).")
 @click.option("--threads", type=int, default=0, help="Quantizer threads (0: all cores).")
 @click.option("--engine", type=click.Choice(["native", "llama.cpp"]), default="native",

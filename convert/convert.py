@@ -3,6 +3,7 @@
     checkpoint.open_checkpoint  (config + weight headers, nothing loaded)
       -> read_hparams            (arch.HPARAMS: config -> GGUF keys)
       -> tokenizer.load_vocab    (tokenizer.ggml.*)
+      -> models.decide_prompt_format (from the name, tokenizer and chat template)
       -> plan_tensors            (names via gguf's TensorNameMap, shapes checked, experts stacked)
       -> gguf_out.write_gguf     (one tensor at a time, row chunks, atomic)
       -> quantize.quantize_file  (only for --quant: llama.cpp's quantizer on an intermediate file)
@@ -32,6 +33,7 @@ import numpy as np
 
 from prometheus_lite.errors import ConversionError
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
+from prometheus_lite.models import decide_prompt_format
 
 from . import arch
 from .checkpoint import FLOAT_DTYPES, Checkpoint, TensorRef, open_checkpoint, to_f32
@@ -116,6 +118,9 @@ class Model:
     name: str
     hparams: dict[str, Any]  # GGUF key -> value
     dims: dict[str, int]  # symbols of arch.*_TENSORS shapes, plus n_head, n_head_kv, head_dim
+    vocab: Vocab
+    # "v1" / "v2" (written as prometheus.prompt_format) or "chat" (not written: a model that
+    # is no Prometheus judge keeps its own chat template); see models.decide_prompt_format.
     prompt_format: str
     prompt_format_reason: str
 
@@ -151,17 +156,18 @@ def read_hparams(config: dict[str, Any], spec: arch.ArchSpec, where: Path) -> di
     return out
 
 
-def _prompt_format(name: str, spec: arch.ArchSpec, override: str | None) -> tuple[str, str]:
+def _prompt_format(name: str, ckpt: Checkpoint, vocab: Vocab,
+                   override: str | None) -> tuple[str, str]:
+    """From the checkpoint (its name, tokenizer and chat template) by
+    ``prometheus_lite.models.decide_prompt_format``, unless ``--prompt-format`` says."""
     if override is not None:
         if override not in PROMPT_FORMAT_VALUES:
             raise ConversionError(f"--prompt-format {override!r}: choose one of "
                                   f"{', '.join(PROMPT_FORMAT_VALUES)}")
         return override, "--prompt-format"
-    lowered = name.lower()
-    for prefix, fmt in arch.PROMPT_FORMAT_BY_NAME:
-        if prefix in lowered:
-            return fmt, f"model name {name!r}"
-    return spec.prompt_format, "architecture default"
+    names = [("model name", name), ("config.json _name_or_path", ckpt.config.get("_name_or_path"))]
+    return decide_prompt_format(names, chat_template=vocab.special.chat_template,
+                                architecture=ckpt.architecture, tokenizer_model=vocab.model)
 
 
 def _default_name(path: Path) -> str:
@@ -174,7 +180,9 @@ def _default_name(path: Path) -> str:
 
 
 def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | None = None,
-                       prompt_format: str | None = None) -> Model:
+                       prompt_format: str | None = None, tokenizer: str | None = None) -> Model:
+    """Config, tokenizer (``tokenizer``: --tokenizer, else the checkpoint's own) and prompt
+    format of a checkpoint; no weight is read."""
     ckpt = open_checkpoint(checkpoint_dir)
     spec = arch.ARCHITECTURES.get(ckpt.architecture)
     if spec is None:
@@ -226,8 +234,16 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
         raise ConversionError(f"{ckpt.path / 'config.json'}: head_dim {head_dim} / heads "
                               f"{n_head}/{n_head_kv} are not a valid attention layout")
     model_name = name or _default_name(ckpt.path)
-    fmt, reason = _prompt_format(model_name, spec, prompt_format)
-    return Model(ckpt, spec, model_name, hparams, dims, fmt, reason)
+    vocab = load_vocab(resolve_tokenizer_dir(ckpt.path, tokenizer), dims["vocab"],
+                       model_config=config)
+    fmt, reason = _prompt_format(model_name, ckpt, vocab, prompt_format)
+    if vocab.special.chat_template is None and fmt == "v1":
+        # Llama-2-chat's own template, for the v1 checkpoint that ships no tokenizer.
+        vocab.special.chat_template = arch.LLAMA2_CHAT_TEMPLATE
+    if vocab.special.chat_template is None:
+        logger.warning("%s: no chat template in the tokenizer; llama.cpp will guess one",
+                       vocab.source)
+    return Model(ckpt, spec, model_name, hparams, dims, vocab, fmt, reason)
 
 
 # ---------------------------------------------------------------------------- tensor plan
@@ -375,7 +391,8 @@ def _writer(model: Model, vocab: Vocab, file_type: gguf.LlamaFileType) -> gguf.G
     w.add_file_type(int(file_type))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     vocab.add_to_gguf(w)
-    w.add_string(PROMPT_FORMAT_KEY, model.prompt_format)
+    if model.prompt_format in PROMPT_FORMAT_VALUES:
+        w.add_string(PROMPT_FORMAT_KEY, model.prompt_format)
     return w
 
 
@@ -452,12 +469,11 @@ def convert_checkpoint(
         raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     quants = list(dict.fromkeys(q.upper() for q in quants))
     _check_engine(engine, quants, precision)  # native engine: convert/one_pass.py
-    model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format)
-    logger.info("%s: %s, prompt format %s (from %s)", model.name, model.checkpoint.architecture,
+    model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format,
+                               tokenizer=tokenizer)
+    logger.info("%s: %s, prompt format %s (%s)", model.name, model.checkpoint.architecture,
                 model.prompt_format, model.prompt_format_reason)
-    tok_dir = resolve_tokenizer_dir(model.checkpoint.path, tokenizer)
-    vocab = load_vocab(tok_dir, model.dims["vocab"], model_config=model.checkpoint.config,
-                       prompt_format=model.prompt_format)
+    vocab = model.vocab
     plan = plan_tensors(model)
 
     out = Path(out_dir)

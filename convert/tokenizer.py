@@ -9,7 +9,8 @@ Two kinds, as in llama.cpp's ``convert_hf_to_gguf.py``:
 * Byte-level BPE (``tokenizer.json`` without byte fallback; Llama-3 style): tokens from gguf-py's
   ``BpeVocab``, merges from ``SpecialVocab``, pre-tokenizer chosen from the regex in the file.
 
-Special token ids, BOS/EOS behaviour and the chat template come from gguf-py's ``SpecialVocab``.
+Special token ids, BOS/EOS behaviour and the chat template come from gguf-py's ``SpecialVocab``
+(``convert.inspect_checkpoint`` adds Llama-2-chat's template for v1 checkpoints without one).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from typing import Any
 import gguf
 
 from prometheus_lite.errors import ConversionError
-
-from .arch import LLAMA2_CHAT_TEMPLATE
 
 __all__ = ["Vocab", "TOKENIZER_FILES", "resolve_tokenizer_dir", "load_vocab", "BPE_PRE_TOKENIZERS"]
 
@@ -206,8 +205,7 @@ def _bpe_pre(tj: dict[str, Any], tok_dir: Path) -> str:
     raise ConversionError(f"{tok_dir / 'tokenizer.json'}: unsupported pre-tokenizer {pt!r}")
 
 
-def load_vocab(tok_dir: Path, n_vocab: int, *, model_config: dict[str, Any],
-               prompt_format: str) -> Vocab:
+def load_vocab(tok_dir: Path, n_vocab: int, *, model_config: dict[str, Any]) -> Vocab:
     """Build the GGUF vocabulary for a model with ``n_vocab`` embedding rows."""
     if (tok_dir / "tokenizer.model").is_file():
         tokens, scores, types = _sentencepiece(tok_dir, n_vocab)
@@ -233,8 +231,4 @@ def load_vocab(tok_dir: Path, n_vocab: int, *, model_config: dict[str, Any],
         # Llama/Mistral SentencePiece tokenizers prepend BOS and do not append EOS.
         special.add_special_token.setdefault("bos", True)
         special.add_special_token.setdefault("eos", False)
-    if special.chat_template is None and prompt_format == "v1":
-        special.chat_template = LLAMA2_CHAT_TEMPLATE
-    if special.chat_template is None:
-        logger.warning("%s: no chat template in the tokenizer; llama.cpp will guess one", tok_dir)
     return Vocab(model, pre, tokens, scores, types, special, tok_dir)

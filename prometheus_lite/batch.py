@@ -2,8 +2,12 @@
 
 Resumable: a rerun with the same output file skips every id already written there
 (results and error records alike) and appends the rest, in input order. To retry
-items that failed, delete their lines (``"error": "..."``) from the output and rerun. No llama_cpp
-import here: the judge comes from a factory, called only if there is work left.
+items that failed, delete their lines (``"error": "..."``) from the output and rerun. An
+item that hit a transient llama.cpp failure (``Failure.transient``: out of memory, KV
+cache full) is not written at all, so the rerun retries it. One run at a time per output
+file: a run holds an OS lock on it (``flock``) from start to end, and a second run on the
+same file refuses at once. No llama_cpp import here: the judge comes from a factory,
+called only if there is work left.
 
 Input line (one JSON object per line)::
 
@@ -23,6 +27,11 @@ import logging
 import math
 import os
 import sys
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs on one output are not guarded there
+    fcntl = None  # type: ignore[assignment]
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -81,13 +90,15 @@ _WHAT: dict[str, str] = {
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """What one ``run_batch`` call did. ``total`` = ``skipped + done + errors``."""
+    """What one ``run_batch`` call did. ``total`` = ``skipped + done + errors + transient``."""
 
     total: int  # non-blank input lines
     skipped: int  # already in the output file (a previous run wrote them)
     done: int  # judged (or rendered, in a dry run) by this run
     errors: int  # error records written by this run
     output: Path | None  # None: a dry run printed to stdout
+    # Items that hit a transient llama.cpp failure: not written, so a rerun retries them.
+    transient: int = 0
 
 
 # --------------------------------------------------------------------------- parsing
@@ -409,6 +420,11 @@ class _LineWriter:
                     f"cannot open output file '{path}' for appending: {e.strerror}; "
                     "check that its folder exists and is writable"
                 ) from None
+            try:
+                _lock(self._fd, path)
+            except BaseException:
+                self.close()
+                raise
 
     def write(self, rec: Mapping[str, Any]) -> None:
         data = _dumps(rec)
@@ -427,6 +443,31 @@ class _LineWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Take the output file's lock for this run, or refuse at once if another run has it.
+
+    ``flock`` on the file itself: the kernel releases it when the process ends, however
+    it ends (kill -9 included), so a crashed run never leaves a stale lock behind; and
+    unlike ``fcntl``/``lockf`` record locks it survives this process opening and closing
+    the file again (``read_done_ids`` does).
+    """
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise BatchInputError(
+            f"output file '{path}' is in use by another prometheus-lite run (it holds the "
+            "file's lock); two runs on one output would grade the same items twice. Wait "
+            "for that run to finish (then rerun to resume), or choose another --output"
+        ) from None
+    except OSError as e:  # a file system without flock support (some network mounts)
+        logger.warning(
+            "cannot lock output file '%s' (%s); make sure no other run writes to it",
+            path, e.strerror,
+        )
 
 
 # --------------------------------------------------------------------------- running
@@ -494,9 +535,13 @@ def run_batch(
     ``judge_factory()`` must return an object with ``batch(requests)`` (yielding one
     result per request, in order), ``model_name``, ``prompt_format`` and ``close()``;
     it is called only when something is left to judge. Malformed lines and duplicate
-    ids get an error record and the run goes on. With ``dry_run_render`` (request ->
-    ``Prompt`` or text) nothing is judged: each line's ``{"id", "prompt"}`` goes to
-    ``output_path`` (which must not exist) or stdout, and no model is loaded.
+    ids get an error record and the run goes on; a transient failure
+    (``Failure.transient``) is counted in ``BatchSummary.transient`` and not written,
+    so a rerun retries it. The output file is locked for the whole run: a second run
+    on it raises ``BatchInputError`` before reading or writing anything. With
+    ``dry_run_render`` (request -> ``Prompt`` or text) nothing is judged: each line's
+    ``{"id", "prompt"}`` goes to ``output_path`` (which must not exist) or stdout, and
+    no model is loaded.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be 'grade' or 'compare', got {mode!r}")
@@ -518,25 +563,38 @@ def run_batch(
                 f"cannot create the folder of output file '{out}': {e.strerror}; "
                 "choose an --output in a writable folder"
             ) from None
-    done = Counter[str]() if dry else read_done_ids(out)  # type: ignore[arg-type]
-    plan, total, skipped = _plan(input_path, mode, default_rubric, done)
+    # Opened (and locked) before the output is read: the torn-tail repair and the list
+    # of done ids must not race another run appending to the same file. (A dry run
+    # writes a new file, O_EXCL, once its input has been read.)
+    writer = None if dry else _LineWriter(out)
+    try:
+        done = Counter[str]() if dry else read_done_ids(out)  # type: ignore[arg-type]
+        plan, total, skipped = _plan(input_path, mode, default_rubric, done)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    if writer is None:
+        writer = _LineWriter(out, exclusive=True)
     n_judge = sum(1 for p in plan.values() if p.error is None)
     logger.info("%s: %d items, %d already done, %d to judge, %d input errors",
                 input_path, total, skipped, n_judge, len(plan) - n_judge)
 
-    writer = _LineWriter(out, exclusive=dry)
-    counts = {"done": 0, "errors": 0}
+    counts = {"done": 0, "errors": 0, "transient": 0}
     bar = _progress(len(plan), skipped, enabled=progress, mode=mode)
     judge: Any = None
     state: dict[str, str | None] = {"model": None, "prompt_format": None}
     record_mode: Any = "dry-run" if dry else mode
 
-    def emit(rec: dict[str, Any], ok: bool) -> None:
-        writer.write(rec)
-        counts["done" if ok else "errors"] += 1
+    def tick() -> None:
         if bar is not None:
             bar.set_postfix(_postfix(counts["done"], counts["errors"], skipped), refresh=False)
             bar.update(1)
+
+    def emit(rec: dict[str, Any], ok: bool) -> None:
+        writer.write(rec)
+        counts["done" if ok else "errors"] += 1
+        tick()
 
     def emit_error(lineno: int, p: _Plan) -> None:
         emit(error_record(record_mode, p.id, lineno, p.error or "", p.error_type,
@@ -578,6 +636,13 @@ def run_batch(
             for result in judge.batch(requests()):
                 flush_errors()
                 lineno, p = pending.popleft()
+                if isinstance(result, Failure) and result.transient:
+                    # Says nothing about the item: no record, so a rerun retries it.
+                    logger.warning("line %d (id %s): %s; not recorded, a rerun retries it",
+                                   lineno, p.id, result.error)
+                    counts["transient"] += 1
+                    tick()
+                    continue
                 emit(result_record(result, mode, id=p.id, line=lineno,
                                    model=state["model"], prompt_format=state["prompt_format"]),
                      not isinstance(result, Failure))
@@ -592,7 +657,7 @@ def run_batch(
         if judge is not None and hasattr(judge, "close"):
             judge.close()
     return BatchSummary(total=total, skipped=skipped, done=counts["done"],
-                        errors=counts["errors"], output=out)
+                        errors=counts["errors"], output=out, transient=counts["transient"])
 
 
 def _progress(total: int, skipped: int, *, enabled: bool, mode: str) -> Any:

@@ -2,8 +2,10 @@
 
 Only this module prints and picks exit codes: 0 success, 1 a prometheus-lite error
 (``Error: ...`` on stderr; ``PROMETHEUS_LITE_DEBUG=1`` shows the traceback instead)
-or a batch in which every item of the run failed, 2 a usage error. Machine-readable
-output goes to stdout or the ``--output`` file; progress and logs go to stderr.
+or a batch in which every item of the run failed, 2 a usage error, 75 (``EX_TEMPFAIL``)
+a batch that left items behind after a transient llama.cpp failure (rerun to retry
+them). Machine-readable output goes to stdout or the ``--output`` file; progress and
+logs go to stderr.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .rubrics import PRESETS, load_rubric
 __all__ = ["main"]
 
 DEBUG_ENV = "PROMETHEUS_LITE_DEBUG"
+EXIT_TRANSIENT = 75  # sysexits.h EX_TEMPFAIL: "temporary failure, the user is invited to retry"
 DEFAULT_RUBRIC = "helpfulness"  # single items only; batch lines must name theirs or use --rubric
 
 
@@ -355,8 +358,9 @@ def grade(opts: ModelOptions, response: str | None, **item: Any) -> None:
     Batch:        --input items.jsonl --output results.jsonl
     Batch lines: {"id", "instruction", "response", "reference_answer"?, "rubric"?}; the
     Feedback Collection's orig_* field names work as they are. A rerun with the same
-    --output skips the ids already there (delete error lines to retry them). Exit code
-    1 if every item of the run failed.
+    --output skips the ids already there (delete error lines to retry them); one run
+    at a time per --output. Exit code 1 if every item of the run failed, 75 if some
+    hit a transient llama.cpp failure (not recorded: rerun to retry them).
     """
     _judge_command("grade", opts, {"response": response}, **item)
 
@@ -376,7 +380,8 @@ def compare(
     Single item:  --instruction TEXT --response-a TEXT --response-b TEXT [--rubric ...]
     Batch:        --input pairs.jsonl --output results.jsonl
     Batch lines: {"id", "instruction", "response_a", "response_b", "reference_answer"?,
-    "rubric"?}. Resumes like grade. Exit code 1 if every item of the run failed.
+    "rubric"?}. Resumes like grade. Exit code 1 if every item of the run failed, 75
+    if some hit a transient llama.cpp failure (rerun to retry them).
     """
     _judge_command("compare", opts, {"response_a": response_a, "response_b": response_b}, **item)
 
@@ -484,6 +489,13 @@ def _batch(
         )
         sys.exit(130)
     click.echo(format_summary(summary, dry_run=opts.dry_run), err=True)
+    if summary.transient:
+        click.echo(
+            f"{summary.transient} item{'s' if summary.transient != 1 else ''} hit a transient "
+            "llama.cpp failure; rerun the same command to retry them",
+            err=True,
+        )
+        sys.exit(EXIT_TRANSIENT)
     if summary.errors and not summary.done:
         sys.exit(1)
 
@@ -520,7 +532,11 @@ def format_summary(s: BatchSummary, *, dry_run: bool = False) -> str:
     """The one line printed to stderr after a batch."""
     verb = "rendered" if dry_run else "judged"
     where = f"; output in {s.output}" if s.output is not None else ""
-    return f"{s.total} items: {s.done} {verb}, {s.errors} errors, {s.skipped} already done{where}"
+    retry = f", {s.transient} to retry" if s.transient else ""
+    return (
+        f"{s.total} items: {s.done} {verb}, {s.errors} errors{retry}, {s.skipped} already done"
+        f"{where}"
+    )
 
 
 # --------------------------------------------------------------------------- rubrics / info

@@ -5,8 +5,10 @@ Two jobs, neither of which imports ``llama_cpp`` (finding the file is
 
 * :func:`validate_gguf` / :func:`read_model_info` read the GGUF header with
   ``gguf.GGUFReader`` and explain what is wrong with files that are not usable GGUFs.
-* :func:`detect_prompt_format` decides which Prometheus prompt ("v1", "v2") a file
-  wants, or "chat" for any other model.
+* :func:`decide_prompt_format` is the one place that maps a model (a GGUF file, or a
+  checkpoint being converted) to its prompt format: "v1", "v2" (Prometheus), or "chat"
+  (the model's own chat template) for any other model; :func:`detect_prompt_format` and
+  :func:`resolve_prompt_format` apply it to a GGUF file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,16 +25,21 @@ from typing import Any
 import gguf
 import numpy as np
 
-from .errors import InvalidModelFileError
+from .errors import InvalidModelFileError, PromptError
 from .gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
 from .hub import EMBEDDED_MODEL_NOTE, is_embedded_model
+from .prompts import PromptFormat
+from .releases import RELEASES, Release
 
 __all__ = [
     "ModelInfo",
     "TensorInfo",
+    "decide_prompt_format",
     "detect_prompt_format",
     "format_info",
+    "prometheus_version",
     "read_model_info",
+    "resolve_prompt_format",
     "validate_gguf",
 ]
 
@@ -315,8 +323,11 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 
 
 # ---------------------------------------------------------------------------------------
-# Prompt format detection
+# Prompt format: the one place that maps a model to its prompt format
 # ---------------------------------------------------------------------------------------
+# Used for GGUF files (detect_prompt_format, resolve_prompt_format) and by the converter
+# for checkpoints (``prometheus_lite.convert``); the per-release facts are data in
+# ``releases.py``.
 
 # Metadata that can name the model, most specific first.
 _NAME_FIELDS = (
@@ -332,40 +343,109 @@ _NAME_FIELDS = (
 _NAME_PARTS = ("general.basename", "general.size_label", "general.finetune", "general.version")
 _BASE_MODEL_FIELD = re.compile(r"general\.base_model\.\d+\.(name|repo_url|url)")
 
+# Every Prometheus release uses its base model's SentencePiece tokenizer
+# (tokenizer.ggml.model "llama"); a byte-level BPE ("gpt2") model is not one of them.
+SENTENCEPIECE = "llama"
 
-def _prometheus_version(text: str) -> str | None:
-    """ "v1"/"v2" when ``text`` names a Prometheus release, else None."""
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w]
+
+
+def prometheus_version(text: str) -> str | None:
+    """ "v1"/"v2" when ``text`` names a Prometheus release, else None.
+
+    A known release (``releases.RELEASES``: its name or the authors' repo, any case and
+    separators, so ``prometheus-7b-v2_0`` counts) gives its prompt format; other
+    Prometheus names go by their version or size (``v2``, ``2``, ``8x7b``, ``bgb``: v2;
+    ``v1``, ``13b``: v1)."""
     s = text.lower()
     if "prometheus" not in s:
         return None
-    tokens = re.split(r"[^a-z0-9]+", s)
-    if "v2" in tokens or re.search(r"prometheus[-_ ]?2(?![0-9])", s):
+    words = _words(s)
+    joined = "-".join(words)
+    for release in RELEASES:
+        for known in (release.name, release.source_repo.rsplit("/", 1)[-1]):
+            if "-".join(_words(known)) in joined:
+                return release.prompt_format
+    if "v2" in words or re.search(r"prometheus[-_ ]?2(?![0-9])", s):
         return "v2"
-    if "v1" in tokens:
+    if "v1" in words:
         return "v1"
-    if "8x7b" in tokens or "bgb" in tokens:
+    if "8x7b" in words or "bgb" in words:
         return "v2"
-    if "13b" in tokens:
+    if "13b" in words:
         return "v1"
     return None
 
 
-def detect_prompt_format(info: ModelInfo) -> tuple[str, str]:
-    """Which prompt a model wants: ("v1" | "v2" | "chat", why).
+def _built_like_release(
+    architecture: str, tokenizer_model: str | None, chat_template: str | None
+) -> Release | None:
+    """The release a checkpoint that names none is built like: same architecture, the
+    SentencePiece tokenizer, and no chat template or a Llama-2/Mistral ``[INST]`` one."""
+    if tokenizer_model != SENTENCEPIECE:
+        return None
+    if chat_template and "[INST]" not in chat_template:
+        return None
+    return next((r for r in RELEASES if r.architecture == architecture), None)
 
-    Our ``prometheus.prompt_format`` key wins; then a Prometheus release named in the
-    metadata (name, basename, finetune, source repo, base model), then in the file name
-    or the Hugging Face repo it was cached from. Anything else is "chat": the model's own
-    chat template with the v2 prompt text.
+
+def decide_prompt_format(
+    names: Sequence[tuple[str, Any]],
+    *,
+    chat_template: str | None,
+    key: str | None = None,
+    architecture: str | None = None,
+    tokenizer_model: str | None = None,
+) -> tuple[str, str]:
+    """Which prompt a model wants: ("v1" | "v2" | "chat", why). The one place that decides.
+
+    In order: our ``prometheus.prompt_format`` key (``key``: a file we converted); a
+    Prometheus release named in ``names`` ((where, text) pairs); for a checkpoint being
+    converted (``architecture``, its config's ``architectures[0]``, and
+    ``tokenizer_model``, "llama" for SentencePiece or "gpt2" for byte-level BPE), being
+    built like a release (see :func:`_built_like_release`). Anything else is not a
+    Prometheus model: "chat", its own chat template with the v2 prompt text, or "v2",
+    the Prometheus 2 wrapper, when it has no chat template.
     """
-    key = info.prompt_format_key
     if key in PROMPT_FORMAT_VALUES:
-        return key, f"metadata key {PROMPT_FORMAT_KEY} = {key!r}"
+        return key, f"metadata key {PROMPT_FORMAT_KEY} = {key!r}"  # type: ignore[return-value]
     if key is not None:
         logger.warning(
             "Ignoring %s = %r (expected one of %s)", PROMPT_FORMAT_KEY, key, PROMPT_FORMAT_VALUES
         )
-    sources = [(k, info.general.get(k)) for k in _NAME_FIELDS]
+    for where, value in names:
+        if isinstance(value, str) and (version := prometheus_version(value)):
+            return version, f"{where} {value!r} names a Prometheus {version} release"
+    if architecture is not None:
+        release = _built_like_release(architecture, tokenizer_model, chat_template)
+        if release is not None:
+            template = "an [INST] chat template" if chat_template else "no chat template"
+            return release.prompt_format, (
+                f"no Prometheus release named, but built like {release.name} ({architecture}, "
+                f"SentencePiece tokenizer, {template})"
+            )
+    if chat_template:
+        return "chat", (
+            "not a Prometheus release (none named): using the model's chat template with the "
+            "v2 prompt text"
+        )
+    return "v2", (
+        "not a Prometheus release (none named) and the model has no chat template: using the "
+        "Prometheus 2 (v2) wrapper"
+    )
+
+
+def detect_prompt_format(info: ModelInfo) -> tuple[str, str]:
+    """Which prompt a GGUF file wants: ("v1" | "v2" | "chat", why).
+
+    Our ``prometheus.prompt_format`` key wins; then a Prometheus release named in the
+    metadata (name, basename, finetune, source repo, base model), then in the file name
+    or the Hugging Face repo it was cached from. Anything else is "chat" (the model's
+    own chat template with the v2 prompt text), or "v2" if the file has no chat template.
+    """
+    sources: list[tuple[str, Any]] = [(k, info.general.get(k)) for k in _NAME_FIELDS]
     # convert_hf_to_gguf splits "prometheus-8x7b-v2.0" into basename/size_label/version.
     parts = [info.general.get(k) for k in _NAME_PARTS]
     joined = " ".join(str(p) for p in parts if p is not None)
@@ -373,19 +453,35 @@ def detect_prompt_format(info: ModelInfo) -> tuple[str, str]:
     sources += [(k, v) for k, v in info.general.items() if _BASE_MODEL_FIELD.fullmatch(k)]
     sources.append(("file name", info.path.name))
     sources += [("cache folder", part) for part in info.path.parts if part.startswith("models--")]
-    for where, value in sources:
-        if isinstance(value, str) and (version := _prometheus_version(value)):
-            return version, f"{where} {value!r} names a Prometheus {version} release"
-    template = (
-        "the model's chat template"
-        if info.chat_template
-        else ("a plain prompt (the file has no chat template)")
+    return decide_prompt_format(
+        sources, chat_template=info.chat_template, key=info.prompt_format_key
     )
-    return "chat", (
-        "no Prometheus release named in the metadata or file name: using "
-        + template
-        + " with the v2 prompt text"
-    )
+
+
+_CHAT_WITHOUT_TEMPLATE_WARNED: set[Path] = set()
+
+
+def resolve_prompt_format(requested: str, info: ModelInfo) -> tuple[str, str]:
+    """The prompt format a judge uses and why: ``requested`` ("auto", "v1", "v2",
+    "chat") made concrete for this file. "chat" for a file without a chat template
+    becomes "v2", the wrapper that is then actually used (one warning per file)."""
+    if requested == "auto":
+        return detect_prompt_format(info)
+    valid = ("auto", *(f.value for f in PromptFormat))
+    if requested not in valid:
+        raise PromptError(f"unknown prompt format {requested!r}; use one of: {', '.join(valid)}")
+    if requested == PromptFormat.CHAT.value and not info.chat_template:
+        if info.path not in _CHAT_WITHOUT_TEMPLATE_WARNED:
+            _CHAT_WITHOUT_TEMPLATE_WARNED.add(info.path)
+            logger.warning(
+                "--prompt-format chat: %s has no chat template; using the Prometheus 2 (v2) "
+                "wrapper instead", info.path.name,
+            )
+        return "v2", (
+            "--prompt-format chat, but the file has no chat template: using the Prometheus 2 "
+            "(v2) wrapper"
+        )
+    return requested, "chosen with --prompt-format"
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Templates are filled by one-pass placeholder replacement, never ``str.format``: 
 text contains braces, and a value such as ``"{response}"`` must stay literal. A built
 ``Prompt`` also splits its text into segments that say where special tokens may be
 parsed (wrapper pieces) and where not (user content), so graded text containing e.g.
-``</s>`` or ``<|im_end|>`` never becomes a control token.
+``</s>``, ``<|im_end|>`` or ``<|eot_id|>`` never becomes a control token, under every
+chat template (a template whose output cannot be split that way is refused).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MODES = ("absolute", "relative")
+_warned_no_template = False
 
 
 class PromptFormat(str, Enum):
@@ -227,6 +229,13 @@ def _render_chat(
     )
 
 
+class _Unsegmentable(PromptError):
+    """The template's text and the graded contents cannot be told apart in its output."""
+
+
+_SENTINEL = re.compile("\ue000[0-9]+\ue001")
+
+
 def _chat_segments(
     tmpl: jinja2.Template,
     roles: Sequence[str],
@@ -235,39 +244,74 @@ def _chat_segments(
     bos_token: str,
     eos_token: str,
 ) -> tuple[tuple[str, bool], ...] | None:
-    """Split ``text`` into template pieces and contents by rendering sentinels instead of
-    the contents. None if a content is missing from the sentinel render (dropped by the
-    template); one True segment if the template transformed the contents."""
-    # Private-use characters and digits: unchanged by case/whitespace filters.
+    """Split ``text`` (the template rendered with ``contents``) into the template's own
+    pieces (True: may hold special tokens) and the contents as the template wrote them
+    (False: always plain text). None if the template leaves a content out.
+
+    Found by rendering unique sentinels instead of the contents: what lies between them
+    is the template's text. A template may transform a content (Llama-3 ``| trim``, JSON
+    escaping): rendering each content alone among sentinels gives its transformed text.
+    Raises ``_Unsegmentable`` when the output is not template pieces around per-content
+    texts, so graded text never ends up where special tokens are parsed.
+    """
+    # Private-use characters and digits: unchanged by case/whitespace/escaping filters.
     sentinels = [f"\ue000{i}{secrets.randbits(64)}\ue001" for i in range(len(contents))]
-    try:
-        marked = _render_chat(tmpl, roles, sentinels, bos_token, eos_token)
-    except Exception as e:  # noqa: BLE001 - any template failure means "can't segment"
-        logger.debug("chat template failed on sentinel contents (%s); one segment", e)
-        return ((text, True),)
+
+    def render(values: Sequence[str]) -> str:
+        try:
+            return _render_chat(tmpl, roles, values, bos_token, eos_token)
+        except Exception as e:  # noqa: BLE001 - any template failure means "can't segment"
+            raise _Unsegmentable(
+                f"the model's chat template fails on placeholder contents ({e})"
+            ) from None
+
+    marked = render(sentinels)
     if any(s not in marked for s in sentinels):
         return None
-    segments: list[tuple[str, bool]] = []
-    rest = marked
-    for sentinel, content in zip(sentinels, contents, strict=True):
-        piece, found, rest = rest.partition(sentinel)
-        if not found or sentinel in rest:
-            logger.debug("chat template repeats or reorders contents; one segment")
-            return ((text, True),)
-        segments += [(piece, True), (content, False)]
-    segments.append((rest, True))
-    segments = [(p, special) for p, special in segments if p]
-    if "".join(p for p, _ in segments) != text:
-        logger.debug("chat template transforms the contents; one segment (special tokens on)")
-        return ((text, True),)
-    return tuple(segments)
+    parts = _SENTINEL.split(marked)  # template pieces, with sentinels removed
+    order = [sentinels.index(s) for s in _SENTINEL.findall(marked) if s in sentinels]
+    if len(order) != len(parts) - 1:  # a sentinel-like string the template wrote itself
+        raise _Unsegmentable("the model's chat template writes private-use characters")
+
+    def join(values: Sequence[str]) -> str:
+        return parts[0] + "".join(
+            values[i] + piece for i, piece in zip(order, parts[1:], strict=True)
+        )
+
+    written = list(contents)
+    if join(contents) != text:
+        # The template transforms contents: find each one's text on its own.
+        for i, sentinel in enumerate(sentinels):
+            alone = render([contents[i] if j == i else s for j, s in enumerate(sentinels)])
+            times = marked.count(sentinel)
+            size, rest = divmod(len(alone) - len(marked), times)
+            start = marked.index(sentinel)
+            candidate = alone[start : start + len(sentinel) + size] if not rest else None
+            if candidate is None or marked.replace(sentinel, candidate) != alone:
+                raise _Unsegmentable(
+                    "the model's chat template changes a message depending on its "
+                    "surroundings, so its own text and the graded text cannot be told apart"
+                )
+            written[i] = candidate
+    if join(written) != text:
+        raise _Unsegmentable(
+            "the model's chat template writes the messages differently together than one "
+            "at a time, so its own text and the graded text cannot be told apart"
+        )
+    pieces = [(parts[0], True)]
+    for i, piece in zip(order, parts[1:], strict=True):
+        pieces += [(written[i], False), (piece, True)]
+    return tuple((p, special) for p, special in pieces if p)
 
 
 def _chat_prompt(
     chat_template: str, system: str, user: str, mode: str, bos_token: str, eos_token: str
 ) -> Prompt:
     """Render [system, user]; if the template refuses a system role (or drops it), one
-    user turn ``system + "\\n\\n" + user`` as on the Prometheus 2 model cards."""
+    user turn ``system + "\\n\\n" + user`` as on the Prometheus 2 model cards.
+
+    Graded text is always plain text: if the template's output cannot be split into
+    its own pieces and the contents, the prompt fails with a PromptError."""
     tmpl = _compile(chat_template)
     attempts = [(("system", "user"), (system, user)), (("user",), (system + "\n\n" + user,))]
     for n, (roles, contents) in enumerate(attempts):
@@ -282,7 +326,16 @@ def _chat_prompt(
                 f"the model's chat template failed to render the prompt ({e}); "
                 "use --prompt-format v2 instead"
             ) from e
-        segments = _chat_segments(tmpl, roles, contents, text, bos_token, eos_token)
+        try:
+            segments = _chat_segments(tmpl, roles, contents, text, bos_token, eos_token)
+        except _Unsegmentable as e:
+            if not last:
+                logger.debug("%s with a system message; merging it", e)
+                continue
+            raise PromptError(
+                f"{e}; graded text could then be read as special tokens, so prometheus-lite "
+                "does not use it: use --prompt-format v2 instead"
+            ) from None
         if segments is not None:
             return Prompt(text, segments, PromptFormat.CHAT, mode)
         if not last:
@@ -307,7 +360,9 @@ def build_prompt(
     eos_token: str = "",
 ) -> Prompt:
     """The wrapped prompt for absolute (``response``) or relative (``response_a``/``_b``)
-    grading. CHAT without a chat template falls back to the v2 wrapper (format V2)."""
+    grading. CHAT without a chat template falls back to the v2 wrapper: the Prompt's
+    ``format`` is then V2, what was used (``models.resolve_prompt_format`` makes that
+    choice once per model, so a judge never asks for it)."""
     if mode not in MODES:
         raise PromptError(f"unknown grading mode {mode!r}; use 'absolute' or 'relative'")
     try:
@@ -330,7 +385,10 @@ def build_prompt(
     if fmt is PromptFormat.CHAT:
         if chat_template:
             return _chat_prompt(chat_template, system, user, mode, bos_token, eos_token)
-        logger.warning("the model has no chat template; using the Prometheus 2 (v2) wrapper")
+        global _warned_no_template
+        if not _warned_no_template:  # once: a batch calls this per item
+            _warned_no_template = True
+            logger.warning("the model has no chat template; using the Prometheus 2 (v2) wrapper")
         fmt = PromptFormat.V2
     segments = _wrap(_WRAPPER[version], system, user)
     return Prompt("".join(p for p, _ in segments), segments, fmt, mode)

@@ -55,6 +55,10 @@ class Release:
     prompt_format: str  # "v1" or "v2": see shared/reference/prometheus-format.md
     source_repo: str  # the authors' Hugging Face checkpoint
     base_model: str
+    # config.json ``architectures[0]`` of the checkpoint (prometheus-format.md, "Models"). A
+    # checkpoint that names no release but is built like one (this architecture and the
+    # base model's SentencePiece tokenizer) is taken to speak this release's prompt.
+    architecture: str
     paper: str  # arXiv id
     gguf_repos: tuple[GGUFRepo, ...]
     default_quant: str = DEFAULT_QUANT
@@ -67,6 +71,7 @@ RELEASES: tuple[Release, ...] = (
         # Was kaist-ai/prometheus-13b-v1.0 (prometheus-format.md, "Models").
         source_repo="prometheus-eval/prometheus-13b-v1.0",
         base_model="Llama-2-Chat-13B",
+        architecture="LlamaForCausalLM",
         paper="2310.08491",
         gguf_repos=(
             GGUFRepo(
@@ -87,6 +92,7 @@ RELEASES: tuple[Release, ...] = (
         prompt_format="v1",
         source_repo="prometheus-eval/prometheus-7b-v1.0",  # featherless.ai model page
         base_model="Llama-2-Chat-7B",
+        architecture="LlamaForCausalLM",
         paper="2310.08491",
         default_quant="Q8_0",  # the only GGUF file we could verify
         gguf_repos=(
@@ -104,6 +110,7 @@ RELEASES: tuple[Release, ...] = (
         prompt_format="v2",
         source_repo="prometheus-eval/prometheus-7b-v2.0",
         base_model="Mistral-7B-Instruct-v0.2",
+        architecture="MistralForCausalLM",
         paper="2405.01535",
         gguf_repos=(
             GGUFRepo(
@@ -145,6 +152,7 @@ RELEASES: tuple[Release, ...] = (
         prompt_format="v2",
         source_repo="prometheus-eval/prometheus-8x7b-v2.0",
         base_model="Mixtral-8x7B-Instruct-v0.1",
+        architecture="MixtralForCausalLM",
         paper="2405.01535",
         gguf_repos=(
             GGUFRepo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,27 @@ import pytest
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def on_ci() -> bool:
+    """``CI=true`` (set by ``.ci/run`` and by CI services): nothing may be skipped for want
+    of the shared/ folder."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """The project's shared/ folder (reference texts and data), beside the repo."""
+    """The project's shared/ folder (reference texts and data), beside the repo.
+
+    Missing: the tests that need it are skipped, except under ``CI=true``, where they fail.
+    """
     if not SHARED_DIR.is_dir():
-        pytest.skip(f"shared reference folder not found at {SHARED_DIR}")
+        message = f"shared reference folder not found at {SHARED_DIR}"
+        if on_ci():
+            pytest.fail(
+                f"{message}; CI=true, so the tests that need it fail instead of skipping: "
+                "put the project's shared/ folder beside the repository",
+                pytrace=False,
+            )
+        pytest.skip(message)
     return SHARED_DIR
 
 

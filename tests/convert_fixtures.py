@@ -102,6 +102,64 @@ MISTRAL_TEMPLATE = (
 )
 
 
+# Meta-Llama-3-8B-Instruct's tokenizer_config.json chat template: it trims every message (so the
+# "###Feedback: " every Prometheus prompt ends with loses its space) and writes the header tokens.
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{% endif %}"
+)
+LLAMA3_SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                   "<|end_header_id|>", "<|eot_id|>")
+# Llama-3's pre-tokenizer regex (llama.cpp LLAMA_VOCAB_PRE_TYPE_LLAMA3, "llama-bpe").
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def write_llama3_tokenizer(dst: Path, chat_template: str | None = LLAMA3_TEMPLATE) -> int:
+    """A Llama-3-style byte-level BPE tokenizer (tokenizer.json: Llama-3's pre-tokenizer regex,
+    ignore_merges, its five special tokens at ids 0-4) plus tokenizer_config.json with the chat
+    template; returns the vocabulary size. Needs the ``tokenizers`` package."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=448, special_tokens=list(LLAMA3_SPECIALS),
+                                  show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_training_text(), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
+    dst.mkdir(parents=True, exist_ok=True)
+    tok.save(str(dst / "tokenizer.json"))
+    cfg: dict[str, Any] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>",
+                           "tokenizer_class": "PreTrainedTokenizerFast"}
+    if chat_template:
+        cfg["chat_template"] = chat_template
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return tok.get_vocab_size()
+
+
+def llama3_checkpoint(dst: Path, chat_template: str | None = LLAMA3_TEMPLATE) -> Path:
+    """A tiny Llama-3-style checkpoint (LlamaForCausalLM, numpy weights, byte-level BPE
+    tokenizer with its own chat template): not a Prometheus model."""
+    vocab = write_llama3_tokenizer(dst, chat_template)
+    numpy_checkpoint(dst, None, vocab=vocab, architecture="LlamaForCausalLM", kv_heads=4)
+    config = json.loads((dst / "config.json").read_text())
+    config.update(model_type="llama", bos_token_id=0, eos_token_id=4)
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
 def build_model(kind: str, vocab: int = SPM_VOCAB, seed: int = 0, layers: int = 2,
                 **overrides: Any) -> Any:
     """A random transformers model: llama (MHA), mistral (GQA) or mixtral (2 experts, GQA)."""

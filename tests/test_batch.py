@@ -204,9 +204,10 @@ class FakeJudge:
     model_name = "fake"
     prompt_format = "v2"
 
-    def __init__(self, stop_after: int | None = None) -> None:
+    def __init__(self, stop_after: int | None = None, transient: int = 0) -> None:
         self.seen: list[str | None] = []
         self.stop_after = stop_after
+        self.transient_left = transient  # how many 'TRANSIENT' items fail (transiently)
         self.closed = False
 
     def batch(self, requests: Iterable[Any]) -> Iterator[Any]:
@@ -218,6 +219,11 @@ class FakeJudge:
                 yield Comparison("fb", "A", {"A": 0.7, "B": 0.3}, _usage(), "fake", "v2", id=req.id)
             elif req.response == "FAIL":
                 yield Failure("too long", "PromptTooLongError", id=req.id)
+            elif req.response == "TRANSIENT" and self.transient_left > 0:
+                # What Judge.batch yields for an errors.DecodeError (KV cache full, OOM).
+                self.transient_left -= 1
+                yield Failure("llama_decode failed with code 1", "DecodeError", id=req.id,
+                              transient=True)
             else:
                 yield Grade(
                     f"fb {req.response}",
@@ -416,6 +422,44 @@ def test_error_records_count_as_done(tmp_path: Path) -> None:
     run_batch(Factory(), inp, out, "grade", progress=False)
     s = run_batch(Factory(), inp, out, "grade", progress=False)
     assert (s.skipped, s.done, s.errors) == (2, 0, 0)
+
+
+def test_transient_failures_are_not_recorded_and_retried(tmp_path: Path) -> None:
+    """A llama.cpp decode failure says nothing about the item: no error record (which a
+    resume would skip for good), a count in the summary, and the rerun grades it."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(
+        line(id=i, instruction="i", response=r, rubric="honesty") + "\n"
+        for i, r in [("a", "ok"), ("b", "TRANSIENT"), ("c", "FAIL"), ("d", "TRANSIENT")]
+    ))
+    s = run_batch(Factory(transient=2), inp, out, "grade", progress=False)
+    assert (s.total, s.skipped, s.done, s.errors, s.transient) == (4, 0, 1, 1, 2)
+    assert [(r["id"], r["error_type"]) for r in read_jsonl(out)] == [
+        ("a", None), ("c", "PromptTooLongError")]
+    factory = Factory()
+    s = run_batch(factory, inp, out, "grade", progress=False)
+    assert (s.skipped, s.done, s.errors, s.transient) == (2, 2, 0, 0)
+    assert factory.judges[0].seen == ["b", "d"]
+    assert sorted(r["id"] for r in read_jsonl(out)) == ["a", "b", "c", "d"]
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    """While another open file description holds the output's flock (as another process
+    running on it does), a run refuses before reading, repairing or writing anything."""
+    import fcntl
+
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_items(inp, 2)
+    out.write_bytes(b'{"id": "item0"}\n{"id": "it')  # a torn tail the run must not touch
+    before = out.read_bytes()
+    factory = Factory()
+    with open(out, "ab") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BatchInputError, match="in use by another prometheus-lite run"):
+            run_batch(factory, inp, out, "grade", progress=False)
+    assert out.read_bytes() == before and factory.judges == []
+    s = run_batch(factory, inp, out, "grade", progress=False)  # lock released: runs
+    assert (s.skipped, s.done) == (1, 1)
 
 
 def test_only_bad_lines_left_needs_no_model(tmp_path: Path) -> None:

@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from prometheus_lite.batch import COMPARE_KEYS, GRADE_KEYS
-from prometheus_lite.cli import main
+from prometheus_lite.cli import EXIT_TRANSIENT, ModelOptions, main
 from prometheus_lite.errors import RubricError
 from prometheus_lite.hub import resolve_model
 from prometheus_lite.judge import render_prompt
 from prometheus_lite.models import ModelInfo, read_model_info
 from prometheus_lite.prompts import build_prompt
-from prometheus_lite.results import GradeRequest
+from prometheus_lite.results import Failure, GradeRequest
 from prometheus_lite.rubrics import PRESETS
 
 
@@ -257,6 +257,92 @@ def test_batch_where_every_item_fails_exits_1_without_a_model(tmp_path: Path) ->
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["error_type"] for r in recs] == ["BatchInputError"] * 2
     assert "2 errors" in result.stderr
+
+
+class TransientJudge:
+    """A judge whose every item hits a transient llama.cpp failure (what Judge.batch
+    yields for an errors.DecodeError): stands in for the model via run_batch's factory."""
+
+    model_name = "transient"
+    prompt_format = "v2"
+
+    def batch(self, requests: Any) -> Any:
+        for req in requests:
+            yield Failure("llama_decode failed with code 1", "DecodeError", id=req.id,
+                          transient=True)
+
+    def close(self) -> None:
+        pass
+
+
+def test_batch_with_transient_failures_says_rerun_and_exits_75(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text('{"id": "a", "instruction": "q", "response": "r"}\nnot json\n')
+    monkeypatch.setattr(ModelOptions, "make_judge", lambda self: TransientJudge())
+    result = run("grade", "--input", str(inp), "--output", str(out), "--rubric", "honesty",
+                 "--no-progress")
+    assert result.exit_code == EXIT_TRANSIENT == 75, result.output
+    assert "1 item hit a transient llama.cpp failure; rerun the same command to retry them" in (
+        result.stderr
+    )
+    assert "2 items: 0 judged, 1 errors, 1 to retry, 0 already done" in result.stderr
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["error_type"] for r in recs] == ["BatchInputError"]  # "a" is not recorded
+
+
+def _locked_by_someone_else(path: Path) -> bool:
+    import fcntl
+
+    with open(path, "ab") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+@pytest.mark.slow
+def test_second_run_on_the_same_output_refuses_at_once(tmp_path: Path) -> None:
+    """Two real processes on one --output: the second refuses with a clear message (before
+    loading a model) while the first runs; killing the first releases the lock."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    ids = [f"item-{i:02d}" for i in range(40)]  # far more than it grades before the kill
+    inp.write_text("".join(
+        json.dumps({"id": i, "instruction": f"Name a colour ({n}).", "response": f"Red {n}.",
+                    "rubric": "helpfulness"}) + "\n"
+        for n, i in enumerate(ids)
+    ))
+    cmd = [sys.executable, "-P", "-m", "prometheus_lite", "grade", "--input", str(inp),
+           "--output", str(out), "--max-tokens", "16", "--greedy", "--threads", "1",
+           "--no-progress"]
+    log = tmp_path / "first.txt"
+    with open(log, "wb") as stderr:
+        first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            if out.exists() and out.read_bytes().count(b"\n") >= 1:  # it is grading
+                break
+            time.sleep(0.05)
+        assert first.poll() is None, f"first run ended early: {log.read_text()}"
+        second = subprocess.run(
+            cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert first.poll() is None, "the first run must still hold the lock"
+        assert second.returncode == 1, second.stderr
+        assert "is in use by another prometheus-lite run" in second.stderr
+        assert "choose another --output" in second.stderr
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        first.kill()
+        first.wait()
+    assert not _locked_by_someone_else(out)  # the kernel dropped the killed run's lock
+    graded = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert graded == ids[: len(graded)]  # the first run's lines only, each id once
 
 
 # --------------------------------------------------------------------------- real model

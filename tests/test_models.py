@@ -16,9 +16,15 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from prometheus_lite.convert.arch import ARCHITECTURES
 
 from prometheus_lite import models
-from prometheus_lite.errors import InvalidModelFileError, ModelError, ModelNotFoundError
+from prometheus_lite.errors import (
+    InvalidModelFileError,
+    ModelError,
+    ModelNotFoundError,
+    PromptError,
+)
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY
 from prometheus_lite.hub import (
     EMBEDDED_MODEL_NOTE,
@@ -30,6 +36,7 @@ from prometheus_lite.models import (
     detect_prompt_format,
     format_info,
     read_model_info,
+    resolve_prompt_format,
     validate_gguf,
 )
 from prometheus_lite.releases import RELEASES
@@ -225,9 +232,11 @@ def test_read_model_info_tiny(tmp_path: Path) -> None:
         ),
         ({"name": "LLaMA v2"}, "prometheus-8x7b-v2.0.Q4_K_M.gguf", "v2", "file name"),
         ({"name": "LLaMA v2"}, "prometheus-7b-v2_0.q4_k_m.gguf", "v2", "file name"),
-        ({}, "m.gguf", "chat", "no Prometheus"),
-        ({"name": "Mistral 7B Instruct v0.2"}, "mistral.gguf", "chat", "no Prometheus"),
-        ({"prompt_format": "v3"}, "m.gguf", "chat", "no Prometheus"),  # invalid value ignored
+        # Not a Prometheus model: its own chat template, or the v2 wrapper without one.
+        ({}, "m.gguf", "v2", "no chat template"),
+        ({"chat_template": "{{ messages }}"}, "m.gguf", "chat", "not a Prometheus release"),
+        ({"name": "Mistral 7B Instruct v0.2"}, "mistral.gguf", "v2", "not a Prometheus release"),
+        ({"prompt_format": "v3"}, "m.gguf", "v2", "not a Prometheus release"),  # invalid: ignored
     ],
 )
 def test_detect_prompt_format(
@@ -249,9 +258,28 @@ def test_detect_prompt_format_from_cache_folder(tmp_path: Path) -> None:
 
 
 def test_no_chat_template_is_reported(tmp_path: Path) -> None:
+    """Without a chat template "chat" would be the v2 wrapping: info says v2, and why."""
     info = read_model_info(write_gguf(tmp_path / "m.gguf"))
-    assert info.prompt_format_detected == "chat"
+    assert info.prompt_format_detected == "v2"
     assert "no chat template" in info.prompt_format_reason
+    assert "Prompt format:  v2: " in format_info(info)
+
+
+def test_chat_requested_without_a_template_says_v2(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = read_model_info(write_gguf(tmp_path / "plain.gguf"))
+    with caplog.at_level("WARNING", logger="prometheus_lite.models"):
+        for _ in range(3):  # e.g. a CLI run and its batch: one warning, not one per call
+            fmt, reason = resolve_prompt_format("chat", plain)
+            assert fmt == "v2" and "no chat template" in reason
+    assert len([r for r in caplog.records if "no chat template" in r.getMessage()]) == 1
+    chat = read_model_info(write_gguf(tmp_path / "chat.gguf", chat_template="{{ messages }}"))
+    assert resolve_prompt_format("chat", chat) == ("chat", "chosen with --prompt-format")
+    assert resolve_prompt_format("v1", plain) == ("v1", "chosen with --prompt-format")
+    assert resolve_prompt_format("auto", plain) == detect_prompt_format(plain)
+    with pytest.raises(PromptError, match="unknown prompt format 'v3'; use one of: auto, v1"):
+        resolve_prompt_format("v3", plain)
 
 
 # ---------------------------------------------------------------------------------------
@@ -585,5 +613,39 @@ def test_releases_are_consistent() -> None:
             assert "{quant}" in repo.file_pattern and repo.file_pattern.endswith(".gguf")
             assert repo.source and repo.quants
             assert all(q == q.upper() for q in repo.quants)
-        # the release's own name must lead detection to its prompt format
-        assert models._prometheus_version(release.name) == release.prompt_format
+        # every name of the release leads detection to its prompt format
+        names = [release.name, release.source_repo, *(r.repo_id for r in release.gguf_repos),
+                 *(r.file_pattern.format(quant="Q4_K_M") for r in release.gguf_repos)]
+        for name in names:
+            assert models.prometheus_version(name) == release.prompt_format, name
+        assert release.architecture in ARCHITECTURES  # the converter knows how to build it
+    # a checkpoint built like a release gets that release's format: they must agree
+    for architecture in {r.architecture for r in RELEASES}:
+        assert len({r.prompt_format for r in RELEASES if r.architecture == architecture}) == 1
+
+
+@pytest.mark.parametrize(
+    ("architecture", "tokenizer", "template", "expected"),
+    [
+        ("LlamaForCausalLM", "llama", None, "v1"),  # prometheus-13b-v1.0 in an unnamed folder
+        ("LlamaForCausalLM", "llama", "[INST] {{ m }}", "v1"),  # Llama-2-chat's own format
+        ("MistralForCausalLM", "llama", "<s>[INST] x [/INST]", "v2"),
+        ("MixtralForCausalLM", "llama", None, "v2"),
+        ("LlamaForCausalLM", "gpt2", "<|start_header_id|>", "chat"),  # Llama-3 style
+        ("MistralForCausalLM", "gpt2", "[INST]", "chat"),  # Mistral-Nemo style (Tekken BPE)
+        ("LlamaForCausalLM", "llama", "<|im_start|>", "chat"),  # a ChatML Llama-2 fine-tune
+        ("LlamaForCausalLM", "gpt2", None, "v2"),  # no template: what "chat" falls back to
+    ],
+)
+def test_checkpoint_prompt_format(architecture: str, tokenizer: str, template: str | None,
+                                  expected: str) -> None:
+    fmt, reason = models.decide_prompt_format(
+        [("model name", "my-model")], chat_template=template, architecture=architecture,
+        tokenizer_model=tokenizer,
+    )
+    assert fmt == expected, reason
+    named = models.decide_prompt_format(
+        [("model name", "prometheus-7b-v2.0")], chat_template=template,
+        architecture=architecture, tokenizer_model=tokenizer,
+    )
+    assert named[0] == "v2" and "names a Prometheus v2 release" in named[1]
