@@ -179,8 +179,10 @@ def test_unrecognised_template_is_a_clear_error(fresh: CountingGGUF) -> None:
     with pytest.raises(PromptError, match="prompt 0: expected a Prometheus grading prompt"):
         judge.absolute_grade(instructions=["q"], responses=["a"], rubric=RUBRIC,
                              reference_answers=[None], params=PARAMS)
-    with pytest.raises(PromptError, match="prompt 1"):
-        fresh.completions([fresh.calls[0][0][0].replace("Rate", "x"), "hello"], **PARAMS)
+    good = mistral(ABS_SYSTEM_PROMPT, ABSOLUTE_PROMPT.format(
+        instruction="q", response="a", rubric=RUBRIC, reference_answer="r"))
+    with pytest.raises(PromptError, match="prompt 1: expected a Prometheus grading prompt"):
+        fresh.completions([good, "hello"], **PARAMS)  # checked before anything is judged
 
 
 # --------------------------------------------------------------------------- sampling
