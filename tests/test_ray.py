@@ -184,11 +184,11 @@ def test_dataset_api_compare_equals_single_machine(cluster: str, tmp_path: Path)
 # --------------------------------------------------------------------------- failures
 
 
-def _actor_pids() -> list[int]:
+def _judge_actors() -> dict[str, dict[str, Any]]:
+    """Ray's actor table (GCS; no dashboard needed), JudgeActor entries only."""
     from ray._private import state
 
-    return [a["Pid"] for a in state.actors().values()
-            if a["State"] == "ALIVE" and "JudgeActor" in a["ActorClassName"]]
+    return {k: a for k, a in state.actors().items() if "JudgeActor" in a["ActorClassName"]}
 
 
 def test_actor_killed_mid_run(cluster: str, grade_input: Path, reference: dict[str, Any],
@@ -207,9 +207,10 @@ def test_actor_killed_mid_run(cluster: str, grade_input: Path, reference: dict[s
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (not out.exists() or len(read_jsonl(out)) < 3):
         time.sleep(0.2)
-    pids = _actor_pids()
-    assert pids, "no JudgeActor alive mid-run"
-    os.kill(pids[0], signal.SIGKILL)
+    alive = [(k, a["Pid"]) for k, a in _judge_actors().items() if a["State"] == "ALIVE"]
+    assert alive, "no JudgeActor alive mid-run"
+    victim, pid = alive[0]
+    os.kill(pid, signal.SIGKILL)
     killed_at = len(read_jsonl(out))
     t.join(timeout=300)
     assert not t.is_alive()
@@ -219,6 +220,7 @@ def test_actor_killed_mid_run(cluster: str, grade_input: Path, reference: dict[s
     assert (summary.done, summary.errors) == (8, 2)
     got = by_id(read_jsonl(out))  # every id exactly once
     assert got == reference
+    assert _judge_actors()[victim]["NumRestarts"] >= 1  # Ray restarted it and retried
 
 
 def test_cli_rerun_after_interrupted_run(cluster: str, grade_input: Path,
