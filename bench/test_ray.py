@@ -90,18 +90,22 @@ def test_ray_items_per_minute(benchmark: Any, cluster: None, shared_dir: Any) ->
             e2e[w].append(len(rows) / seconds * 60)
             steady[w].append(rate * 60)
 
+    load_before = os.getloadavg()[0]
     benchmark.pedantic(one_round, rounds=rounds, iterations=1, warmup_rounds=0)
+    load = (load_before, os.getloadavg()[0])  # other work on the machine skews both figures
     med = {w: (statistics.median(e2e[w]), statistics.median(steady[w])) for w in WORKERS}
     benchmark.extra_info.update(
         model=MODEL or "embedded SmolLM2-135M (smoke-test model)", items=len(rows),
-        max_new_tokens=tokens, batch_size=BATCH, rounds=rounds,
+        max_new_tokens=tokens, batch_size=BATCH, rounds=rounds, cpus=os.cpu_count(),
+        load_average_before_after=load,
         **{f"items_per_min_e2e_{w}_actors": med[w][0] for w in WORKERS},
         **{f"items_per_min_steady_{w}_actors": med[w][1] for w in WORKERS},
         speedup_e2e=med[2][0] / med[1][0],
         speedup_steady=(med[2][1] / med[1][1]) if med[1][1] else None,
     )
     print(f"\n{'[smoke] ' if smoke else ''}Ray, {len(rows)} items, {tokens} new tokens, "
-          f"batch {BATCH}, median of {rounds} rounds")
+          f"batch {BATCH}, median of {rounds} rounds; {os.cpu_count()} CPUs, load average "
+          f"{load[0]:.1f} before, {load[1]:.1f} after")
     for w in WORKERS:
         print(f"  {w} actor(s) x 1 thread: {med[w][0]:7.1f} items/min end to end, "
               f"{med[w][1]:7.1f} items/min steady")

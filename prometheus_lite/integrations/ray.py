@@ -587,7 +587,8 @@ def run_ray_batch(
     ``judge_options`` go to every actor's ``Judge`` (see :func:`judge_dataset`).
     """
     input_uri, output_uri = os.fspath(input_uri), os.fspath(output_uri)
-    if "://" not in input_uri and "://" not in output_uri and os.path.exists(output_uri) \
+    local = "://" not in input_uri and "://" not in output_uri
+    if local and os.path.isfile(input_uri) and os.path.isfile(output_uri) \
             and os.path.samefile(input_uri, output_uri):
         raise BatchInputError("--output must not be the input file; choose another path")
     out: _JsonlOutput | _ParquetOutput = (
