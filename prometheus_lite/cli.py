@@ -123,7 +123,13 @@ class ModelOptions:
     parallel: int | str = "auto"
 
     def make_judge(self, *, n_parallel: int | str | None = None) -> Any:
-        from .judge import Judge, Sampling  # loads llama.cpp: only when judging
+        from .judge import Judge  # loads llama.cpp: only when judging
+
+        return Judge(self.model, **self.judge_kwargs(n_parallel=n_parallel))
+
+    def judge_kwargs(self, *, n_parallel: int | str | None = None) -> dict[str, Any]:
+        """``Judge``'s keyword arguments besides the model (also sent to Ray actors)."""
+        from .llama import Sampling
 
         base = Sampling()
         sampling = Sampling(
@@ -135,8 +141,7 @@ class ModelOptions:
                 else self.repetition_penalty
             ),
         )
-        return Judge(
-            self.model,
+        return dict(
             n_ctx=self.n_ctx,
             n_threads=self.threads,
             n_gpu_layers=self.n_gpu_layers,
@@ -310,15 +315,55 @@ def _item_options(*responses: Callable[[Any], Any]) -> Callable[[Callable[..., A
             "--input",
             "input_path",
             default=None,
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Batch mode: a JSONL file, one item per line.",
+            metavar="PATH",
+            help="Batch mode: a JSONL file, one item per line (with --ray also Parquet, "
+            "a folder of Parquet files, or an s3:// gs:// hdfs:// URI).",
         ),
         click.option(
             "--output",
             "output_path",
             default=None,
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="Batch mode: the JSONL results file (appended to; a rerun resumes).",
+            metavar="PATH",
+            help="Batch mode: the JSONL results file (appended to; a rerun resumes). "
+            "With --ray, a path not ending in .jsonl is a folder of Parquet shards.",
+        ),
+        click.option(
+            "--ray",
+            "ray_address",
+            default=None,
+            is_flag=False,
+            flag_value="auto",
+            metavar="auto|ADDRESS|local",
+            help="Batch mode on a Ray cluster: auto (the running one; the default for a "
+            "bare --ray), HOST:PORT, ray://HOST:10001, or local (start one here).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="With --ray: actors, each holding one copy of the model.",
+        ),
+        click.option(
+            "--threads-per-worker",
+            type=click.IntRange(min=1),
+            default=None,
+            help="With --ray: CPU threads (and reserved CPUs) per actor [default: --threads, "
+            "else 1].",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=8,
+            show_default=True,
+            help="With --ray: items per actor task (a killed actor costs one batch).",
+        ),
+        click.option(
+            "--gpus-per-worker",
+            type=click.FloatRange(min=0),
+            default=0,
+            show_default=True,
+            help="With --ray: GPUs reserved per actor (fractions share a GPU).",
         ),
         click.option(
             "--json",
@@ -394,10 +439,15 @@ def _judge_command(
     instruction: str | None,
     reference: str | None,
     rubric: str | None,
-    input_path: Path | None,
-    output_path: Path | None,
+    input_path: str | None,
+    output_path: str | None,
     as_json: bool,
     progress: bool,
+    ray_address: str | None,
+    workers: int,
+    threads_per_worker: int | None,
+    batch_size: int,
+    gpus_per_worker: float,
 ) -> None:
     given = {"--instruction": instruction, "--reference": reference}
     given.update({"--" + k.replace("_", "-"): v for k, v in responses.items()})
@@ -411,8 +461,28 @@ def _judge_command(
             raise click.UsageError("--json is for single items; batch output is always JSONL")
         if output_path is None and not opts.dry_run:
             raise click.UsageError("batch mode needs --output FILE.jsonl (rerun it to resume)")
-        _batch(mode, opts, input_path, output_path, rubric, progress)
+        if ray_address is not None:
+            if opts.dry_run:
+                raise click.UsageError("--dry-run renders prompts here; leave out --ray")
+            _ray_batch(mode, opts, input_path, output_path, rubric, progress, ray_address,
+                       workers, threads_per_worker or opts.threads or 1, batch_size,
+                       gpus_per_worker)
+            return
+        if not Path(input_path).is_file():
+            raise click.BadParameter(
+                f"File '{input_path}' does not exist (Parquet and remote inputs need --ray).",
+                param_hint="'--input'",
+            )
+        _batch(mode, opts, Path(input_path), output_path and Path(output_path), rubric,
+               progress)
         return
+    ray_only = {"--ray": ray_address is not None, "--workers": workers != 1,
+                "--threads-per-worker": threads_per_worker is not None,
+                "--batch-size": batch_size != 8,
+                "--gpus-per-worker": gpus_per_worker != 0}
+    if any(ray_only.values()):
+        used = ", ".join(name for name, on in ray_only.items() if on)
+        raise click.UsageError(f"{used}: batch mode only (with --input and --output)")
     if output_path is not None:
         raise click.UsageError(
             "--output is for batch mode (with --input); single items print to stdout"
@@ -496,6 +566,48 @@ def _batch(
             err=True,
         )
         sys.exit(EXIT_TRANSIENT)
+    if summary.errors and not summary.done:
+        sys.exit(1)
+
+
+def _ray_batch(
+    mode: str,
+    opts: ModelOptions,
+    input_path: str,
+    output_path: str,
+    rubric: str | None,
+    progress: bool,
+    address: str,
+    workers: int,
+    threads: int,
+    batch_size: int,
+    gpus: float,
+) -> None:
+    from .integrations.ray import run_ray_batch
+
+    kwargs = opts.judge_kwargs()
+    kwargs.pop("n_threads")  # --threads-per-worker
+    try:
+        summary = run_ray_batch(
+            input_path,
+            output_path,
+            mode,  # type: ignore[arg-type]
+            address=address,
+            model=opts.model,
+            workers=workers,
+            threads_per_worker=threads,
+            batch_size=batch_size,
+            gpus_per_worker=gpus,
+            default_rubric=load_rubric(rubric) if rubric is not None else None,
+            progress=progress,
+            **kwargs,
+        )
+    except KeyboardInterrupt:
+        click.echo(
+            "\nInterrupted; rerun the same command to resume (finished items are kept).", err=True
+        )
+        sys.exit(130)
+    click.echo(format_summary(summary), err=True)
     if summary.errors and not summary.done:
         sys.exit(1)
 

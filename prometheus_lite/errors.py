@@ -17,6 +17,7 @@ __all__ = [
     "InvalidModelFileError",
     "DecodeError",
     "BatchInputError",
+    "ClusterError",
     "ConversionError",
     "QuantizationError",
 ]
@@ -66,6 +67,10 @@ class DecodeError(ModelError):
 
 class BatchInputError(PrometheusLiteError, ValueError):
     """A batch input line is malformed (reported per line; the run goes on)."""
+
+
+class ClusterError(PrometheusLiteError):
+    """A Ray cluster cannot be reached, or a distributed job failed past its retries."""
 
 
 class ConversionError(PrometheusLiteError):

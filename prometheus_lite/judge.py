@@ -313,17 +313,32 @@ class Judge:
         futures = [self.submit(r) for r in requests]
         return [f.result() for f in futures]  # type: ignore[misc]
 
-    def teacher_force(self, request: Request, answer_tokens: Sequence[int]) -> TeacherForced:
+    def teacher_force(
+        self, request: Request | Prompt, answer_tokens: Sequence[int]
+    ) -> TeacherForced:
         """Read ``request``'s prompt plus ``answer_tokens`` and return every position's logits.
 
         For comparing quantization levels on the same text (no sampling). The
         answer usually comes from another file of the same model: a grade's
-        ``output_tokens[:-1]`` (everything up to the label).
+        ``output_tokens[:-1]`` (everything up to the label), when ``label_probs`` is
+        the label distribution there; it is empty when the answer does not end right
+        before the label (a whole answer, label included, scores all its tokens).
         """
-        relative = isinstance(request, CompareRequest)
+        if isinstance(request, Prompt):
+            relative = request.mode == "relative"
+            tokens = self.runtime.tokenize_prompt(request)
+            self._check_fits(tokens)
+        else:
+            relative = isinstance(request, CompareRequest)
+            _, tokens, _ = self._fit(request)
         constraint = self.constraint(WINNER_LABELS if relative else SCORE_LABELS)
-        _, tokens, _ = self._fit(request)
         answer = [int(t) for t in answer_tokens]
+        state = ConstraintState()
+        for t in answer:
+            nxt = constraint.advance(state, t)
+            if nxt is None:
+                raise PromptError("the answer tokens leave the Prometheus output format")
+            state = nxt
         if len(tokens) + len(answer) > self.runtime.n_ctx:
             raise PromptTooLongError(
                 f"prompt plus answer ({len(tokens)} + {len(answer)} tokens) do not fit the "
@@ -333,16 +348,8 @@ class Judge:
             )
         job = Job(tokens, None, self.sampling, self.seed, 0, forced=answer)
         logits = self.engine.run(job).logits
-        state = ConstraintState()
-        for t in answer:
-            nxt = constraint.advance(state, t)
-            if nxt is None:
-                raise PromptError("the answer tokens leave the Prometheus output format")
-            state = nxt
         labels = constraint.label_tokens(state)
-        if not labels:
-            raise PromptError("the answer tokens must end right before the label")
-        probs = label_distribution(logits[-1], labels)
+        probs = label_distribution(logits[-1], labels) if labels else {}
         return TeacherForced(len(tokens), tuple(answer), logits, probs)
 
     def judge(

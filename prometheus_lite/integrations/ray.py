@@ -1,0 +1,673 @@
+"""Batch grading on a Ray cluster with Ray Data: one Judge per actor, loaded once.
+
+The idiom is Ray Data's batch inference: ``Dataset.map_batches`` with a callable class
+(:class:`JudgeActor`) in a fixed pool of actors (``ActorPoolStrategy(size=workers)``),
+each reserving the CPU threads (``num_cpus``) and GPUs (``num_gpus``) it gives llama.cpp.
+Ray schedules the actors over the cluster's nodes; each actor resolves the model on its
+own node (a path on shared storage, or a Hugging Face reference downloaded there).
+
+Two entry points:
+
+- :func:`judge_dataset` (Python): a ``ray.data.Dataset`` of items (rows with the JSONL
+  fields of ``prometheus_lite.batch``), or a path, in; a Dataset of result records
+  (the ``batch`` records, one Arrow schema per mode, :func:`record_schema`) out. Lazy:
+  nothing runs until the Dataset is consumed.
+- :func:`run_ray_batch` (the CLI's ``--ray``): a file in, a JSONL file or a folder of
+  Parquet shards out, resumable like ``prometheus-lite grade --input``.
+
+How a file run works: the driver streams the input once (JSONL lines or Parquet rows,
+local or on any filesystem pyarrow reads: ``s3://``, ``gs://``, ``hdfs://``) to give
+every item its line number and id, skip the ids the output already holds and turn
+malformed lines and duplicate ids into error records exactly as ``batch.run_batch``
+does. The items to judge go out as blocks of ``batch_size`` rows, one actor task each,
+so an actor killed mid-run costs only its in-flight batch: Ray restarts the actor and
+retries that task. Results stream back to the driver, which alone writes the output, one
+record at a time and never an (id, line) twice; a rerun after any interruption skips
+what is already written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ..batch import (
+    COMPARE_KEYS,
+    GRADE_KEYS,
+    BatchSummary,
+    Mode,
+    _LineWriter,
+    _peek_id,
+    error_record,
+    parse_line,
+    read_done_ids,
+    result_record,
+)
+from ..constraint import SCORE_LABELS, WINNER_LABELS
+from ..errors import BatchInputError, ClusterError, PrometheusLiteError
+from ..rubrics import Rubric
+
+if TYPE_CHECKING:
+    import ray.data
+
+__all__ = [
+    "JudgeActor",
+    "connect",
+    "judge_dataset",
+    "plan_items",
+    "read_items",
+    "record_schema",
+    "run_ray_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+# The transient failure (llama.cpp could not decode): never written, a rerun retries it.
+TRANSIENT_ERROR = "DecodeError"
+
+# One row per input item, as the driver hands it to the actors.
+TASK_SCHEMA = pa.schema(
+    [
+        ("line", pa.int64()),  # 1-based line (JSONL) or row (Parquet) number
+        ("id", pa.string()),
+        ("item", pa.string()),  # the item as one JSON object (None when not UTF-8)
+        ("error", pa.string()),  # set: the item is not judged, this is its error record
+    ]
+)
+
+_TYPES: dict[str, pa.DataType] = {
+    "id": pa.string(), "line": pa.int64(), "feedback": pa.string(), "score": pa.int64(),
+    "winner": pa.string(), "expected_score": pa.float64(), "error": pa.string(),
+    "error_type": pa.string(), "model": pa.string(), "prompt_format": pa.string(),
+    "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(),
+    "cached_prompt_tokens": pa.int64(), "latency_s": pa.float64(), "finish": pa.string(),
+    "truncated_response_tokens": pa.int64(),
+}
+
+
+def record_schema(mode: Mode) -> pa.Schema:
+    """The Arrow schema of result records: ``batch.GRADE_KEYS``/``COMPARE_KEYS`` in order,
+    ``probabilities`` a struct over the labels ("1".."5" or "A", "B")."""
+    keys = GRADE_KEYS if mode == "grade" else COMPARE_KEYS
+    labels = SCORE_LABELS if mode == "grade" else WINNER_LABELS
+    probs = pa.struct([(label, pa.float64()) for label in labels])
+    return pa.schema([(k, probs if k == "probabilities" else _TYPES[k]) for k in keys])
+
+
+# --------------------------------------------------------------------------- actors
+
+
+class JudgeActor:
+    """The ``map_batches`` callable: one Judge per actor, built once in its process.
+
+    Takes pyarrow batches of either task rows (``TASK_SCHEMA``, from a file run) or raw
+    items (any columns with the batch JSONL field names; ``planned=False``) and returns
+    one result record per row, in the row order (raw items whose id is in ``skip_ids``
+    give none).
+    """
+
+    def __init__(
+        self,
+        mode: Mode,
+        model: str | None,
+        judge_options: Mapping[str, Any],
+        default_rubric: Rubric | None = None,
+        planned: bool = True,
+        skip_ids: Collection[str] = (),
+    ) -> None:
+        from ..judge import Judge  # loads llama.cpp: in the actor's process only
+
+        self.mode = mode
+        self.default_rubric = default_rubric
+        self.planned = planned
+        self.skip_ids = frozenset(skip_ids)
+        self.schema = record_schema(mode)
+        self.judge = Judge(model, **judge_options)
+        self.model_name = self.judge.model_name
+        self.prompt_format = self.judge.prompt_format
+
+    def _tasks(
+        self, rows: list[dict[str, Any]]
+    ) -> Iterator[tuple[int | None, str | None, Any]]:
+        """(line, id, request or error message) per row to answer."""
+        for row in rows:
+            if self.planned:
+                line, item_id, text = row["line"], row["id"], row["item"]
+                if row["error"] is not None:
+                    yield line, item_id, row["error"]
+                    continue
+            else:
+                line = row.get("line") if isinstance(row.get("line"), int) else None
+                text = json.dumps({k: v for k, v in row.items() if v is not None},
+                                  ensure_ascii=False, default=str)
+                item_id = str(row["id"]) if row.get("id") is not None else None
+                if item_id is None:
+                    yield line, None, (
+                        "this row has no 'id'; give every item a unique id so that "
+                        "results can be matched to items and a rerun can skip them")
+                    continue
+                if item_id in self.skip_ids:
+                    continue
+            try:
+                yield line, item_id, parse_line(text, line or 0, self.mode, self.default_rubric)
+            except BatchInputError as e:
+                yield line, item_id, str(e)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tasks = list(self._tasks(batch.to_pylist()))
+        requests = [req for _, _, req in tasks if not isinstance(req, str)]
+        results = iter(self.judge.batch(requests))
+        records = []
+        for line, item_id, req in tasks:
+            if isinstance(req, str):
+                rec = error_record(self.mode, item_id, line or 0, req, "BatchInputError",
+                                   model=self.model_name, prompt_format=self.prompt_format)
+                rec["line"] = line
+            else:
+                rec = result_record(next(results), self.mode, id=item_id, line=line,
+                                    model=self.model_name, prompt_format=self.prompt_format)
+            records.append(rec)
+        return pa.Table.from_pylist(records, schema=self.schema)
+
+    def __del__(self) -> None:
+        judge = getattr(self, "judge", None)
+        if judge is not None:
+            judge.close()
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            raise BatchInputError(f"cannot open '{uri}': {e}") from None
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _is_parquet(path: str) -> bool:
+    return path.endswith((".parquet", ".pq"))
+
+
+def _input_files(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
+    """(filesystem, files in order, "jsonl" | "parquet") of an input path."""
+    fs, path = _filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise BatchInputError(f"input '{uri}' does not exist; give a JSONL or Parquet file, "
+                              "or a folder of Parquet files")
+    if info.type == pafs.FileType.Directory:
+        files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
+                       if i.type == pafs.FileType.File and _is_parquet(i.path))
+        if not files:
+            raise BatchInputError(f"input folder '{uri}' has no .parquet files; give a JSONL "
+                                  "file, a Parquet file or a folder of Parquet files")
+        return fs, files, "parquet"
+    return fs, [path], "parquet" if _is_parquet(path) else "jsonl"
+
+
+def _split_lines(stream: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The lines of a pyarrow input stream (which has no readline), newline kept."""
+    rest = b""
+    while True:
+        data = stream.read(chunk)
+        if not data:
+            break
+        parts = (rest + data).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest:
+        yield rest
+
+
+def read_items(uri: str) -> Iterator[tuple[int, str | None]]:
+    """(1-based line or row number, the item as JSON text or None if not UTF-8) for every
+    item of a JSONL file (blank lines skipped; ``.gz`` and other compressed files are read
+    by their extension) or of a Parquet file or folder (null fields left out), streamed."""
+    fs, files, kind = _input_files(uri)
+    if kind == "jsonl":
+        with fs.open_input_stream(files[0]) as f:
+            for lineno, raw in enumerate(_split_lines(f), start=1):
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+                try:
+                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError:
+                    yield lineno, None
+        return
+    row = 0
+    for path in files:
+        with fs.open_input_file(path) as f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                for item in batch.to_pylist():
+                    row += 1
+                    yield row, json.dumps({k: v for k, v in item.items() if v is not None},
+                                          ensure_ascii=False, default=str)
+
+
+def plan_items(
+    items: Iterable[tuple[int, str | None]],
+    mode: Mode,
+    default_rubric: Rubric | None,
+    done: Counter[str],
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Which items to handle now, as task rows (``TASK_SCHEMA``); returns (tasks, total,
+    skipped). Same rules as ``batch.run_batch``: the k-th item with an id is done if the
+    output has k records with that id; a later duplicate id is an error record."""
+    tasks: list[dict[str, Any]] = []
+    seen: Counter[str] = Counter()
+    first_line: dict[str, int] = {}
+    total = skipped = 0
+    for lineno, text in items:
+        total += 1
+        error: str | None = None
+        if text is None:
+            item_id = str(lineno)
+            error = f"line {lineno}: not UTF-8 text; save the input file as UTF-8"
+        else:
+            try:
+                item_id = parse_line(text, lineno, mode, default_rubric).id  # type: ignore[assignment]
+            except BatchInputError as e:
+                item_id, error = _peek_id(text, lineno), str(e)
+        seen[item_id] += 1
+        first = first_line.setdefault(item_id, lineno)
+        if seen[item_id] <= done[item_id]:
+            skipped += 1
+            continue
+        if first != lineno and error is None:
+            error = (
+                f"line {lineno}: duplicate id '{item_id}' (first on line {first}); ids must "
+                "be unique so a resumed run knows which lines are done: give this line "
+                "another id"
+            )
+        tasks.append({"line": lineno, "id": item_id, "item": text, "error": error})
+    return tasks, total, skipped
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def judge_dataset(
+    data: ray.data.Dataset | str | os.PathLike[str],
+    mode: Mode = "grade",
+    *,
+    model: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    threads_per_worker: int = 1,
+    gpus_per_worker: float = 0,
+    memory_per_worker: int | None = None,
+    batch_size: int = 8,
+    default_rubric: Rubric | None = None,
+    skip_ids: Collection[str] = (),
+    ray_remote_args: Mapping[str, Any] | None = None,
+    **judge_options: Any,
+) -> ray.data.Dataset:
+    """A Dataset of result records (:func:`record_schema`) for ``data``, judged by
+    ``workers`` actors, each a ``Judge(model, n_threads=threads_per_worker,
+    **judge_options)`` (seed, sampling, greedy, max_new_tokens, n_ctx, n_gpu_layers,
+    prompt_format, truncate_response, n_parallel).
+
+    ``data`` is a Dataset whose rows are items (columns named as in a batch JSONL line,
+    ``id`` required; ids in ``skip_ids`` are left out) or a JSONL/Parquet path (then
+    ``skip_ids`` is not used: see :func:`run_ray_batch` for resuming a file). Each actor
+    reserves ``threads_per_worker`` CPUs, ``gpus_per_worker`` GPUs and
+    ``memory_per_worker`` bytes of memory; ``ray_remote_args`` go to ``map_batches``
+    as they are (e.g. ``accelerator_type``, ``max_restarts``). Lazy: nothing is judged
+    until the Dataset is consumed (``iter_rows``, ``write_parquet``, ``take_all``...).
+    """
+    import ray.data
+
+    if workers < 1 or threads_per_worker < 1 or batch_size < 1:
+        raise ValueError("workers, threads_per_worker and batch_size must be at least 1")
+    planned = not isinstance(data, ray.data.Dataset)
+    if planned:
+        tasks, _, _ = plan_items(read_items(os.fspath(data)), mode, default_rubric, Counter())
+        data = tasks_dataset(tasks, batch_size)
+    return _map(data, mode, model, planned=planned, workers=workers,
+                threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
+                memory_per_worker=memory_per_worker, batch_size=batch_size,
+                default_rubric=default_rubric, skip_ids=skip_ids,
+                ray_remote_args=ray_remote_args, judge_options=judge_options)
+
+
+def tasks_dataset(tasks: list[dict[str, Any]], batch_size: int) -> ray.data.Dataset:
+    """Task rows as a Dataset of blocks of ``batch_size`` rows: one block per actor task,
+    so a lost actor costs one batch."""
+    import ray.data
+
+    chunks = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
+    if not chunks:
+        return ray.data.from_arrow(TASK_SCHEMA.empty_table())
+    return ray.data.from_arrow([pa.Table.from_pylist(c, schema=TASK_SCHEMA) for c in chunks])
+
+
+def _map(
+    ds: ray.data.Dataset,
+    mode: Mode,
+    model: str | os.PathLike[str] | None,
+    *,
+    planned: bool,
+    workers: int,
+    threads_per_worker: int,
+    gpus_per_worker: float,
+    memory_per_worker: int | None,
+    batch_size: int,
+    default_rubric: Rubric | None,
+    skip_ids: Collection[str],
+    ray_remote_args: Mapping[str, Any] | None,
+    judge_options: Mapping[str, Any],
+) -> ray.data.Dataset:
+    import ray.data
+
+    options = {**judge_options, "n_threads": threads_per_worker}
+    if not gpus_per_worker and options.get("n_gpu_layers") is None:
+        options["n_gpu_layers"] = 0  # no GPU reserved for the actor: do not use one
+    remote: dict[str, Any] = dict(ray_remote_args or {})
+    if gpus_per_worker:
+        remote["num_gpus"] = gpus_per_worker
+    if memory_per_worker:
+        remote["memory"] = memory_per_worker
+    return ds.map_batches(
+        JudgeActor,
+        fn_constructor_kwargs=dict(
+            mode=mode,
+            model=None if model is None else os.fspath(model),
+            judge_options=options,
+            default_rubric=default_rubric,
+            planned=planned,
+            skip_ids=frozenset(skip_ids),
+        ),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        # One batch in flight per actor: a killed actor loses (and Ray retries) only it.
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        num_cpus=threads_per_worker,
+        **remote,
+    )
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _is_jsonl(uri: str) -> bool:
+    return uri.endswith((".jsonl", ".ndjson", ".json"))
+
+
+class _JsonlOutput:
+    """A local JSONL file, appended one durable line per record (``batch``'s writer)."""
+
+    def __init__(self, path: str) -> None:
+        if "://" in path:
+            raise BatchInputError(
+                f"JSONL output must be a local file, got '{path}'; for object stores write "
+                "Parquet shards to a folder (an --output without .jsonl)")
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BatchInputError(f"cannot create the folder of output file '{path}': "
+                                  f"{e.strerror}; choose a writable --output") from None
+        self.done = read_done_ids(self.path)
+        self._writer: _LineWriter | None = None
+
+    def write(self, rec: dict[str, Any]) -> None:
+        if self._writer is None:
+            self._writer = _LineWriter(self.path)
+        rec = dict(rec)
+        if rec.get("line") is None:
+            rec.pop("line", None)
+        self._writer.write(rec)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class _ParquetOutput:
+    """A folder of Parquet shards ``part-<run>-<n>.parquet``, each written whole.
+
+    A shard is flushed every ``shard_rows`` records or ``shard_seconds`` seconds, so an
+    interruption loses at most that much finished work. Locally a shard is written to a
+    hidden temporary name and renamed, so a shard either exists complete or not at all;
+    on object stores (S3, GCS) an object only appears once fully uploaded.
+    """
+
+    def __init__(self, uri: str, mode: Mode, *, shard_rows: int = 256,
+                 shard_seconds: float = 30.0) -> None:
+        self.fs, self.dir = _filesystem(uri)
+        self.uri = uri
+        self.schema = record_schema(mode)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.shard_rows, self.shard_seconds = shard_rows, shard_seconds
+        info = self.fs.get_file_info(self.dir)
+        if info.type == pafs.FileType.File:
+            raise BatchInputError(f"output '{uri}' is a file; Parquet output is a folder of "
+                                  "shards (give a folder, or a .jsonl file for JSONL)")
+        self.fs.create_dir(self.dir, recursive=True)
+        self.done = self._done_ids()
+        self.run = uuid.uuid4().hex[:8]
+        self.n = 0
+        self._rows: list[dict[str, Any]] = []
+        self._since = time.monotonic()
+
+    def _done_ids(self) -> Counter[str]:
+        done: Counter[str] = Counter()
+        for info in self.fs.get_file_info(pafs.FileSelector(self.dir)):
+            name = info.base_name
+            if name.startswith(".") and name.endswith(".tmp") and self.local:
+                self.fs.delete_file(info.path)  # left by a killed run: never a finished shard
+                continue
+            if info.type != pafs.FileType.File or not name.endswith(".parquet"):
+                continue
+            try:
+                with self.fs.open_input_file(info.path) as f:
+                    ids = pq.read_table(f, columns=["id"]).column("id").to_pylist()
+            except (pa.ArrowInvalid, OSError, KeyError) as e:
+                raise BatchInputError(
+                    f"output folder '{self.uri}': shard '{name}' is not a prometheus-lite "
+                    f"result file ({e}); delete it or choose another --output") from None
+            done.update(str(i) for i in ids)
+        return done
+
+    def write(self, rec: dict[str, Any]) -> None:
+        self._rows.append(rec)
+        if (len(self._rows) >= self.shard_rows
+                or time.monotonic() - self._since >= self.shard_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        self._since = time.monotonic()
+        if not self._rows:
+            return
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        name = f"part-{self.run}-{self.n:05d}.parquet"
+        final = f"{self.dir}/{name}"
+        target = f"{self.dir}/.{name}.tmp" if self.local else final
+        with self.fs.open_output_stream(target) as f:
+            pq.write_table(table, f)
+        if self.local:
+            self.fs.move(target, final)
+        self.n += 1
+        self._rows = []
+
+    def close(self) -> None:
+        self.flush()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def connect(address: str = "auto", *, num_cpus: int | None = None) -> bool:
+    """Join a Ray cluster: "auto" (the running one: ``ray start --head`` or RAY_ADDRESS),
+    "local" (start one on this machine just for this run) or an address (``HOST:PORT``,
+    ``ray://HOST:10001``). Returns True when this call started Ray (the caller shuts it
+    down); an already initialised Ray is used as it is."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": False}
+    if address == "local":
+        kwargs.update(include_dashboard=False, num_cpus=num_cpus)
+    elif address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as e:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at '{address}' ({e}); start one with "
+            "'ray start --head' (then --ray auto), give its address (--ray HOST:6379), "
+            "or run on this machine alone with --ray local") from None
+    return True
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on an address nothing listens on (ray.init would retry for minutes)."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"Ray address '{address}' is not HOST:PORT (or ray://HOST:PORT, "
+                           "auto, local)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(
+            f"cannot reach a Ray cluster at '{address}' ({e.strerror or e}); start one with "
+            "'ray start --head' (then --ray auto), check the address, or run on this "
+            "machine alone with --ray local") from None
+
+
+@dataclass(frozen=True)
+class RayBatchSummary(BatchSummary):
+    """``BatchSummary`` plus the items whose decode failed transiently (not written)."""
+
+    retry: int = 0
+
+
+def run_ray_batch(
+    input_uri: str | os.PathLike[str],
+    output_uri: str | os.PathLike[str],
+    mode: Mode,
+    *,
+    address: str = "auto",
+    model: str | os.PathLike[str] | None = None,
+    workers: int = 1,
+    threads_per_worker: int = 1,
+    gpus_per_worker: float = 0,
+    memory_per_worker: int | None = None,
+    batch_size: int = 8,
+    default_rubric: Rubric | None = None,
+    progress: bool = True,
+    shard_rows: int = 256,
+    **judge_options: Any,
+) -> RayBatchSummary:
+    """Judge every item of ``input_uri`` not yet in ``output_uri`` on a Ray cluster.
+
+    ``output_uri`` ending in ``.jsonl`` is a local JSONL file (the records of
+    ``prometheus-lite grade --input``); anything else is a folder of Parquet shards
+    (local or on an object store). A rerun with the same output skips what is written.
+    ``judge_options`` go to every actor's ``Judge`` (see :func:`judge_dataset`).
+    """
+    input_uri, output_uri = os.fspath(input_uri), os.fspath(output_uri)
+    local = "://" not in input_uri and "://" not in output_uri
+    if local and os.path.isfile(input_uri) and os.path.isfile(output_uri) \
+            and os.path.samefile(input_uri, output_uri):
+        raise BatchInputError("--output must not be the input file; choose another path")
+    out: _JsonlOutput | _ParquetOutput = (
+        _JsonlOutput(output_uri) if _is_jsonl(output_uri)
+        else _ParquetOutput(output_uri, mode, shard_rows=shard_rows)
+    )
+    tasks, total, skipped = plan_items(read_items(input_uri), mode, default_rubric, out.done)
+    n_judge = sum(1 for t in tasks if t["error"] is None)
+    logger.info("%s: %d items, %d already done, %d to judge, %d input errors",
+                input_uri, total, skipped, n_judge, len(tasks) - n_judge)
+    counts = {"done": 0, "errors": 0, "retry": 0}
+    written: set[tuple[str, int | None]] = set()
+    try:
+        if n_judge:
+            _judge_tasks(tasks, out, mode, counts, written, address=address, model=model,
+                         workers=workers, threads_per_worker=threads_per_worker,
+                         gpus_per_worker=gpus_per_worker, memory_per_worker=memory_per_worker,
+                         batch_size=batch_size, default_rubric=default_rubric,
+                         progress=progress, judge_options=judge_options)
+        else:  # only error records left: no cluster, no model needed
+            for t in tasks:
+                rec = error_record(mode, t["id"], t["line"], t["error"], "BatchInputError")
+                out.write(rec)
+                counts["errors"] += 1
+    finally:
+        out.close()
+    if counts["retry"]:
+        logger.warning("%d items failed to decode (transient, not written); rerun to retry "
+                       "them", counts["retry"])
+    return RayBatchSummary(total=total, skipped=skipped, done=counts["done"],
+                           errors=counts["errors"] + counts["retry"],
+                           output=Path(output_uri), retry=counts["retry"])
+
+
+def _judge_tasks(
+    tasks: list[dict[str, Any]],
+    out: _JsonlOutput | _ParquetOutput,
+    mode: Mode,
+    counts: dict[str, int],
+    written: set[tuple[str, int | None]],
+    *,
+    address: str,
+    progress: bool,
+    workers: int,
+    threads_per_worker: int,
+    batch_size: int,
+    **kwargs: Any,
+) -> None:
+    import ray
+    from ray.data import DataContext
+
+    started = connect(address, num_cpus=max(os.cpu_count() or 1, workers * threads_per_worker))
+    try:
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        ds = _map(tasks_dataset(tasks, batch_size), mode, kwargs.pop("model"), planned=True,
+                  workers=workers, threads_per_worker=threads_per_worker,
+                  batch_size=batch_size, skip_ids=(), ray_remote_args=None, **kwargs)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for rec in batch.to_pylist():
+                key = (rec["id"], rec["line"])
+                if key in written:  # a retried task's repeat: never write an item twice
+                    logger.warning("id %r (line %s) came back twice; kept the first",
+                                   *key)
+                    continue
+                if rec["error_type"] == TRANSIENT_ERROR:
+                    counts["retry"] += 1
+                    continue
+                written.add(key)
+                out.write(rec)
+                counts["errors" if rec["error"] is not None else "done"] += 1
+    except PrometheusLiteError:
+        raise
+    except Exception as e:  # a Ray failure that retries did not absorb
+        if type(e).__module__.startswith("ray"):
+            raise ClusterError(f"the Ray job failed: {e}; finished items are kept in the "
+                               "output, rerun the same command to resume") from e
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
