@@ -11,7 +11,7 @@ from test_judge import LONG, check_comparison, check_grade
 
 from prometheus_lite import Judge
 from prometheus_lite.engine import choose_parallel
-from prometheus_lite.errors import PromptTooLongError
+from prometheus_lite.errors import DecodeError, PromptTooLongError
 from prometheus_lite.results import CompareRequest, Failure, GradeRequest
 from prometheus_lite.rubrics import PRESETS
 
@@ -162,3 +162,17 @@ def test_choose_parallel() -> None:
     assert (n, n_seq) == (4, 4) and "12 reduced to 4" in why
     with pytest.raises(ValueError, match="positive integer"):
         choose_parallel(0, kv_bytes_per_seq=1, gpu=False, memory_bytes=1)
+
+
+def test_a_decode_failure_fails_only_its_item(parallel: Judge) -> None:
+    """llama.cpp rejects a batch holding an invalid token: the engine retries each sequence
+    alone, fails the bad one with a transient DecodeError, and the others go on."""
+    items = varied(4)
+    jobs = [parallel._job(it) for it in items]
+    jobs[1].tokens = jobs[1].tokens[:-1] + [parallel.runtime.n_vocab + 7]
+    futures = [parallel.engine.submit(j) for j in jobs]
+    with pytest.raises(DecodeError, match="llama_decode failed"):
+        futures[1].result(timeout=300)
+    for f in futures[:1] + futures[2:]:
+        check(f.result(timeout=300))
+    check(parallel.judge(items[1]))  # its slot works again
