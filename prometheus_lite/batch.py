@@ -27,11 +27,6 @@ import logging
 import math
 import os
 import sys
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; runs on one output are not guarded there
-    fcntl = None  # type: ignore[assignment]
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,6 +36,11 @@ from typing import IO, Any, Literal
 from .errors import BatchInputError, PrometheusLiteError, RubricError
 from .results import CompareRequest, Comparison, Failure, Grade, GradeRequest, Request, Result
 from .rubrics import PRESETS, Rubric, get_preset
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs on one output are not guarded there
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "COMPARE_KEYS",
