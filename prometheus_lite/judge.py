@@ -18,8 +18,8 @@ from .engine import Engine, Generation, Job, JudgeFuture, choose_parallel
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .hub import resolve_model
 from .llama import LlamaRuntime, Sampling, label_distribution, supports_gpu_offload
-from .models import ModelInfo, detect_prompt_format, read_model_info
-from .prompts import Prompt, PromptFormat, build_prompt
+from .models import ModelInfo, read_model_info, resolve_prompt_format
+from .prompts import Prompt, build_prompt
 from .results import (
     CompareRequest,
     Comparison,
@@ -50,13 +50,7 @@ MIN_FEEDBACK_TOKENS = 32
 
 def choose_prompt_format(requested: str, info: ModelInfo) -> tuple[str, str]:
     """The prompt format to use and why: an explicit choice, or what the GGUF says."""
-    if requested == "auto":
-        return detect_prompt_format(info)
-    try:
-        return PromptFormat(requested).value, "chosen with --prompt-format"
-    except ValueError:
-        valid = ", ".join(["auto"] + [f.value for f in PromptFormat])
-        raise PromptError(f"unknown prompt format {requested!r}; use one of: {valid}") from None
+    return resolve_prompt_format(requested, info)
 
 
 def _build(request: Request, fmt: str, info: ModelInfo) -> Prompt:

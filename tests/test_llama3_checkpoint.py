@@ -103,11 +103,6 @@ def test_special_tokens_in_graded_text_stay_text(judge: Judge, llama3_checkpoint
     assert hf.decode(tokens, skip_special_tokens=False) == prompt.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="judge.choose_prompt_format must delegate to models.resolve_prompt_format "
-    "(judge.py is the lead's; remove this marker with that change)",
-)
 def test_chat_asked_for_a_model_without_template_reports_v2(tmp_path: Path) -> None:
     """--prompt-format chat on a file without a chat template: the v2 wrapping is used, and
     the judge and its results say v2, not chat."""
