@@ -555,8 +555,8 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         if shown:
             ax.set_yscale("log")
         ax.set(xlabel="file size (MB)", ylabel="KL(reference || level), nats",
-               title=f"Teacher-forced KL vs {ref_label}: score label (filled), "
-               "token mean (hollow)")  # fmt: skip
+               title=f"Teacher-forced KL vs {ref_label} (not drawn): score label "
+               "(filled), token mean (hollow)")  # fmt: skip
     else:
         ax.text(0.5, 0.5, "teacher-forced fidelity off", ha="center", va="center",
                 transform=ax.transAxes)  # fmt: skip
@@ -582,6 +582,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     for a in axes:
         a.grid(alpha=0.3)
         a.margins(x=0.12, y=0.1)
+    axes[3].set_xlim(axes[0].get_xlim())  # the reference (KL 0) is not drawn on a log scale
     handles = [
         Line2D([], [], color=c, marker=m, ls="", markersize=9, label=r["label"])
         for r, (c, m) in zip(rows, style, strict=True)
