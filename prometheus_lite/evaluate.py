@@ -460,9 +460,11 @@ def _fingerprint(cfg: EvalConfig) -> dict[str, Any]:
     return out
 
 
-def _check_run_file(out_dir: Path, fp: dict[str, Any]) -> None:
+def _check_run_file(out_dir: Path, fp: dict[str, Any], started: bool) -> None:
+    """Refuse to mix settings: once ``samples.jsonl`` holds results (``started``), a rerun
+    must use the settings in run.json; before that, run.json is (re)written."""
     path = out_dir / RUN
-    if path.is_file():
+    if started and path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
@@ -514,7 +516,7 @@ def run_eval(
     samples = 1 if cfg.score == "expected" else cfg.samples
     if samples < 1:
         raise EvalError("--samples must be at least 1")
-    if importlib_missing("scipy"):
+    if _missing("scipy"):
         raise EvalError("eval needs scipy for its statistics: pip install 'prometheus-lite[eval]'")
     cfg = EvalConfig(**{**cfg.__dict__, "samples": samples})
     sets = load_sets(cfg.sets, cfg.data_dir, limit=cfg.limit, label_field=cfg.label_field)
@@ -524,8 +526,8 @@ def run_eval(
     except OSError as e:
         raise EvalError(f"cannot create --output {out_dir}: {e.strerror}") from None
     fp = _fingerprint(cfg)
-    _check_run_file(out_dir, fp)
     done = read_done_ids(out_dir / SAMPLES)  # also trims a line torn by a killed run
+    _check_run_file(out_dir, fp, started=bool(done))
     jobs = [
         _Job(f"{it.id}#{k}", it, k, cfg.seed + k)
         for s in sets
@@ -566,7 +568,7 @@ def run_eval(
     return results
 
 
-def importlib_missing(module: str) -> bool:
+def _missing(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is None
