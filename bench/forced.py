@@ -214,7 +214,7 @@ def measure_forced(spec: dict[str, Any], progress: Callable[[int, int], None] = 
         it, answer, digest = first
         again = judge.teacher_force(it.request, answer)
         repeat = hashlib.sha256(again.logits.tobytes()).hexdigest() == digest
-    rt = judge.runtime
+    rt = judge.runtime  # context and batch sizes, for the report
     out = {
         "model": str(spec["model"]),
         "role": spec["role"],

@@ -623,7 +623,7 @@ def summarise(
                     n_resamples=cfg.resamples,
                     confidence=cfg.confidence,
                     seed=cfg.seed,
-                )  # fmt: skip
+                )
             )
             m["pairs_skipped"] = len(by_pair) - len(ok)
         elif s.kind == "correlation":
@@ -635,7 +635,7 @@ def summarise(
                     n_resamples=cfg.resamples,
                     confidence=cfg.confidence,
                     seed=cfg.seed,
-                )  # fmt: skip
+                )
             )
             m["label_field"] = s.label_field or (
                 "gpt4_score (mean of 3)" if s.name == "vicuna" else None
@@ -791,7 +791,7 @@ def format_table(results: Mapping[str, Any]) -> str:
                         _num(m["accuracy_without_ties"], pct=True),
                     ]
                     + [_num(m["by_source"][s]["accuracy"], pct=True) for s in srcs]
-                )  # fmt: skip
+                )
             )
             for rel, label in RELEASE_LABELS.items():
                 v = pub.get((rel, n, "accuracy"))
@@ -806,7 +806,7 @@ def format_table(results: Mapping[str, Any]) -> str:
                                 "-",
                             ]
                             + ["-"] * len(srcs)
-                        )  # fmt: skip
+                        )
                     )
             L += [
                 "",
