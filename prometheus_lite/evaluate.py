@@ -757,6 +757,11 @@ def format_table(results: Mapping[str, Any]) -> str:
             L.append(
                 f"- {n}: {m['n']} of {m['items']} items scored"
                 + (f" (label: {m['label_field']})" if m.get("label_field") else "")
+                + (
+                    " - correlations undefined: the scores or the labels are all equal"
+                    if m["kind"] == "correlation" and m["n"] >= 2 and m["pearson"] is None
+                    else ""
+                )
                 + f"; {m['skipped_too_long']} skipped as too long for the context"
                 + (f", {m['skipped_error']} with errors" if m["skipped_error"] else "")
                 + (f", {m['incomplete']} incomplete (rerun to finish)" if m["incomplete"] else "")
