@@ -48,10 +48,13 @@ from prometheus_lite.results import CompareRequest, Request
 
 from .data import load_items, load_pairs
 
-__all__ = ["ForcedItem", "forced_items", "measure_forced", "split_counts"]
+__all__ = ["MAX_ITEMS", "ForcedItem", "forced_items", "measure_forced", "split_counts"]
 
 VICUNA, MT_BENCH = "vicuna_eval.jsonl", "mt_bench_eval.jsonl"
 LOGPROBS = "reference_logprobs.f32"
+# The most items split_counts() can draw from the shared sets (320 vicuna, 320 mt_bench,
+# 221 hhh pairs): at 640, 320 come from vicuna.
+MAX_ITEMS = 640
 ANSWERS = "reference_answers.json"
 
 

@@ -27,7 +27,7 @@ from prometheus_lite.models import read_model_info
 
 from . import metrics
 from .data import DEFAULT_FILES, find_data_dir
-from .forced import LOGPROBS, split_counts
+from .forced import LOGPROBS, MAX_ITEMS, split_counts
 from .system import machine_info, memory_bandwidth, run_child
 
 __all__ = ["OVERHEAD_MIN_RATIO", "BenchConfig", "BenchError", "run_bench"]
@@ -367,8 +367,11 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
     threads = cfg.threads or int(machine["usable_cores"])  # type: ignore[arg-type]
     say(f"measuring memory bandwidth ({cfg.bandwidth_mb:.0f} MiB, {threads} threads)")
     bw = memory_bandwidth(cfg.bandwidth_mb, threads=threads)
-    if cfg.teacher_forced < 0:
-        raise BenchError("--teacher-forced takes a number of items, 0 or more")
+    if not 0 <= cfg.teacher_forced <= MAX_ITEMS:
+        raise BenchError(
+            f"--teacher-forced {cfg.teacher_forced}: give 0 (off) to {MAX_ITEMS} items (the "
+            "shared vicuna, mt_bench and hhh sets hold no more in the proportions used)"
+        )
     statics = [_static(p) for p in files]
     ref = _choose_reference(
         [{**st, "label": lab} for st, lab in zip(statics, labels, strict=True)], cfg.reference

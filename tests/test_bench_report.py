@@ -14,7 +14,13 @@ import pytest
 from click.testing import CliRunner
 from prometheus_lite.bench import metrics
 from prometheus_lite.bench.data import BenchDataError, find_data_dir, load_items, load_pairs
-from prometheus_lite.bench.forced import _token_stats, forced_items, measure_forced, split_counts
+from prometheus_lite.bench.forced import (
+    MAX_ITEMS,
+    _token_stats,
+    forced_items,
+    measure_forced,
+    split_counts,
+)
 from prometheus_lite.bench.system import memory_bandwidth, run_child
 from scipy import stats
 
@@ -132,6 +138,7 @@ def test_forced_items(shared_dir: Path):
     assert split_counts(100) == (50, 25, 25)
     assert split_counts(4) == (2, 1, 1) and split_counts(2) == (1, 0, 1)
     assert split_counts(1) == (1, 0, 0) and split_counts(0) == (0, 0, 0)
+    assert split_counts(MAX_ITEMS)[0] == 320 and split_counts(MAX_ITEMS + 1)[0] > 320
     data = str(shared_dir / "data" / "prometheus-benchmarks")
     items = forced_items(8, data)
     assert [i.mode for i in items] == ["absolute"] * 6 + ["relative"] * 2
