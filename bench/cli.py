@@ -45,6 +45,15 @@ EMBEDDED_LEVELS = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0")
     help="Benchmark prompts per file (spread over prompt lengths).",
 )
 @click.option(
+    "--teacher-forced",
+    "teacher_forced",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="Items for the teacher-forced fidelity (the reference writes each answer once, every "
+    "file reads it: prefill only, deterministic); a quarter are A/B pairs. 0 turns it off.",
+)
+@click.option(
     "--max-tokens",
     type=click.IntRange(8),
     default=128,
@@ -127,6 +136,7 @@ def bench_command(
     report_dir: Path,
     quants: tuple[str, ...],
     prompts: int,
+    teacher_forced: int,
     max_tokens: int,
     threads: int | None,
     n_ctx: int | None,
@@ -145,8 +155,9 @@ def bench_command(
 
     Measures each MODEL (a GGUF path, hub reference or release name; none: the embedded
     SmolLM2 smoke-test model) on real Prometheus benchmark prompts, each in its own process,
-    and compares every file's grades with the highest-precision one. Writes DIR/report.md,
-    DIR/report.json and DIR/report.png.
+    and compares every file with the highest-precision one: teacher-forced (every file
+    reads the reference's answers; KL of the score distribution and per token) and under
+    free greedy decoding. Writes DIR/report.md, DIR/report.json and DIR/report.png.
 
     \b
     Examples:
@@ -175,6 +186,7 @@ def bench_command(
         reference=reference,
         engine=engine,
         include_source=not no_source,
+        teacher_forced=teacher_forced,
     )
     if len(models) + len(levels) + (0 if no_source or not levels else 1) < 1:
         raise click.UsageError("nothing to measure")
@@ -188,11 +200,16 @@ def bench_command(
     verdict = "ok" if ov["passes"] else f"BELOW {OVERHEAD_MIN_RATIO}"
     click.echo(f"wrote {report_dir / 'report.md'}, report.json, report.png")
     for r in report["models"]:
-        f = r["fidelity"]
+        f, t = r["fidelity"], r["teacher_forced"]
+        forced = (
+            f"  forced KL {t['kl_mean'] or 0:.2e} token KL {t['token_kl_mean'] or 0:.2e}"
+            if t
+            else ""
+        )
         click.echo(
             f"  {r['label']:<16} {r['file_size_bytes'] / 1e6:7.1f} MB  "
             f"gen {r['generation_tokens_per_s'] or 0:6.1f} tok/s  "
-            f"p50 {r['latency_s_p50']:.2f}s  agree {f['agreement_pct']:.0f}%  "
-            f"MAD {f['mad_expected']:.3f}"
+            f"p50 {r['latency_s_p50']:.2f}s{forced}  free-decoding agree "
+            f"{f['agreement_pct']:.0f}% MAD {f['mad_expected']:.3f}"
         )
     click.echo(f"overhead ratio (raw llama.cpp / Judge): {ov['ratio']:.3f} ({verdict})")

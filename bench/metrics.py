@@ -16,6 +16,7 @@ __all__ = [
     "agreement",
     "correlations",
     "fidelity",
+    "forced_fidelity",
     "kendall_tau_b",
     "kl_divergence",
     "mean_abs_diff",
@@ -90,13 +91,15 @@ def mean_abs_diff(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.mean(np.abs(a - b))) if len(a) else None
 
 
-def kl_divergence(p: Mapping[str, float], q: Mapping[str, float]) -> float:
-    """KL(p || q) in nats over the score labels; p is the reference distribution.
+def kl_divergence(
+    p: Mapping[str, float], q: Mapping[str, float], labels: Sequence[str] = LABELS
+) -> float:
+    """KL(p || q) in nats over ``labels`` (the scores 1-5 by default); p is the reference.
 
-    Both are renormalised over LABELS after flooring at KL_EPS.
+    Both are renormalised over ``labels`` after flooring at KL_EPS.
     """
-    pv = np.array([max(float(p.get(k, 0.0)), KL_EPS) for k in LABELS])
-    qv = np.array([max(float(q.get(k, 0.0)), KL_EPS) for k in LABELS])
+    pv = np.array([max(float(p.get(k, 0.0)), KL_EPS) for k in labels])
+    qv = np.array([max(float(q.get(k, 0.0)), KL_EPS) for k in labels])
     pv, qv = pv / pv.sum(), qv / qv.sum()
     return float(np.sum(pv * np.log(pv / qv)))
 
@@ -126,4 +129,102 @@ def fidelity(
         "pearson": corr["pearson"],
         "spearman": corr["spearman"],
         "kendall": corr["kendall"],
+    }
+
+
+def _top(probs: Mapping[str, float]) -> str:
+    """The most probable label (the first in label order on an exact tie)."""
+    return max(sorted(probs), key=lambda k: probs[k])
+
+
+def _spread(values: Sequence[float]) -> dict[str, float | None]:
+    if not len(values):
+        return {"mean": None, "p95": None, "max": None}
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(np.mean(v)), "p95": percentile(v, 95), "max": float(np.max(v))}
+
+
+def forced_fidelity(ref_items: Sequence[Mapping], items: Sequence[Mapping]) -> dict[str, object]:
+    """Teacher-forced fidelity of one file against the reference, item by item.
+
+    Both lists hold the records of ``bench/forced.py`` (``id``, ``mode``, ``label_probs``,
+    ``token_kl`` per answer position, ``token_top1_same``, ``gpt4``, ``chosen``) for the
+    same items. Absolute items give KL over the five scores, top-1 agreement (share of
+    items whose most probable score is the reference's), the expected scores' mean
+    absolute difference and rank correlation; A/B items the same KL over {A, B}, the
+    mean |P(A) difference| and winner agreement; every position of every answer the
+    token-level KL over the whole vocabulary. ``labels`` correlates this file's expected
+    scores with the GPT-4 labels and gives its A/B accuracy against HHH's choice.
+    """
+    ref = {r["id"]: r for r in ref_items}
+    if sorted(ref) != sorted(r["id"] for r in items):
+        raise ValueError("teacher-forced results cover different items than the reference's")
+    absolute = [(ref[r["id"]], r) for r in items if r["mode"] == "absolute"]
+    relative = [(ref[r["id"]], r) for r in items if r["mode"] == "relative"]
+
+    def expected(probs: Mapping[str, float]) -> float:
+        return sum(int(k) * v for k, v in probs.items())
+
+    kl_abs = [kl_divergence(a["label_probs"], b["label_probs"]) for a, b in absolute]
+    e_ref = [expected(a["label_probs"]) for a, _ in absolute]
+    e_new = [expected(b["label_probs"]) for _, b in absolute]
+    kl_rel = [kl_divergence(a["label_probs"], b["label_probs"], ("A", "B")) for a, b in relative]
+    pa_ref = [float(a["label_probs"]["A"]) for a, _ in relative]
+    pa_new = [float(b["label_probs"]["A"]) for _, b in relative]
+    tok = [k for r in items for k in r["token_kl"]]
+    n_pos = sum(r["n_positions"] for r in items)
+    spread_abs, spread_rel, spread_tok = _spread(kl_abs), _spread(kl_rel), _spread(tok)
+    gpt4 = [
+        (e, b["gpt4"]) for e, (_, b) in zip(e_new, absolute, strict=True) if b["gpt4"] is not None
+    ]
+    corr = correlations([e for e, _ in gpt4], [g for _, g in gpt4])
+    return {
+        "n_items": len(items),
+        "n_absolute": len(absolute),
+        "kl_mean": spread_abs["mean"],
+        "kl_p95": spread_abs["p95"],
+        "kl_max": spread_abs["max"],
+        "top1_agreement": (
+            sum(_top(a["label_probs"]) == _top(b["label_probs"]) for a, b in absolute)
+            / len(absolute)
+            if absolute
+            else None
+        ),
+        "expected_mad": mean_abs_diff(e_ref, e_new),
+        "expected_max_abs_diff": (
+            float(np.max(np.abs(np.subtract(e_ref, e_new)))) if absolute else None
+        ),
+        "spearman": spearman(e_ref, e_new),
+        "pearson": pearson(e_ref, e_new),
+        "relative": {
+            "n": len(relative),
+            "kl_mean": spread_rel["mean"],
+            "kl_p95": spread_rel["p95"],
+            "kl_max": spread_rel["max"],
+            "p_a_mad": mean_abs_diff(pa_ref, pa_new),
+            "winner_agreement": (
+                sum(_top(a["label_probs"]) == _top(b["label_probs"]) for a, b in relative)
+                / len(relative)
+                if relative
+                else None
+            ),
+        },
+        "token_kl_mean": spread_tok["mean"],
+        "token_kl_median": float(np.median(tok)) if tok else None,
+        "token_kl_p95": spread_tok["p95"],
+        "token_kl_p99": percentile(tok, 99),
+        "token_kl_max": spread_tok["max"],
+        "token_top1_agreement": (
+            sum(r["token_top1_same"] for r in items) / n_pos if n_pos else None
+        ),
+        "n_positions": n_pos,
+        "labels": {
+            "gpt4": corr,
+            "hhh_accuracy": (
+                sum(_top(b["label_probs"]) == b["chosen"] for _, b in relative) / len(relative)
+                if relative
+                else None
+            ),
+            "hhh_n": len(relative),
+        },
     }

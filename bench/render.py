@@ -127,6 +127,27 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             ),
             "",
         ]
+    tf = report.get("teacher_forced")
+    L += (
+        _forced_section(report)
+        if tf
+        else [
+            "Teacher-forced fidelity was off (`--teacher-forced 0`).",
+            "",
+        ]
+    )
+    L += [
+        "### Second view: fidelity under free greedy decoding",
+        "",
+        (
+            f"Each file writes its own answer to the {s['prompts']} prompts above (greedy); "
+            "the grades are compared with the reference's. One flipped near-tie token changes "
+            "the rest of the feedback and so the grade: this view shows how often a user would "
+            "see a different grade, mostly from that divergence, not the size of the "
+            "quantization error (the teacher-forced view above measures that)."
+        ),
+        "",
+    ]
     L += _table(
         [
             "level",
@@ -162,6 +183,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             for r in rows
         ],
     )
+    if tf:
+        L += [""] + _quality_section(report)
     L += ["", "## The physical limit: memory bandwidth", ""]
     L += _table(
         [
@@ -253,7 +276,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
             "processing is compute-bound and depends less on the level."
         ),
         (
-            "- **Fidelity**: score agreement is the share of prompts where the level gives the "
+            "- **Teacher-forced fidelity** compares distributions on the same text, so it "
+            "isolates the quantization error: KL(reference || level) of the label distribution "
+            "(five scores, or A/B) at the label position, and over the whole vocabulary at every "
+            "position of the reference's answer (llama.cpp's `perplexity --kl-divergence` "
+            "measure). The label-position figures are what changes in a grade's probabilities "
+            "and expected score when only the file changes."
+        ),
+        (
+            "- **Free-decoding fidelity**: score agreement is the share of prompts where the "
+            "level gives the "
             "same 1-5 score as the reference; MAD is the mean absolute difference of expected "
             "scores (sum of score x probability); KL is KL(reference || level) of the five-score "
             "distribution at the score position. Correlations are over the expected scores. With "
@@ -287,7 +319,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         L += [
             (
                 "- **The embedded model (SmolLM2-135M-Instruct) is a 135M-parameter smoke-test "
-                "model, not a judge**: its grades mean nothing and its GPT-4 correlation is "
+                "model, not a judge**: its grades mean nothing, and its correlations with the "
+                "GPT-4 labels and its HHH accuracy (free-decoding and teacher-forced alike) are "
                 "meaningless. Its small size also makes fixed per-token costs (Python, sampling) a "
                 "larger share than with a 7B judge. The report shows that the pipeline runs end to "
                 "end."
@@ -300,11 +333,184 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(L) + "\n", encoding="utf-8")
 
 
-def write_plot(report: dict[str, Any], path: Path) -> None:
-    """Size vs speed (with the bandwidth ceiling) and size vs fidelity, one point per level.
+def _pct(x: float | None) -> str:
+    return _f(None if x is None else 100.0 * x, "{:.1f}")
 
-    Each level has one colour and marker in all three panels and one legend entry, so
-    levels of nearly the same size stay readable (no overlapping text labels).
+
+def _forced_section(report: dict[str, Any]) -> list[str]:
+    """The teacher-forced table (the main fidelity view) and what it means."""
+    tf, rows = report["teacher_forced"], report["models"]
+    ref = report["reference"]["label"]
+    skipped = tf["skipped"]
+    skip_note = (
+        f"; {len(skipped)} skipped: the reference could not grade them (see report.json)"
+        if skipped
+        else ""
+    )
+    L = [
+        "### Teacher-forced fidelity (main view)",
+        "",
+        (
+            f"{tf['items']} items ({tf['vicuna']} from vicuna_eval, {tf['mt_bench']} from "
+            f"mt_bench_eval, {tf['hhh_pairs']} A/B pair{'' if tf['hhh_pairs'] == 1 else 's'} "
+            "from hhh_alignment_eval, spread over "
+            f"prompt lengths{skip_note}). The reference ({ref}) writes each answer once "
+            "(greedy); then every file, the "
+            "reference included, reads the same prompt plus that answer (prefill only, no "
+            "decoding) and gives its distribution over the labels at the label position and over "
+            "the vocabulary at every answer position."
+        ),
+        "",
+    ]
+    L += _table(
+        [
+            "level",
+            "file MB",
+            "KL mean",
+            "KL p95",
+            "KL max",
+            "top-1 %",
+            "MAD expected",
+            "Spearman",
+            "A/B KL mean",
+            "A/B mean abs dP(A)",
+            "A/B winner %",
+            "token KL mean",
+            "token KL p99",
+            "token top-1 %",
+        ],
+        [
+            [
+                r["label"],
+                _mb(r["file_size_bytes"]),
+                _f(t["kl_mean"], "{:.2e}"),
+                _f(t["kl_p95"], "{:.2e}"),
+                _f(t["kl_max"], "{:.2e}"),
+                _pct(t["top1_agreement"]),
+                _f(t["expected_mad"], "{:.4f}"),
+                _f(t["spearman"], "{:.3f}"),
+                _f(t["relative"]["kl_mean"], "{:.2e}"),
+                _f(t["relative"]["p_a_mad"], "{:.4f}"),
+                _pct(t["relative"]["winner_agreement"]),
+                _f(t["token_kl_mean"], "{:.2e}"),
+                _f(t["token_kl_p99"], "{:.2e}"),
+                _pct(t["token_top1_agreement"]),
+            ]
+            for r in rows
+            for t in [r["teacher_forced"]]
+        ],
+    )
+    n_pos = rows[0]["teacher_forced"]["n_positions"]
+    L += [
+        "",
+        (
+            "KL is KL(reference || level) in nats: over the five scores at the label position "
+            "(mean, 95th percentile and maximum over the absolute items), over {A, B} for the "
+            f"pairs, and over the whole vocabulary at each of the {n_pos} answer positions "
+            "(token KL, pooled over all items). top-1 % is the share of items whose most "
+            "probable score is the reference's; MAD the mean absolute difference of expected "
+            "scores; Spearman their rank correlation with the reference's across items; "
+            "token top-1 % the share of positions whose most probable token is the reference's."
+        ),
+        "",
+        (
+            f"**Deterministic**: {tf['determinism']}. "
+            + (
+                "Every worker's repeat check was bit-identical in this run."
+                if tf["deterministic"]
+                else "**A worker's repeat check differed in this run: these figures are not "
+                "reproducible on this machine.**"
+            )
+        ),
+        "",
+        (
+            f"Memory: {tf['storage']} ({_mb(tf['reference_logprobs_bytes'])} MB here); a "
+            "worker holds one item's logits at a time."
+        ),
+        "",
+    ]
+    return L
+
+
+def _quality_section(report: dict[str, Any]) -> list[str]:
+    """Size, speed and grading quality per level in one table."""
+    rows = report["models"]
+    L = [
+        "## Quantization against grading quality",
+        "",
+        (
+            "What each level costs and what it changes in grading, in one place: size and "
+            "speed (above), teacher-forced drift from the reference, and the teacher-forced "
+            "expected scores correlated with the GPT-4 labels of vicuna_eval (mean of three "
+            "GPT-4 scores), plus A/B accuracy against HHH Alignment's chosen response. Every "
+            "level reads the reference's feedback, so these show what the file changes at the "
+            "decision, given the same reasoning."
+        ),
+        "",
+    ]
+    if report.get("embedded_model"):
+        L += [
+            (
+                "> **On the embedded model these correlations and accuracies are meaningless**: "
+                "SmolLM2-135M is a smoke-test model, not a judge. Only the drift columns "
+                "(KL, MAD) describe quantization; the label columns only show that the pipeline "
+                "runs. For a real judge, run `prometheus-lite bench` on a Prometheus GGUF."
+            ),
+            "",
+        ]
+    L += _table(
+        [
+            "level",
+            "file MB",
+            "bits/weight",
+            "gen tok/s",
+            "grade p50 s",
+            "KL mean",
+            "MAD expected",
+            "GPT-4 Pearson",
+            "GPT-4 Spearman",
+            "GPT-4 Kendall",
+            "GPT-4 n",
+            "HHH A/B acc %",
+            "HHH n",
+        ],
+        [
+            [
+                r["label"],
+                _mb(r["file_size_bytes"]),
+                _f(r["bits_per_weight"]),
+                _f(r["generation_tokens_per_s"], "{:.1f}"),
+                _f(r["latency_s_p50"]),
+                _f(t["kl_mean"], "{:.2e}"),
+                _f(t["expected_mad"], "{:.4f}"),
+                _f(t["labels"]["gpt4"]["pearson"], "{:.3f}"),
+                _f(t["labels"]["gpt4"]["spearman"], "{:.3f}"),
+                _f(t["labels"]["gpt4"]["kendall"], "{:.3f}"),
+                str(t["labels"]["gpt4"]["n"]),
+                _pct(t["labels"]["hhh_accuracy"]),
+                str(t["labels"]["hhh_n"]),
+            ]
+            for r in rows
+            for t in [r["teacher_forced"]]
+        ],
+    )
+    L += [
+        "",
+        (
+            "With few labelled items these correlations are noisy; for a judge's quality with "
+            "confidence intervals and the published figures beside it, use "
+            "`prometheus-lite eval` (sampled, three samples per item, as the paper)."
+        ),
+    ]
+    return L
+
+
+def write_plot(report: dict[str, Any], path: Path) -> None:
+    """Size vs speed (with the bandwidth ceiling), size vs teacher-forced KL, and size vs
+    free-decoding fidelity, one point per level.
+
+    Each level has one colour and marker in all panels and one legend entry, so levels of
+    nearly the same size stay readable (no overlapping text labels).
     """
     import matplotlib
 
@@ -317,7 +523,8 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     markers = "osD^vP*Xhp"
     style = [(colors[i % 10], markers[i % len(markers)]) for i in range(len(rows))]
     size = [r["file_size_bytes"] / 1e6 for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.6))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 10.5))
+    axes = [grid[0][0], grid[1][0], grid[1][1], grid[0][1]]
 
     ax = axes[0]
     for x, r, (c, m) in zip(size, rows, style, strict=True):
@@ -331,11 +538,35 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     ax.set(xlabel="file size (MB)", ylabel="tokens / s",
            title="Generation speed (filled) vs bandwidth ceiling (hollow)")  # fmt: skip
 
+    ax = axes[3]
+    ref_label = report["reference"]["label"]
+    if report.get("teacher_forced"):
+        # Log scale: the levels' KL spans orders of magnitude; the reference (KL 0) is left out.
+        shown = 0
+        for x, r, (c, m) in zip(size, rows, style, strict=True):
+            t = r["teacher_forced"]
+            if (t["kl_mean"] or 0) > 0:
+                ax.scatter([x], [t["kl_mean"]], s=80, color=c, marker=m, zorder=3)
+                shown += 1
+            if (t["token_kl_mean"] or 0) > 0:
+                ax.scatter([x], [t["token_kl_mean"]], s=80, facecolors="none", edgecolors=c,
+                           marker=m, zorder=3)  # fmt: skip
+                shown += 1
+        if shown:
+            ax.set_yscale("log")
+        ax.set(xlabel="file size (MB)", ylabel="KL(reference || level), nats",
+               title=f"Teacher-forced KL vs {ref_label} (not drawn): score label "
+               "(filled), token mean (hollow)")  # fmt: skip
+    else:
+        ax.text(0.5, 0.5, "teacher-forced fidelity off", ha="center", va="center",
+                transform=ax.transAxes)  # fmt: skip
+        ax.set_axis_off()
+
     ax = axes[1]
     for x, r, (c, m) in zip(size, rows, style, strict=True):
         ax.scatter([x], [r["fidelity"]["agreement_pct"]], s=80, color=c, marker=m, zorder=3)
     ax.set(xlabel="file size (MB)", ylabel="% same score as the reference", ylim=(-5, 105),
-           title=f"Score agreement with {report['reference']['label']}")  # fmt: skip
+           title=f"Free decoding: score agreement with {ref_label}")  # fmt: skip
 
     ax = axes[2]
     ax2 = ax.twinx()
@@ -346,11 +577,12 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         if f["kl_mean"] is not None:
             ax2.scatter([x], [f["kl_mean"]], s=80, facecolors="none", edgecolors=c, marker=m)
     ax.set(xlabel="file size (MB)", ylabel="MAD of expected score (filled)",
-           title="Grade drift vs the reference (lower is better)")  # fmt: skip
+           title="Free decoding: grade drift vs the reference (lower is better)")  # fmt: skip
     ax2.set_ylabel("mean KL(reference || level), nats (hollow)")
     for a in axes:
         a.grid(alpha=0.3)
         a.margins(x=0.12, y=0.1)
+    axes[3].set_xlim(axes[0].get_xlim())  # the reference (KL 0) is not drawn on a log scale
     handles = [
         Line2D([], [], color=c, marker=m, ls="", markersize=9, label=r["label"])
         for r, (c, m) in zip(rows, style, strict=True)
@@ -363,10 +595,11 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         else ""
     )
     fig.suptitle(
-        f"prometheus-lite bench: {len(rows)} files, {report['settings']['prompts']} prompts, "
+        f"prometheus-lite bench: {len(rows)} files, {report['settings']['prompts']} prompts "
+        f"(free decoding), {report['settings'].get('teacher_forced_items', 0)} teacher-forced, "
         f"{_threads(report['machine']['threads_used'])}{note}",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)

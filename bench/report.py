@@ -1,8 +1,9 @@
 """``prometheus-lite bench``: measure GGUF files and write report.md, report.json, report.png.
 
-Orchestration only. Each file is measured in a child process (``worker.py``); the
-statistics are in ``metrics.py``, the machine in ``system.py``, the variants in
-``variants.py``. Nothing here imports ``llama_cpp``.
+Orchestration only. Each file is measured in a child process (``worker.py``), then
+teacher-forced in another (``forced.py``: the reference first, then every other file over
+the reference's answers); the statistics are in ``metrics.py``, the machine in
+``system.py``, the variants in ``variants.py``. Nothing here imports ``llama_cpp``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_lite.models import read_model_info
 
 from . import metrics
 from .data import DEFAULT_FILES, find_data_dir
+from .forced import LOGPROBS, MAX_ITEMS, split_counts
 from .system import machine_info, memory_bandwidth, run_child
 
 __all__ = ["OVERHEAD_MIN_RATIO", "BenchConfig", "BenchError", "run_bench"]
@@ -59,6 +61,7 @@ class BenchConfig:
     engine: str = "native"
     include_source: bool = True
     seed: int = 0
+    teacher_forced: int = 100  # items for the teacher-forced fidelity; 0: off
 
 
 # -- per-file static facts -----------------------------------------------------------------
@@ -186,6 +189,77 @@ def _choose_reference(rows: list[dict], explicit: str | None) -> int:
     )
 
 
+def _run_forced(
+    files: list[Path],
+    ref: int,
+    cfg: BenchConfig,
+    data_dir: Path,
+    threads: int,
+    tmp: Path,
+    bar: _Progress,
+    first_step: int,
+) -> tuple[list[dict], int]:
+    """Teacher-force every file over the reference's answers (see ``forced.py``): the
+    reference first, one child process per file. Returns each file's worker result in
+    ``files`` order and the size of the reference's log-probability file."""
+    store = tmp / "forced"
+    store.mkdir()
+    results: list[dict] = [{} for _ in files]
+    order = [ref] + [i for i in range(len(files)) if i != ref]
+    for n, i in enumerate(order):
+        bar.describe(f"teacher-forced {i + 1}/{len(files)}")
+        bar.base = first_step + n * (1 + cfg.teacher_forced)
+        spec = {
+            "model": str(files[i]),
+            "role": "reference" if i == ref else "level",
+            "n_items": cfg.teacher_forced,
+            "data_dir": str(data_dir),
+            "store": str(store),
+            "threads": threads,
+            "n_ctx": cfg.n_ctx,
+            "max_new_tokens": cfg.max_new_tokens,
+            "seed": cfg.seed,
+        }
+        spec_path, res_path = tmp / f"forced-spec{i}.json", tmp / f"forced-res{i}.json"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        argv = [sys.executable, "-P", "-m", "prometheus_lite.bench.forced"]
+        code, _, stderr = run_child(
+            [*argv, str(spec_path), str(res_path)], on_line=bar.worker_line, env=dict(os.environ)
+        )
+        if code != 0 or not res_path.is_file():
+            tail = "\n".join(stderr.strip().splitlines()[-15:])
+            raise BenchError(f"teacher-forcing {files[i]} failed (exit code {code}):\n{tail}")
+        results[i] = json.loads(res_path.read_text(encoding="utf-8"))
+    return results, (store / LOGPROBS).stat().st_size
+
+
+def _forced_summary(ref: dict, res: dict) -> dict:
+    """One file's ``teacher_forced`` object: the statistics, the determinism check and a
+    short record per item (the per-position KLs stay out of the report)."""
+    out = metrics.forced_fidelity(ref["items"], res["items"])
+    out["repeat_bit_identical"] = res["repeat_bit_identical"]
+    out["seconds"] = res["seconds"]
+    out["items"] = [
+        {
+            "id": r["id"],
+            "mode": r["mode"],
+            "probabilities": r["label_probs"],
+            "expected_score": (
+                sum(int(k) * v for k, v in r["label_probs"].items())
+                if r["mode"] == "absolute"
+                else None
+            ),
+            "gpt4": r["gpt4"],
+            "chosen": r["chosen"],
+            "n_positions": r["n_positions"],
+            "token_kl_mean": sum(r["token_kl"]) / r["n_positions"] if r["n_positions"] else None,
+            "token_top1_same": r["token_top1_same"],
+        }
+        for r in res["items"]
+    ]
+    return out
+
+
 def _fidelity(rows: list[dict], ref: int) -> None:
     r = rows[ref]["items"]
     for row in rows:
@@ -293,8 +367,20 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
     threads = cfg.threads or int(machine["usable_cores"])  # type: ignore[arg-type]
     say(f"measuring memory bandwidth ({cfg.bandwidth_mb:.0f} MiB, {threads} threads)")
     bw = memory_bandwidth(cfg.bandwidth_mb, threads=threads)
+    if not 0 <= cfg.teacher_forced <= MAX_ITEMS:
+        raise BenchError(
+            f"--teacher-forced {cfg.teacher_forced}: give 0 (off) to {MAX_ITEMS} items (the "
+            "shared vicuna, mt_bench and hhh sets hold no more in the proportions used)"
+        )
+    statics = [_static(p) for p in files]
+    ref = _choose_reference(
+        [{**st, "label": lab} for st, lab in zip(statics, labels, strict=True)], cfg.reference
+    )
     steps = 1 + cfg.prompts + min(cfg.overhead_prompts, cfg.prompts) * cfg.overhead_rounds
-    bar = _Progress(steps * len(files), err, progress)
+    forced_steps = (1 + cfg.teacher_forced) * len(files) if cfg.teacher_forced else 0
+    bar = _Progress(steps * len(files) + forced_steps, err, progress)
+    forced: list[dict] | None = None
+    logprob_bytes = 0
     rows: list[dict] = []
     measured: list[tuple[Path, str, dict, int]] = []
     started = time.time()
@@ -338,6 +424,10 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
                     raise BenchError(f"measuring {path} failed (exit code {code}):\n{tail}")
                 res = json.loads(res_path.read_text(encoding="utf-8"))
                 measured.append((path, label, res, peak))
+            if cfg.teacher_forced:
+                forced, logprob_bytes = _run_forced(
+                    files, ref, cfg, data_dir, threads, Path(tmp), bar, steps * len(files)
+                )
     finally:
         bar.close()
     # Measured again after the models: on a shared machine either pass can be slowed by
@@ -347,12 +437,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
     bw["gb_per_s_before"], bw["gb_per_s_after"] = bw["gb_per_s"], after["gb_per_s"]
     bw["gb_per_s"] = max(bw["gb_per_s"], after["gb_per_s"])
     bw["gb_per_s_one_thread"] = max(bw["gb_per_s_one_thread"], after["gb_per_s_one_thread"])
-    for path, label, res, peak in measured:
-        row = _summary(_static(path), res, peak, bw["gb_per_s"])
+    for n, (_, label, res, peak) in enumerate(measured):
+        row = _summary(statics[n], res, peak, bw["gb_per_s"])
         row["label"] = label
         row["how_made"] = notes.get(label)
+        row["teacher_forced"] = _forced_summary(forced[ref], forced[n]) if forced else None
         rows.append(row)
-    ref = _choose_reference(rows, cfg.reference)
     _fidelity(rows, ref)
     ov_raw = sum(r["overhead"]["raw_s"] for r in rows)
     ov_judge = sum(r["overhead"]["judge_s"] for r in rows)
@@ -367,6 +457,32 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
             "the files are not all the same model (parameter counts or names differ): "
             "fidelity against the reference compares different models"
         )
+    forced_info = None
+    if forced:
+        n_vicuna, n_mt, n_rel = split_counts(cfg.teacher_forced)
+        skipped = forced[ref]["skipped"]
+        forced_info = {
+            "items_requested": cfg.teacher_forced,
+            "items": len(forced[ref]["items"]),
+            "vicuna": n_vicuna,
+            "mt_bench": n_mt,
+            "hhh_pairs": n_rel,
+            "skipped": skipped,
+            "reference_logprobs_bytes": logprob_bytes,
+            "storage": (
+                "the reference's float32 log-probabilities (positions x vocabulary) streamed to "
+                "a temporary file, memory-mapped by each level one item at a time, deleted "
+                "after the run"
+            ),
+            "deterministic": all(f["repeat_bit_identical"] is not False for f in forced),
+            "determinism": (
+                "prefill only, in n_batch-aligned chunks with whole-chunk prefix reuse "
+                "(bit-identical to a fresh run); the reference's answers are greedy. Same "
+                "files, threads and settings give identical figures (checked by the test "
+                "suite with two runs; each worker also repeats its first item and compares "
+                "the logits bit for bit)"
+            ),
+        }
     report = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -385,7 +501,9 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
             "overhead_prompts": min(cfg.overhead_prompts, cfg.prompts),
             "overhead_rounds": cfg.overhead_rounds,
             "quantizer_engine": cfg.engine if cfg.quants else None,
+            "teacher_forced_items": cfg.teacher_forced,
         },
+        "teacher_forced": forced_info,
         "reference": {
             "label": rows[ref]["label"],
             "file": rows[ref]["file"],

@@ -1,5 +1,6 @@
-"""The `bench` command: fidelity statistics, prompt loading, the machine
-probes, and one end-to-end run on the embedded model (source Q4_1 + a Q8_0 requantization)."""
+"""The `bench` command: fidelity statistics (free-decoding and teacher-forced), prompt
+loading, the machine probes, teacher-forced determinism, and one end-to-end run on the
+embedded model (source Q4_1 + a Q8_0 requantization)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from prometheus_lite.bench import metrics
-from prometheus_lite.bench.data import BenchDataError, find_data_dir, load_items
+from prometheus_lite.bench.data import BenchDataError, find_data_dir, load_items, load_pairs
+from prometheus_lite.bench.forced import (
+    MAX_ITEMS,
+    _token_stats,
+    forced_items,
+    measure_forced,
+    split_counts,
+)
 from prometheus_lite.bench.system import memory_bandwidth, run_child
 from scipy import stats
 
@@ -59,6 +68,121 @@ def test_hand_computed_fidelity():
     assert metrics.percentile([1, 2, 3, 4], 50) == 2.5
 
 
+def _rec(item_id, mode, probs, kl, same=0, gpt4=None, chosen=None):
+    return {
+        "id": item_id, "mode": mode, "label_probs": probs, "token_kl": kl,
+        "n_positions": len(kl), "token_top1_same": same, "gpt4": gpt4, "chosen": chosen,
+    }  # fmt: skip
+
+
+def test_forced_fidelity_by_hand():
+    u = dict.fromkeys(metrics.LABELS, 0.2)
+    ref = [
+        _rec("a", "absolute", {"1": 0.5, "2": 0.5, "3": 0, "4": 0, "5": 0}, [0, 0], 2, gpt4=2.0),
+        _rec("b", "absolute", u, [0], 1, gpt4=4.0),
+        _rec("c", "absolute", {"1": 0, "2": 0, "3": 0, "4": 0, "5": 1.0}, [0], 1),
+        _rec("p", "relative", {"A": 0.8, "B": 0.2}, [0, 0, 0], 3, chosen="B"),
+    ]
+    new = [
+        _rec("a", "absolute", {"1": 0.25, "2": 0.75, "3": 0, "4": 0, "5": 0}, [0.1, 0.3], 1,
+             gpt4=2.0),
+        _rec("b", "absolute", u, [0.2], 1, gpt4=4.0),
+        _rec("c", "absolute", {"1": 0, "2": 0, "3": 0, "4": 0.5, "5": 0.5}, [0.0], 1),
+        _rec("p", "relative", {"A": 0.4, "B": 0.6}, [0.0, 0.4, 0.0], 2, chosen="B"),
+    ]  # fmt: skip
+    f = metrics.forced_fidelity(ref, new)
+    kls = [0.5 * math.log(2) + 0.5 * math.log(2 / 3), 0.0, math.log(2)]
+    assert f["n_items"] == 4 and f["n_absolute"] == 3
+    assert f["kl_mean"] == pytest.approx(sum(kls) / 3, abs=1e-6)
+    assert f["kl_max"] == pytest.approx(math.log(2), abs=1e-6)
+    assert f["kl_p95"] == pytest.approx(float(np.percentile(kls, 95)), abs=1e-6)
+    # top-1: a 1 (tie 1/2 -> first label) vs 2; b 1 vs 1; c 5 vs 4 (tie 4/5 -> first)
+    assert f["top1_agreement"] == pytest.approx(1 / 3)
+    e_ref, e_new = [1.5, 3.0, 5.0], [1.75, 3.0, 4.5]
+    assert f["expected_mad"] == pytest.approx((0.25 + 0 + 0.5) / 3)
+    assert f["spearman"] == pytest.approx(stats.spearmanr(e_ref, e_new).statistic)
+    rel = f["relative"]
+    assert rel["n"] == 1 and rel["p_a_mad"] == pytest.approx(0.4)
+    assert rel["kl_mean"] == pytest.approx(stats.entropy([0.8, 0.2], [0.4, 0.6]), abs=1e-6)
+    assert rel["winner_agreement"] == 0.0
+    assert f["n_positions"] == 7
+    assert f["token_kl_mean"] == pytest.approx((0.1 + 0.3 + 0.2 + 0.4) / 7)
+    assert f["token_kl_max"] == pytest.approx(0.4)
+    assert f["token_top1_agreement"] == pytest.approx(5 / 7)
+    assert f["labels"]["gpt4"]["n"] == 2 and f["labels"]["gpt4"]["pearson"] == pytest.approx(1)
+    assert f["labels"]["hhh_accuracy"] == 1.0  # this file prefers B, HHH's choice
+    same = metrics.forced_fidelity(ref, ref)
+    assert same["kl_mean"] == same["token_kl_mean"] == same["expected_mad"] == 0.0
+    assert same["top1_agreement"] == same["relative"]["winner_agreement"] == 1.0
+    with pytest.raises(ValueError, match="different items"):
+        metrics.forced_fidelity(ref, new[:3])
+
+
+def test_token_stats_against_scipy_entropy():
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(3)
+    a = log_softmax(rng.normal(size=(4, 50)), axis=-1).astype(np.float32)
+    b = log_softmax(rng.normal(size=(4, 50)), axis=-1).astype(np.float32)
+    b[1] = a[1]
+    kl, same = _token_stats(a, b)
+    want = [stats.entropy(np.exp(x.astype(np.float64)), np.exp(y.astype(np.float64)))
+            for x, y in zip(a, b, strict=True)]  # fmt: skip
+    assert kl == pytest.approx(want, rel=1e-6, abs=1e-9)
+    assert kl[1] == 0.0
+    assert same == int(np.sum(a.argmax(1) == b.argmax(1)))
+    assert _token_stats(a, a) == ([0.0] * 4, 4)
+
+
+def test_forced_items(shared_dir: Path):
+    assert split_counts(100) == (50, 25, 25)
+    assert split_counts(4) == (2, 1, 1) and split_counts(2) == (1, 0, 1)
+    assert split_counts(1) == (1, 0, 0) and split_counts(0) == (0, 0, 0)
+    assert split_counts(MAX_ITEMS)[0] == 320 and split_counts(MAX_ITEMS + 1)[0] > 320
+    data = str(shared_dir / "data" / "prometheus-benchmarks")
+    items = forced_items(8, data)
+    assert [i.mode for i in items] == ["absolute"] * 6 + ["relative"] * 2
+    assert sum(i.id.startswith("vicuna") for i in items) == 4
+    assert all(i.gpt4 is not None for i in items[:4]) and items[4].gpt4 is None
+    pairs = load_pairs(2, data)
+    a, b = items[6:]
+    assert a.chosen == "A" and b.chosen == "B"  # the chosen response alternates position
+    assert a.request.response_a == pairs[0].chosen.response
+    assert b.request.response_b == pairs[1].chosen.response
+    assert b.request.response_a == pairs[1].rejected.response
+
+
+@pytest.mark.slow
+def test_teacher_forced_is_deterministic(tmp_path: Path, shared_dir: Path):
+    """Two complete teacher-forced runs (the reference's answers, then a level over them)
+    give identical records, bit for bit. The level here is the reference file itself, so
+    it must match the reference exactly: zero KL at every position checks that each item
+    reads its own rows of the streamed log-probability file."""
+    from prometheus_lite.hub import resolve_model
+
+    data = str(shared_dir / "data" / "prometheus-benchmarks")
+    model = str(resolve_model(None))
+    runs = []
+    for name in ("one", "two"):
+        store = tmp_path / name
+        store.mkdir()
+        spec = {"model": model, "n_items": 2, "data_dir": data, "store": str(store),
+                "threads": 1, "n_ctx": None, "max_new_tokens": 12, "seed": 0}  # fmt: skip
+        quiet = lambda done, total: None  # noqa: E731
+        ref = measure_forced({**spec, "role": "reference"}, quiet)
+        lvl = measure_forced({**spec, "role": "level"}, quiet)
+        runs.append((ref, lvl))
+    for a, b in zip(runs[0], runs[1], strict=True):
+        assert a["repeat_bit_identical"] and b["repeat_bit_identical"]
+        assert a["items"] == b["items"]  # label probabilities and per-position KLs alike
+    ref, lvl = runs[0]
+    assert [r["mode"] for r in ref["items"]] == ["absolute", "relative"]
+    assert lvl["items"] == ref["items"]
+    assert all(k == 0.0 for r in lvl["items"] for k in r["token_kl"])
+    assert all(r["token_top1_same"] == r["n_positions"] > 0 for r in lvl["items"])
+    assert sum(r["n_positions"] for r in ref["items"]) <= 2 * 12
+
+
 # -- data and machine -----------------------------------------------------------------------
 
 
@@ -93,6 +217,10 @@ REQUIRED = [
     "ttft_s_p50", "latency_s_p50", "latency_s_p95", "peak_rss_bytes", "fidelity",
     "gpt4_correlation", "bandwidth", "overhead", "bits_per_weight",
 ]  # fmt: skip
+FORCED = [
+    "n_items", "kl_mean", "kl_p95", "kl_max", "top1_agreement", "expected_mad",
+    "token_kl_mean", "token_top1_agreement", "n_positions",
+]  # fmt: skip
 FIDELITY = [
     "same_feedback_pct", "agreement_pct", "mad_expected", "kl_mean", "pearson", "spearman",
     "kendall",
@@ -108,7 +236,7 @@ def test_bench_command_end_to_end(tmp_path: Path, shared_dir: Path):
         "--quant", "Q8_0", "--report", str(out), "-n", "2", "--shortest", "--max-tokens", "8",
         "--threads", "1", "--overhead-prompts", "1", "--overhead-rounds", "1",
         "--bandwidth-mb", "64", "--data", str(shared_dir / "data" / "prometheus-benchmarks"),
-        "--quiet",
+        "--teacher-forced", "2", "--quiet",
     ]  # fmt: skip
     result = CliRunner().invoke(bench_command, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -136,11 +264,24 @@ def test_bench_command_end_to_end(tmp_path: Path, shared_dir: Path):
         assert all(o["same_length"] for o in runs)
     ref = rows[1]["fidelity"]
     assert ref["agreement_pct"] == 100.0 and ref["mad_expected"] == 0.0
+    tf = report["teacher_forced"]
+    assert tf["items"] == 2 and tf["hhh_pairs"] == 1 and tf["deterministic"]
+    assert tf["reference_logprobs_bytes"] > 0
+    for r in rows:
+        t = r["teacher_forced"]
+        assert all(t.get(k) is not None for k in FORCED), [k for k in FORCED if t.get(k) is None]
+        assert t["n_items"] == 2 and t["relative"]["n"] == 1 and t["repeat_bit_identical"]
+        assert [i["mode"] for i in t["items"]] == ["absolute", "relative"]
+    assert rows[1]["teacher_forced"]["kl_mean"] == 0.0  # the reference against itself
+    assert rows[1]["teacher_forced"]["token_kl_mean"] == 0.0
+    assert rows[0]["teacher_forced"]["token_kl_mean"] > 0
     assert rows[0]["file_size_bytes"] < rows[1]["file_size_bytes"]
     ratio = report["overhead"]["ratio"]
     assert isinstance(ratio, float) and ratio > 0
     md = (out / "report.md").read_text()
     for text in ("gen tok/s", "peak RSS MB", "score agreement %", "% of ceiling",
                  "Overhead against raw llama.cpp", "not the original full-precision weights",
-                 "not a judge"):  # fmt: skip
+                 "not a judge", "Teacher-forced fidelity (main view)", "Second view",
+                 "Quantization against grading quality", "these correlations and accuracies "
+                 "are meaningless", "Deterministic"):  # fmt: skip
         assert text in md
