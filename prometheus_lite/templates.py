@@ -10,6 +10,8 @@ are ``{name}``, filled by ``prompts.py`` with plain one-pass replacement (never
 from __future__ import annotations
 
 __all__ = [
+    "PE_0_1_20_RELATIVE_PROMPT",
+    "PE_0_1_20_RELATIVE_PROMPT_WO_REF",
     "PRESET_RUBRICS",
     "RUBRIC_TEMPLATE",
     "V1_ABSOLUTE_PROMPT",
@@ -339,3 +341,59 @@ V1_CHAT_WRAPPER = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]"
 # FastChat conversation "mistral", as rendered by the official prometheus-eval library
 # for Prometheus 2 (shared/reference/prometheus-format.md, "Chat wrapping").
 V2_CHAT_WRAPPER = "[INST] {system}\n{user} [/INST]"
+
+# ---------------------------------------------------------------------------
+# Older relative prompts still in the PyPI wheel prometheus-eval 0.1.20
+# ---------------------------------------------------------------------------
+# prometheus-eval 0.1.20 (PyPI wheel) prometheus_eval/prompts.py RELATIVE_PROMPT and
+# RELATIVE_PROMPT_WO_REF: what `pip install prometheus-eval` renders today. Only recognised
+# (prometheus_lite.recognize); the judge renders the newer V2_RELATIVE_PROMPT* above.
+# tests/test_recognize.py checks them against the installed package.
+PE_0_1_20_RELATIVE_PROMPT = (
+    "###Task Description:\n"
+    "An instruction (might include an Input inside it), a response to evaluate, a reference answer, and a score rubric representing a evaluation criteria are given.\n"
+    "1. Write a detailed feedback that assess the quality of two responses strictly based on the given score rubric, not evaluating in general.\n"
+    "2. After writing a feedback, choose a better response between Response A and Response B. You should refer to the score rubric.\n"
+    '3. The output format should look as follows: "(write a feedback for criteria) [RESULT] (A or B)"\n'
+    "4. Please do not generate any other opening, closing, and explanations.\n"
+    "\n"
+    "###Instruction:\n"
+    "{instruction}\n"
+    "\n"
+    "###Response A:\n"
+    "{response_A}\n"
+    "\n"
+    "###Response B:\n"
+    "{response_B}\n"
+    "\n"
+    "###Reference Answer:\n"
+    "{reference_answer}\n"
+    "\n"
+    "###Score Rubric:\n"
+    "{rubric}\n"
+    "\n"
+    "###Feedback: "
+)
+
+PE_0_1_20_RELATIVE_PROMPT_WO_REF = (
+    "###Task Description:\n"
+    "An instruction (might include an Input inside it), a response to evaluate, and a score rubric representing a evaluation criteria are given.\n"
+    "1. Write a detailed feedback that assess the quality of two responses strictly based on the given score rubric, not evaluating in general.\n"
+    "2. After writing a feedback, choose a better response between Response A and Response B. You should refer to the score rubric.\n"
+    '3. The output format should look as follows: "(write a feedback for criteria) [RESULT] (A or B)"\n'
+    "4. Please do not generate any other opening, closing, and explanations.\n"
+    "\n"
+    "###Instruction:\n"
+    "{instruction}\n"
+    "\n"
+    "###Response A:\n"
+    "{response_A}\n"
+    "\n"
+    "###Response B:\n"
+    "{response_B}\n"
+    "\n"
+    "###Score Rubric:\n"
+    "{rubric}\n"
+    "\n"
+    "###Feedback: "
+)
