@@ -118,7 +118,9 @@ class ModelOptions:
     truncate_response: bool
     dry_run: bool
 
-    def make_judge(self) -> Any:
+    def make_judge(self, **extra: Any) -> Any:
+        """The Judge these options describe; ``extra`` goes to its constructor as is
+        (e.g. ``n_parallel`` for ``serve``)."""
         from .judge import Judge, Sampling  # loads llama.cpp: only when judging
 
         base = Sampling()
@@ -142,6 +144,7 @@ class ModelOptions:
             max_new_tokens=self.max_tokens,
             prompt_format=self.prompt_format,
             truncate_response=self.truncate_response,
+            **extra,
         )
 
     def renderer(self) -> Callable[[Request], Prompt]:
@@ -543,7 +546,9 @@ def info(model: str | None, tensors: bool, as_json: bool) -> None:
 
 from prometheus_lite.bench.cli import bench_command  # noqa: E402
 from prometheus_lite.convert.cli import convert_command, quantize_command  # noqa: E402
+from prometheus_lite.server.cli import serve_command  # noqa: E402
 
 main.add_command(convert_command)
 main.add_command(quantize_command)
 main.add_command(bench_command)
+main.add_command(serve_command)
