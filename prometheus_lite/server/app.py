@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -143,9 +143,8 @@ def _bearer(scope: Scope) -> bytes | None:
 
 
 class Guard:
-    """Our outermost layer: request id, API key, draining, metrics and one structured
-    access-log line per request (never any header, so never the key). The body size
-    limit is FastAPI's own (``max_body_size``)."""
+    """Our outermost layer: request id, API key, draining, body size limit, metrics and
+    one structured access-log line per request (never any header, so never the key)."""
 
     def __init__(self, app: ASGIApp, state: _State) -> None:
         self.app = app
@@ -176,6 +175,18 @@ class Guard:
                                       (b"x-request-id", info["request_id"].encode())]
             await send(message)
 
+        limit = self.state.settings.max_body_bytes
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:  # a chunked body (no Content-Length) that grew too large
+                    raise HTTPException(413, _too_large(limit))
+            return message
+
         try:
             if path not in _OPEN_PATHS and self.key is not None:
                 token = _bearer(scope)
@@ -187,11 +198,15 @@ class Guard:
                         {"WWW-Authenticate": "Bearer"},
                     )
                     return
+            length = _content_length(scope)
+            if length is not None and length > limit:
+                await self._refuse(scope, send_wrapper, 413, _too_large(limit))
+                return
             if self.state.draining and path not in ("/health", "/ready", "/metrics"):
                 await self._refuse(scope, send_wrapper, 503, "the server is shutting down",
                                    {"Retry-After": "5"})
                 return
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, limited_receive, send_wrapper)
         finally:
             latency = time.perf_counter() - started
             endpoint = _endpoint(path)
@@ -218,6 +233,16 @@ async def _no_receive() -> Message:  # pragma: no cover - error responses read n
     return {"type": "http.disconnect"}
 
 
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
 def _too_large(limit: int) -> str:
     return (f"the request body is larger than this server accepts ({limit} bytes); send "
             "fewer items per request, or start the server with a larger --max-body-bytes")
@@ -226,12 +251,22 @@ def _too_large(limit: int) -> str:
 # --------------------------------------------------------------------------- error shapes
 
 
+def _type_tag(part: Any) -> bool:
+    """A union member's tag in a pydantic error location ('str', 'list[ContentPart]',
+    'RubricObject'), as opposed to a field name (all lower case here) or an index."""
+    if not isinstance(part, str):
+        return False
+    return part in ("str", "int", "float", "bool", "dict", "list", "none") or "[" in part or (
+        part[:1].isupper()
+    )
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "the request body is invalid (see /openapi.json for its schema)", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _type_tag(p)]
     kind = first.get("type", "")
     if kind == "json_invalid":
         ctx = first.get("ctx", {}).get("error", "")
@@ -240,7 +275,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if kind == "missing" and not loc:
         return "the request body is empty; send a JSON object (see /openapi.json)", None
     where = ".".join(loc) if loc else "the body"
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    same = [e for e in errors if [str(p) for p in e.get("loc", ()) if p != "body"
+                                  and not _type_tag(p)] == loc]
+    more = ""
+    if len(same) > 1:
+        more = " (nor any other type this field accepts)"
+    elif len(errors) > 1:
+        more = f" (and {len(errors) - 1} more problem(s))"
     msg = first.get("msg", "invalid value")
     if kind == "missing":
         msg = "this field is required"
@@ -619,7 +660,6 @@ def create_app(
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody},
                    429: {"model": ErrorBody}, 503: {"model": ErrorBody}},
         redoc_url=None,
-        max_body_size=settings.max_body_bytes,
         telemetry={"tracing": False, "metrics": False, "logs": False},  # /metrics is ours
     )
     app.state.service = state
@@ -693,7 +733,10 @@ def create_app(
         info = _info(request)
         info.update(prompt_tokens=result.usage.prompt_tokens,
                     completion_tokens=result.usage.completion_tokens)
-        return result_record(result, mode, id=job.id if explicit_id else None)
+        record = result_record(result, mode)
+        if not explicit_id:
+            record["id"] = None  # parse_line numbered it "1"; a single item has no number
+        return record
 
     @app.post("/v1/grade", tags=["judge"], summary="Grade one response 1-5.")
     async def grade(item: GradeItem, request: Request) -> dict[str, Any]:

@@ -9,9 +9,9 @@ OpenAI's request bodies plus vLLM's ``repetition_penalty``. The OpenAPI document
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 __all__ = [
     "ChatCompletionRequest",
@@ -57,6 +57,19 @@ _RUBRIC_DOC = (
 )
 _ID_DOC = "Echoed in the result (batch default: the item's 1-based position)."
 
+# The item's rubric and id are checked by batch.parse_line (its messages name the missing
+# rubric key or the id's type), so pydantic takes them as they are; the schema says more.
+RubricField = Annotated[
+    Any,
+    WithJsonSchema({"anyOf": [{"type": "string"}, RubricObject.model_json_schema(),
+                              {"type": "null"}], "description": _RUBRIC_DOC}),
+]
+IdField = Annotated[
+    Any,
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}],
+                    "description": _ID_DOC}),
+]
+
 
 class GradeItem(_Open):
     """One response to grade 1-5 (a batch input line of ``prometheus-lite grade``)."""
@@ -75,7 +88,7 @@ class GradeItem(_Open):
         }
     )
 
-    id: str | int | float | None = Field(None, description=_ID_DOC)
+    id: IdField = None
     instruction: str | None = Field(
         None, description="The instruction the response answers (or orig_instruction)."
     )
@@ -83,7 +96,7 @@ class GradeItem(_Open):
     reference_answer: str | None = Field(
         None, description="Optional: an answer that would get a score of 5."
     )
-    rubric: str | RubricObject | None = Field(None, description=_RUBRIC_DOC)
+    rubric: RubricField = None
 
 
 class CompareItem(_Open):
@@ -102,14 +115,12 @@ class CompareItem(_Open):
         }
     )
 
-    id: str | int | float | None = Field(None, description=_ID_DOC)
+    id: IdField = None
     instruction: str | None = Field(None, description="The instruction both responses answer.")
     response_a: str | None = Field(None, description="Response A (or orig_response_A).")
     response_b: str | None = Field(None, description="Response B (or orig_response_B).")
     reference_answer: str | None = Field(None, description="Optional reference answer.")
-    rubric: str | RubricObject | None = Field(
-        None, description=_RUBRIC_DOC + " Relative grading shows the judge only its criteria."
-    )
+    rubric: RubricField = None  # relative grading shows the judge only its criteria
 
 
 class ErrorDetail(BaseModel):
