@@ -14,7 +14,7 @@ $(PY):
 # torch 2.13.0 (CPU) is only for the converter's reference tests against transformers.
 $(STAMP): $(PY) $(SOURCES)
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q ".[test,reference,bench,eval,integrations]"
+	$(PY) -m pip install -q ".[test,reference,bench,eval,integrations,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -866,7 +866,9 @@ def eval_command(
 
 from prometheus_lite.bench.cli import bench_command  # noqa: E402
 from prometheus_lite.convert.cli import convert_command, quantize_command  # noqa: E402
+from prometheus_lite.server.cli import serve_command  # noqa: E402
 
 main.add_command(convert_command)
 main.add_command(quantize_command)
 main.add_command(bench_command)
+main.add_command(serve_command)
