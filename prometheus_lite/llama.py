@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 
 def _llama():  # imported lazily so that `import prometheus_lite` stays light
+    # A build whose very import dies on this CPU is caught by the probe (in a child
+    # process) and reported as a clear error, before this process imports it.
+    native.extra_buffer_types_ok()
     import llama_cpp
 
     logging.getLogger("llama-cpp-python").setLevel(
