@@ -237,10 +237,18 @@ class Engine:
             try:
                 waiting, self._waiting = self._waiting + admitted, []
                 for job in waiting:
-                    if job.future.cancel_requested:
-                        job.future.set_exception(CancelledError("cancelled by the caller"))
-                    elif not self._start(job):
-                        self._waiting.append(job)
+                    try:
+                        if job.future.cancel_requested:
+                            job.future.set_exception(CancelledError("cancelled by the caller"))
+                        elif not self._start(job):
+                            self._waiting.append(job)
+                    except Exception as exc:  # e.g. llama.cpp refused a sequence operation
+                        log.exception("starting a job failed")
+                        for slot in self._slots:
+                            if slot.job is job:
+                                slot.job = None
+                        if not job.future.done():
+                            job.future.set_exception(exc)
                 self._step()
             except Exception as exc:  # a bug: fail what is running, keep serving
                 log.exception("engine step failed")

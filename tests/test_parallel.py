@@ -91,6 +91,12 @@ def test_rubrics_of_one_response_share_its_prefix(serial: Judge, parallel: Judge
     shared = parallel.grade_rubrics(instruction, response, RUBRICS)
     for g in shared:
         check_grade(g)
+    # The copied prefix computes what a fresh prefill would: same answers up to batching noise.
+    same = [(a, b) for a, b in zip(separate, shared, strict=True)
+            if a.raw_output[:-1] == b.raw_output[:-1]]
+    assert same
+    assert max(abs(a.probabilities[k] - b.probabilities[k]) for a, b in same
+               for k in a.probabilities) < 0.05
     # All five are submitted at once; four of them wait for the first one's prefill of
     # the instruction and response instead of computing it again.
     prompt = shared[0].usage.prompt_tokens
