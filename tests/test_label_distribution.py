@@ -17,6 +17,7 @@ distribution. Two independent checks:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -30,18 +31,50 @@ from prometheus_lite.results import CompareRequest, Comparison, Grade, GradeRequ
 # -- a crafted model where the repetition penalty flips the greedy label ------------------
 
 PENALTY = Sampling().repetition_penalty  # the official 1.03, kept under greedy decoding
-FLIP_LAST = {b"5": 10.0, b" 5": 8.0, b" 4": 9.8, b"4": 5.0}  # the logits after "[RESULT]"
+
+
+@dataclass(frozen=True)
+class Flip:
+    """A chain ending at ``chain[-1]``, then label writers whose raw and penalized argmax differ."""
+
+    request: GradeRequest | CompareRequest
+    chain: tuple[bytes, ...]
+    last: dict[bytes, float]  # the logits after chain[-1]
+    writers: dict[str, tuple[bytes, ...]]  # label -> the pieces that write it there (by hand)
+    seen: bytes  # the raw best token, also in the prompt: the penalty pushes it down...
+    unseen: bytes  # ... below this one, of another label, never in the prompt
+    label: str
+    raw_output: str
+
+
+FLIPS = {
+    # "5" is in every absolute prompt ("between 1 and 5"); " 4" never is (the Llama-3
+    # pre-tokenizer splits " 4" into " " and "4"). Label 5 is written by "5" and " 5" (summed).
+    "absolute": Flip(
+        GradeRequest("How many legs does a cat have?", "4", "helpfulness"),
+        (b"Good", b" [RESULT]"), {b"5": 10.0, b" 5": 8.0, b" 4": 9.8, b"4": 5.0},
+        {lb: (lb.encode(), b" " + lb.encode()) for lb in SCORE_LABELS},
+        b"5", b" 4", "5", "Good [RESULT]5"),
+    # "]A" closes the marker and writes A; the graded text contains "]A" (one pre-token, hence
+    # that token), never "]B".
+    "relative": Flip(
+        CompareRequest("Which reply is right about x]A?", "It is a typo.", "It is fine.",
+                       "helpfulness"),
+        (b"Good", b" [RESULT"), {b"]A": 10.0, b"]B": 9.8},
+        {"A": (b"]A",), "B": (b"]B",)}, b"]A", b"]B", "A", "Good [RESULT]A"),
+}
 
 
 @pytest.fixture(scope="module")
-def flip_model(tmp_path_factory):
+def flip_models(tmp_path_factory):
     pytest.importorskip("tokenizers")
     pytest.importorskip("safetensors")
     import label_fixtures as lf
 
-    pieces = [b"Good", b" [RESULT]", b" 1", b" 2", b" 3", b" 4", b" 5"]
-    return lf.build_chain_model(tmp_path_factory.mktemp("flip"), pieces=pieces,
-                                chain=[b"Good", b" [RESULT]"], last=FLIP_LAST)
+    root = tmp_path_factory.mktemp("flip")
+    pieces = [b"Good", b" [RESULT]", b" 1", b" 2", b" 3", b" 4", b" 5", b"]A", b"]B"]
+    return {name: lf.build_chain_model(root / name, pieces=pieces, chain=f.chain, last=f.last)
+            for name, f in FLIPS.items()}
 
 
 def _penalized(logits: np.ndarray, seen: set[int]) -> np.ndarray:
@@ -52,29 +85,28 @@ def _penalized(logits: np.ndarray, seen: set[int]) -> np.ndarray:
     return out
 
 
-def test_greedy_label_is_the_argmax_of_the_reported_raw_distribution(flip_model) -> None:
-    m = flip_model
-    request = GradeRequest("How many legs does a cat have?", "4", "helpfulness")
+@pytest.mark.parametrize("name", list(FLIPS))
+def test_greedy_label_is_the_argmax_of_the_reported_raw_distribution(flip_models, name) -> None:
+    f, m = FLIPS[name], flip_models[name]
     with Judge(m.path, greedy=True, n_threads=1, max_new_tokens=16) as judge:
-        prompt = judge.runtime.tokenize_prompt(judge.render(request))
-        grade = judge.judge(request)
-    # The setting is what we think: "5" is in every absolute prompt ("between 1 and 5"), " 4"
-    # never is (the Llama-3 pre-tokenizer splits " 4"), so the penalty lowers "5" below " 4".
+        prompt = judge.runtime.tokenize_prompt(judge.render(f.request))
+        result = judge.judge(f.request)
+    # The setting is what we think: the penalty (prompt and chain tokens) flips the argmax.
     ids = m.ids
-    assert ids[b"5"] in prompt and ids[b" 4"] not in prompt
-    raw = m.logits_after(b" [RESULT]")
-    penalized = _penalized(raw, set(prompt) | {ids[b"Good"], ids[b" [RESULT]"]})
-    assert int(np.argmax(raw)) == ids[b"5"] and int(np.argmax(penalized)) == ids[b" 4"]
+    assert ids[f.seen] in prompt and ids[f.unseen] not in prompt
+    raw = m.logits_after(f.chain[-1])
+    penalized = _penalized(raw, set(prompt) | {ids[p] for p in f.chain})
+    assert int(np.argmax(raw)) == ids[f.seen] and int(np.argmax(penalized)) == ids[f.unseen]
 
-    # Expected: the softmax of the raw logits, tokens of one label summed ("5" + " 5").
-    mass = {lb: math.exp(raw[ids[lb.encode()]]) + math.exp(raw[ids[b" " + lb.encode()]])
-            for lb in SCORE_LABELS}
+    # Expected: the softmax of the raw logits, tokens of one label summed.
+    mass = {lb: math.fsum(math.exp(raw[ids[p]]) for p in ps) for lb, ps in f.writers.items()}
     expected = {lb: v / math.fsum(mass.values()) for lb, v in mass.items()}
-    assert grade.probabilities == pytest.approx(expected, rel=1e-5)
-    assert max(expected, key=expected.get) == "5"
-    assert grade.score == 5, f"greedy score {grade.score} is not the argmax of {expected}"
-    assert grade.raw_output == "Good [RESULT]5"  # the best token of label 5, not " 5"
-    assert grade.usage.finish == "model"
+    assert result.probabilities == pytest.approx(expected, rel=1e-5)
+    assert max(expected, key=expected.get) == f.label
+    label = result.score if isinstance(result, Grade) else result.winner
+    assert str(label) == f.label, f"greedy label {label} is not the argmax of {expected}"
+    assert result.raw_output == f.raw_output  # the label's best raw token
+    assert result.usage.finish == "model"
 
 
 # -- the embedded model against llama-cpp-python's high-level Llama -------------------------
