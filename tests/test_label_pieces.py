@@ -162,3 +162,28 @@ def test_batch_with_such_pieces_never_aborts(judges) -> None:
         else:
             assert isinstance(result, Grade) and result.score == 5
             assert result.raw_output == "Good answer [RESULT] 5"
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=IDS[:2])
+def test_sampled_results_with_such_pieces_end_well_formed(models, case: Case) -> None:
+    """The official sampler (not greedy): whichever label piece is drawn, the output ends there.
+
+    After ``" [RESULT"`` top-p 0.9 keeps ``] 5``, ``]A`` and ``] 4`` (P = 0.63, 0.23, 0.09). In
+    a grade a drawn ``]A`` is rejected and the constraint resamples from the allowed tokens; in
+    a comparison ``] 5`` and ``] 4`` are (P = 0.76 per seed: in 8 seeds it happens with
+    P > 0.9999), and the resample writes ``]A``.
+    """
+    m = models[case.model]
+    writers = {p: lb for lb, ps in case.writers.items() for p in ps}
+    results = []
+    for seed in range(8):  # one judge per seed: every item of a judge is sampled from its seed
+        with Judge(m.path, n_threads=1, max_new_tokens=16, seed=seed) as judge:
+            results.append(judge.judge(_request(case.relative, seed)))
+    for r in results:
+        ends = [p for p in writers if r.raw_output == "Good answer [RESULT" + p.decode()]
+        assert len(ends) == 1, r.raw_output
+        label = r.winner if isinstance(r, Comparison) else str(r.score)
+        assert label == writers[ends[0]] and r.usage.finish == "model"
+        assert r.output_tokens[-1] == m.ids[ends[0]]
+        # The reported distribution is the raw one, whatever was drawn.
+        assert r.probabilities == pytest.approx(_expected_probs(m, case), rel=1e-5, abs=1e-9)
