@@ -536,11 +536,13 @@ def _batch(
 
     def make_judge() -> Any:
         judge = opts.make_judge()
-        click.echo(
-            f"{judge.model_name}: {judge.n_parallel} parallel slot"
-            f"{'s' if judge.n_parallel != 1 else ''} ({judge.parallel_reason})",
-            err=True,
-        )
+        n = getattr(judge, "n_parallel", None)
+        if n is not None:
+            click.echo(
+                f"{judge.model_name}: {n} parallel slot{'s' if n != 1 else ''} "
+                f"({getattr(judge, 'parallel_reason', '')})",
+                err=True,
+            )
         return judge
 
     try:
