@@ -4,8 +4,9 @@ and 16 concurrent clients, and the HTTP layer's overhead (1 - HTTP / in-process 
 Side by side in one run: for each client count, the in-process judge (``judge.submit`` from
 N threads) and a real ``prometheus-lite serve`` process (N threads of ``httpx`` clients,
 POST /v1/grade) grade the same real benchmark prompts, greedy, with the same threads, token
-budget and n_ctx; which one goes first alternates by level. The token counts of both sides
-are checked equal (same work). With ``--benchmark-enable`` it also writes a plot,
+budget and n_ctx, in short alternating rounds (one job per client; A B, B A, ...) so that
+a change in background load hits both sides alike. The token counts of both sides are
+checked equal (same work). With ``--benchmark-enable`` it also writes a plot,
 ``$PL_BENCH_REPORT/server.png`` (default reports/bench).
 
     pytest bench/test_server.py --benchmark-enable -s
@@ -48,8 +49,8 @@ def _item(request: GradeRequest) -> dict[str, Any]:
 
 def _drive(clients: int, jobs: list[Any], call: Callable[[Any, Any], tuple[int, int]]
            ) -> dict[str, Any]:
-    """Run every job from ``clients`` threads (each takes the next job); wall time,
-    per-request latency and (prompt, completion) tokens per job."""
+    """Run every job from ``clients`` threads (each takes the next job): wall time,
+    per-request latencies and (prompt, completion) tokens per job."""
     latencies: list[float] = []
     tokens: dict[int, tuple[int, int]] = {}
     lock = threading.Lock()
@@ -72,9 +73,17 @@ def _drive(clients: int, jobs: list[Any], call: Callable[[Any, Any], tuple[int, 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(worker, [None] * clients))
     wall = time.perf_counter() - started
+    return {"latencies": latencies, "wall_s": wall,
+            "tokens": [tokens[i] for i in range(len(jobs))]}
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds of a level together: total grades over total wall time."""
+    latencies = [x for p in parts for x in p["latencies"]]
+    wall = sum(p["wall_s"] for p in parts)
     q = statistics.quantiles(latencies, n=20) if len(latencies) > 1 else latencies * 19
-    return {"grades_per_min": 60 * len(jobs) / wall, "p50_s": statistics.median(latencies),
-            "p95_s": q[18], "wall_s": wall, "tokens": [tokens[i] for i in range(len(jobs))]}
+    return {"grades_per_min": 60 * len(latencies) / wall, "p50_s": statistics.median(latencies),
+            "p95_s": q[18], "wall_s": wall, "tokens": [t for p in parts for t in p["tokens"]]}
 
 
 def _plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -114,7 +123,6 @@ def test_server_vs_in_process(benchmark, shared_dir):
     else:
         data = shared_dir / "data" / "prometheus-benchmarks"
         pool = [it.request for it in load_items(8, data, max_chars=MAX_CHARS)]
-    requests = [pool[i % len(pool)] for i in range(per_level)]
     model_args = ("--model", MODEL) if MODEL else ()
     server = LiveServer(*model_args, "--n-ctx", str(N_CTX), "--max-tokens", str(budget),
                         "--greedy", "--max-queue", "64", "--no-access-log",
@@ -143,14 +151,23 @@ def test_server_vs_in_process(benchmark, shared_dir):
                 return rec["prompt_tokens"], rec["completion_tokens"]
 
             def sweep() -> list[dict[str, Any]]:
+                # Short alternating rounds (A B B A ...), so a change in background load
+                # hits both sides alike; each round is one job per client.
                 out = []
-                for k, clients in enumerate(levels):
-                    sides = [("in_process", in_process), ("http", http)]
-                    if k % 2:
-                        sides.reverse()
-                    row: dict[str, Any] = {"clients": clients}
-                    for name, call in sides:
-                        row[name] = _drive(clients, requests, call)
+                for clients in levels:
+                    n = -(-max(per_level, clients) // clients) * clients  # whole rounds
+                    jobs_all = [pool[i % len(pool)] for i in range(n)]
+                    rounds = [jobs_all[i:i + clients] for i in range(0, n, clients)]
+                    runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "http": []}
+                    for k, jobs in enumerate(rounds):
+                        sides = [("in_process", in_process), ("http", http)]
+                        if k % 2:
+                            sides.reverse()
+                        for name, call in sides:
+                            runs[name].append(_drive(clients, jobs, call))
+                    row: dict[str, Any] = {"clients": clients, "rounds": len(rounds)}
+                    for name, parts in runs.items():
+                        row[name] = _merge(parts)
                     out.append(row)
                 return out
 
