@@ -388,6 +388,21 @@ def test_bad_input_is_a_clear_4xx(server: LiveServer, method: str, path: str, bo
         assert c.post("/v1/grade", json=ITEM).status_code == 200  # everyone else still served
 
 
+def test_chunked_body_over_the_limit_is_413(server: LiveServer) -> None:
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must count the bytes
+        yield b'{"instruction": "'
+        for _ in range(30):
+            yield b"x" * 10_000
+        yield b'", "response": "4", "rubric": "honesty"}'
+
+    with server.client() as c:
+        r = c.post("/v1/grade", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "--max-body-bytes" in r.json()["error"]["message"]
+        r = c.post("/v1/batch", content=chunks())
+        assert r.status_code == 413
+        assert c.post("/v1/grade", json=ITEM).status_code == 200
+
+
 # ------------------------------------------------------------------ load, queue, shutdown
 
 
@@ -499,6 +514,24 @@ def test_timeout_answers_504_and_disconnect_cancels() -> None:
         assert statuses == [504, 499]
     finally:
         assert srv.stop() == 0
+
+
+def test_sigint_when_idle_exits_0() -> None:
+    srv = LiveServer("--n-ctx", N_CTX, "--max-tokens", "8")
+    assert srv.stop(signal.SIGINT, timeout=60) == 0
+    assert any("stopped" in line for line in srv.lines)
+
+
+def test_dry_run_shows_settings_never_the_key() -> None:
+    from click.testing import CliRunner
+
+    from prometheus_lite.cli import main
+
+    r = CliRunner().invoke(main, ["serve", "--dry-run", "--max-queue", "7"],
+                           env={"PROMETHEUS_LITE_API_KEY": "hidden-key-42"})
+    assert r.exit_code == 0, r.output
+    assert "max_queue: 7" in r.output and "api_key: (set)" in r.output
+    assert "hidden-key-42" not in r.output
 
 
 def test_serve_refuses_a_missing_model() -> None:

@@ -101,11 +101,10 @@ class _State:
     mean_latency: float = 1.0  # EWMA of judgement latency (s), for Retry-After
 
     def ready_judge(self) -> Judge:
-        if self.judge is not None and self.admission is not None and not self.draining:
+        """The loaded judge. (Draining is the Guard's business: a request it let in before
+        the signal is finished, not refused halfway.)"""
+        if self.judge is not None and self.admission is not None:
             return self.judge
-        if self.draining:
-            raise ApiError(503, "the server is shutting down; retry on another instance",
-                           code="draining", headers={"Retry-After": "5"})
         if self.load_error is not None:
             raise ApiError(503, f"the model failed to load: {self.load_error}",
                            code="model_not_loaded")
