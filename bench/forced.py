@@ -141,6 +141,9 @@ def measure_forced(spec: dict[str, Any], progress: Callable[[int, int], None] = 
         greedy=True,
         max_new_tokens=spec["max_new_tokens"],
         seed=spec.get("seed", 0),
+        # One slot: the reference's greedy answers, and so every figure, are then the same
+        # in every run (with more slots they would depend on how items were batched).
+        n_parallel=1,
     )
     progress(1, total)
     started = time.perf_counter()
@@ -173,7 +176,9 @@ def measure_forced(spec: dict[str, Any], progress: Callable[[int, int], None] = 
         answers: list[dict[str, Any]] = []
         offset, n_vocab = 0, None
         with open(store / LOGPROBS, "wb") as f:
-            results = judge.batch(it.request for it in items)
+            # All answers first: teacher forcing must run alone in the engine (a forced
+            # pass batched with other sequences' tokens would not be bit-identical).
+            results = list(judge.batch(it.request for it in items))
             for done, (it, res) in enumerate(zip(items, results, strict=True)):
                 if isinstance(res, Failure):
                     skipped.append({"id": it.id, "error": res.error})
