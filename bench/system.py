@@ -136,7 +136,11 @@ def run_child(
     env: dict[str, str] | None = None,
 ) -> tuple[int, int, str]:
     """Run ``argv``, passing each stdout line to ``on_line``; returns (exit code, peak RSS
-    in bytes of that child alone, captured stderr)."""
+    in bytes from the kernel's ``ru_maxrss``, captured stderr).
+
+    The peak is an upper bound: Linux carries the high-water mark of the forked copy of
+    this process into the child's ``ru_maxrss`` at exec, so a large parent inflates it.
+    Children that matter report their own ``VmHWM`` (``rss_bytes()``), which is exact."""
     proc = subprocess.Popen(
         list(argv),
         stdout=subprocess.PIPE,

@@ -38,7 +38,7 @@ def _child(tmp: Path, spec: dict) -> dict:
     )
     assert rc == 0, err[-3000:]
     out = json.loads(lines[-1])
-    out["peak_rss"] = peak
+    out["peak_rss_upper_bound"] = peak  # ru_maxrss includes this process's RSS at fork
     return out
 
 
@@ -61,11 +61,11 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
     def run_all() -> None:
         for n in sizes:
             runs[f"official N={n}"] = _child(tmp_path, dict(official, n_parallel=n))
-        for order in ("shuffled", "consecutive"):
+        for order in ("shuffled",) if smoke else ("shuffled", "consecutive"):
             runs[f"rubrics {order} legacy"] = _child(
                 tmp_path, dict(rubrics, order=order, n_parallel=1, legacy=True)
             )
-            for n in (1, sizes[-1]):
+            for n in (sizes[-1],) if smoke else (1, sizes[-1]):
                 runs[f"rubrics {order} N={n}"] = _child(
                     tmp_path, dict(rubrics, order=order, n_parallel=n)
                 )
@@ -77,9 +77,9 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
         f"official N={top} / N=1": runs[f"official N={top}"]["grades_per_min"]
         / runs["official N=1"]["grades_per_min"],
     }
-    for order in ("shuffled", "consecutive"):
+    for order in ("shuffled",) if smoke else ("shuffled", "consecutive"):
         legacy = runs[f"rubrics {order} legacy"]["grades_per_min"]
-        for n in (1, top):
+        for n in (top,) if smoke else (1, top):
             ratios[f"rubrics {order} N={n} / legacy"] = (
                 runs[f"rubrics {order} N={n}"]["grades_per_min"] / legacy
             )
@@ -93,7 +93,7 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
         print(
             f"{name:32s} {r['grades_per_min']:10.2f}  "
             f"{r['cached_prompt_tokens']:7d}/{r['prompt_tokens']:<7d}  "
-            f"{r['peak_rss'] / 2**20:12.0f}  {r['kv_bytes_per_slot'] / 2**20:11.0f}  "
+            f"{r['peak_rss_self'] / 2**20:12.0f}  {r['kv_bytes_per_slot'] / 2**20:11.0f}  "
             f"{r['n_parallel']}+{r['n_seq'] - r['n_parallel']}"
         )
     for name, ratio in ratios.items():

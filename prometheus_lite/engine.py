@@ -69,7 +69,12 @@ class Generation:
 
 
 class JudgeFuture(Future):
-    """A Future whose ``cancel()`` also stops a running job (at its next step)."""
+    """A Future whose ``cancel()`` also stops a running job (at its next step).
+
+    A running job that is cancelled ends up in the cancelled state, exactly like one
+    withdrawn from the queue (``cancelled()`` is True, ``result()`` raises
+    CancelledError, done-callbacks such as asyncio's run).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,8 +85,23 @@ class JudgeFuture(Future):
             return True
         if self.done():
             return False
-        self.cancel_requested = True  # the engine frees the slot and sets CancelledError
+        self.cancel_requested = True  # the engine frees the slot, then _cancelled_running()
         return True
+
+    def _cancelled_running(self) -> None:
+        # concurrent.futures has no public way to cancel a RUNNING future; its state
+        # machine is stable since Python 3.2.
+        from concurrent.futures import _base
+
+        with self._condition:
+            if self._state == _base.FINISHED or self._state in (
+                _base.CANCELLED,
+                _base.CANCELLED_AND_NOTIFIED,
+            ):
+                return
+            self._state = _base.CANCELLED_AND_NOTIFIED
+            self._condition.notify_all()
+        self._invoke_callbacks()
 
 
 @dataclass(eq=False)
@@ -240,7 +260,7 @@ class Engine:
                 for job in waiting:
                     try:
                         if job.future.cancel_requested:
-                            job.future.set_exception(CancelledError("cancelled by the caller"))
+                            job.future._cancelled_running()
                         elif not self._start(job):
                             self._waiting.append(job)
                     except Exception as exc:  # e.g. llama.cpp refused a sequence operation
@@ -321,7 +341,7 @@ class Engine:
         rt = self.rt
         for slot in self._slots:
             if slot.job is not None and slot.job.future.cancel_requested:
-                self._fail(slot, CancelledError("cancelled by the caller"))
+                self._release(slot).future._cancelled_running()
         active = sorted((s for s in self._slots if s.job is not None), key=lambda s: s.last_used)
         if not active:
             return
@@ -493,7 +513,7 @@ class Engine:
         gen.decode_s = now - first
         self.generated_tokens_total += len(job.out)
         if job.future.cancel_requested:  # cancel() said yes: keep its word
-            job.future.set_exception(CancelledError("cancelled by the caller"))
+            job.future._cancelled_running()
             return
         try:
             result = job.finish(gen) if job.finish is not None else gen

@@ -34,7 +34,8 @@ pytestmark = pytest.mark.timeout(600)
 
 KEY = "test-key-7f3a9c"
 N_CTX = "2048"
-COMMON = ("--n-ctx", N_CTX, "--max-tokens", "16", "--greedy", "--seed", "0")
+# One slot unless a test says otherwise: answers then equal the in-process judge's exactly.
+COMMON = ("--n-ctx", N_CTX, "--max-tokens", "16", "--greedy", "--seed", "0", "--parallel", "1")
 
 ITEM = {"instruction": "What is 2 + 2?", "response": "4", "reference_answer": "4",
         "rubric": "reasoning"}
@@ -426,7 +427,7 @@ def _load(server: LiveServer, n_clients: int, per_client: int) -> list[tuple[str
 
 
 def test_load_16_clients_every_request_answered_once() -> None:
-    srv = LiveServer(*COMMON, "--max-tokens", "8", "--max-queue", "3")
+    srv = LiveServer(*COMMON, "--max-tokens", "8", "--max-queue", "3", "--parallel", "4")
     try:
         started = time.monotonic()
         answers = _load(srv, 16, 13)
@@ -489,7 +490,7 @@ def test_sigterm_mid_load_drains_and_exits_0() -> None:
 def test_timeout_answers_504_and_disconnect_cancels() -> None:
     # 200 tokens take seconds on one CPU thread (~25 tokens/s here): far past the 1.5 s timeout.
     srv = LiveServer("--n-ctx", N_CTX, "--max-tokens", "200", "--greedy",
-                     "--request-timeout", "1.5")
+                     "--request-timeout", "1.5", "--parallel", "1")
     try:
         with srv.client(timeout=60) as c:
             started = time.monotonic()
