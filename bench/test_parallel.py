@@ -39,6 +39,10 @@ def _child(tmp: Path, spec: dict) -> dict:
     assert rc == 0, err[-3000:]
     out = json.loads(lines[-1])
     out["peak_rss_upper_bound"] = peak  # ru_maxrss includes this process's RSS at fork
+    shown = {k: out.get(k) for k in ("n_parallel", "items", "wall_s", "grades_per_min",
+                                     "cached_prompt_tokens", "prompt_tokens", "peak_rss_self")}
+    print(f"  {spec['scenario']} {spec.get('order', '')} legacy={spec.get('legacy', False)}: "
+          f"{shown}", flush=True)
     return out
 
 
@@ -52,34 +56,37 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
         det = dict(base, scenario="determinism", items=2, max_new_tokens=8)
         sizes = [1, 2]
     else:
-        official = dict(base, scenario="official", items=ITEMS)
+        official = dict(base, scenario="official", items=ITEMS)  # official sampling
         rubrics = dict(base, scenario="rubrics", responses=RESPONSES, max_new_tokens=64)
-        det = dict(base, scenario="determinism", items=DET_ITEMS, max_new_tokens=32)
+        det = dict(base, scenario="determinism", items=DET_ITEMS, max_new_tokens=16)
         sizes = [1, 4, 8]
     runs: dict[str, dict] = {}
+    top = sizes[-1]
+    # (order, slot counts besides the legacy engine): N = 1, 4, 8 on the shuffled file
+    # gives KV bytes per slot and peak RSS at each size.
+    rubric_runs = [("shuffled", [top])] if smoke else [("shuffled", sizes), ("consecutive", [top])]
 
     def run_all() -> None:
-        for n in sizes:
+        for n in (1, top):
             runs[f"official N={n}"] = _child(tmp_path, dict(official, n_parallel=n))
-        for order in ("shuffled",) if smoke else ("shuffled", "consecutive"):
+        for order, ns in rubric_runs:
             runs[f"rubrics {order} legacy"] = _child(
                 tmp_path, dict(rubrics, order=order, n_parallel=1, legacy=True)
             )
-            for n in (sizes[-1],) if smoke else (1, sizes[-1]):
+            for n in ns:
                 runs[f"rubrics {order} N={n}"] = _child(
                     tmp_path, dict(rubrics, order=order, n_parallel=n)
                 )
-        runs["determinism"] = _child(tmp_path, dict(det, n_parallel=sizes[-1]))
+        runs["determinism"] = _child(tmp_path, dict(det, n_parallel=top))
 
     benchmark.pedantic(run_all, rounds=1, iterations=1)
-    top = sizes[-1]
     ratios = {
         f"official N={top} / N=1": runs[f"official N={top}"]["grades_per_min"]
         / runs["official N=1"]["grades_per_min"],
     }
-    for order in ("shuffled",) if smoke else ("shuffled", "consecutive"):
+    for order, ns in rubric_runs:
         legacy = runs[f"rubrics {order} legacy"]["grades_per_min"]
-        for n in (top,) if smoke else (1, top):
+        for n in ns:
             ratios[f"rubrics {order} N={n} / legacy"] = (
                 runs[f"rubrics {order} N={n}"]["grades_per_min"] / legacy
             )
