@@ -537,6 +537,7 @@ AUTO_PARALLEL_GPU = 16
 AUTO_PARALLEL_CPU = 8
 # Share of the machine's memory the KV cache may take when the slot count is chosen.
 KV_MEMORY_SHARE = 0.25
+PREFIX_CACHE_MIN = 4
 
 
 def choose_parallel(
@@ -547,7 +548,8 @@ def choose_parallel(
     ``auto`` takes 16 slots with GPU offload and 8 on a CPU, fewer when the KV cache of
     twice that many sequences (half of them as prefix cache) would take more than a
     quarter of the memory. An explicit count above what fits that share is reduced,
-    and the reason says so.
+    and the reason says so. The prefix cache gets as many sequences as there are slots,
+    at least 4, as far as that share allows.
     """
     fit = max(1, int(memory_bytes * KV_MEMORY_SHARE) // max(1, kv_bytes_per_seq))
     per_seq = f"{kv_bytes_per_seq / 2**20:.0f} MiB of KV cache per sequence"
@@ -568,5 +570,7 @@ def choose_parallel(
         if n > fit:
             why += f"; {n} reduced to {fit}, what fits a quarter of memory ({per_seq})"
             n = fit
-    n_seq = max(n, min(2 * n, fit))
+    # The prefix cache: as many extra sequences as slots, at least PREFIX_CACHE_MIN, as
+    # memory allows (the rubrics of one response may arrive far apart).
+    n_seq = max(n, min(n + max(n, PREFIX_CACHE_MIN), fit))
     return n, n_seq, why
