@@ -305,21 +305,14 @@ class Engine:
                 coming = min(_common_prefix(s.job.all_tokens, want), len(want) - 1)
                 if coming // rt.n_batch * rt.n_batch > keep:
                     return False
-        # Reuse the best slot in place only when little of its cache would be lost;
-        # otherwise copy its prefix into the least recently used other idle slot, so that
-        # a prompt shared by later items (another rubric of that response) stays cached.
-        others = [s for s in self._slots if s.job is None and s is not best]
-        in_place = best.job is None and (
-            not others or (keep > 0 and len(best.tokens) - keep <= rt.n_batch)
-        )
-        if in_place:
+        idle = [s for s in self._slots if s.job is None]
+        if keep and best.job is None:
             slot = best
         else:
-            slot = min(others, key=lambda s: (len(s.tokens) > 0, s.last_used))
+            slot = min(idle, key=lambda s: (len(s.tokens) > 0, s.last_used))
             if keep:
                 rt.seq_copy(best.seq, slot.seq)
                 slot.tokens = list(best.tokens)
-                best.last_used = self._clock
         if len(slot.tokens) > keep:
             rt.seq_truncate(slot.seq, keep)
             del slot.tokens[keep:]
