@@ -537,7 +537,6 @@ AUTO_PARALLEL_GPU = 16
 AUTO_PARALLEL_CPU = 8
 # Share of the machine's memory the KV cache may take when the slot count is chosen.
 KV_MEMORY_SHARE = 0.25
-PREFIX_CACHE_MIN = 4
 
 
 def choose_parallel(
@@ -548,8 +547,7 @@ def choose_parallel(
     ``auto`` takes 16 slots with GPU offload and 8 on a CPU, fewer when the KV cache of
     twice that many sequences (half of them as prefix cache) would take more than a
     quarter of the memory. An explicit count above what fits that share is reduced,
-    and the reason says so. The prefix cache gets as many sequences as there are slots,
-    at least 4, as far as that share allows.
+    and the reason says so.
     """
     fit = max(1, int(memory_bytes * KV_MEMORY_SHARE) // max(1, kv_bytes_per_seq))
     per_seq = f"{kv_bytes_per_seq / 2**20:.0f} MiB of KV cache per sequence"
@@ -570,7 +568,5 @@ def choose_parallel(
         if n > fit:
             why += f"; {n} reduced to {fit}, what fits a quarter of memory ({per_seq})"
             n = fit
-    # The prefix cache: as many extra sequences as slots, at least PREFIX_CACHE_MIN, as
-    # memory allows (the rubrics of one response may arrive far apart).
-    n_seq = max(n, min(n + max(n, PREFIX_CACHE_MIN), fit))
+    n_seq = max(n, min(2 * n, fit))
     return n, n_seq, why
