@@ -28,7 +28,7 @@ import math
 import os
 import sys
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -49,6 +49,7 @@ __all__ = [
     "Mode",
     "error_record",
     "parse_line",
+    "plan_lines",
     "read_done_ids",
     "result_record",
     "run_batch",
@@ -482,10 +483,15 @@ class _Plan:
     error_type: str = "BatchInputError"
 
 
-def _plan(
-    input_path: Path, mode: Mode, default_rubric: Rubric | None, done: Counter[str]
+def plan_lines(
+    lines: Iterable[tuple[int, str | None]],
+    mode: Mode,
+    default_rubric: Rubric | None,
+    done: Counter[str],
 ) -> tuple[dict[int, _Plan], int, int]:
     """First pass: which lines to handle now. Returns (plan by line, total, skipped).
+
+    ``lines`` are (line number, text or None if not UTF-8), as ``_input_lines`` gives.
 
     The k-th input line with a given id counts as done if the output already has k
     lines with that id, so duplicates keep their error record across resumes too.
@@ -494,7 +500,7 @@ def _plan(
     seen: Counter[str] = Counter()
     first_line: dict[str, int] = {}
     total = skipped = 0
-    for lineno, text in _input_lines(input_path):
+    for lineno, text in lines:
         total += 1
         error: str | None = None
         if text is None:
@@ -569,7 +575,7 @@ def run_batch(
     writer = None if dry else _LineWriter(out)
     try:
         done = Counter[str]() if dry else read_done_ids(out)  # type: ignore[arg-type]
-        plan, total, skipped = _plan(input_path, mode, default_rubric, done)
+        plan, total, skipped = plan_lines(_input_lines(input_path), mode, default_rubric, done)
     except BaseException:
         if writer is not None:
             writer.close()

@@ -50,9 +50,9 @@ from ..batch import (
     BatchSummary,
     Mode,
     _LineWriter,
-    _peek_id,
     error_record,
     parse_line,
+    plan_lines,
     read_done_ids,
     result_record,
 )
@@ -272,33 +272,12 @@ def plan_items(
     """Which items to handle now, as task rows (``TASK_SCHEMA``); returns (tasks, total,
     skipped). Same rules as ``batch.run_batch``: the k-th item with an id is done if the
     output has k records with that id; a later duplicate id is an error record."""
-    tasks: list[dict[str, Any]] = []
-    seen: Counter[str] = Counter()
-    first_line: dict[str, int] = {}
-    total = skipped = 0
-    for lineno, text in items:
-        total += 1
-        error: str | None = None
-        if text is None:
-            item_id = str(lineno)
-            error = f"line {lineno}: not UTF-8 text; save the input file as UTF-8"
-        else:
-            try:
-                item_id = parse_line(text, lineno, mode, default_rubric).id  # type: ignore[assignment]
-            except BatchInputError as e:
-                item_id, error = _peek_id(text, lineno), str(e)
-        seen[item_id] += 1
-        first = first_line.setdefault(item_id, lineno)
-        if seen[item_id] <= done[item_id]:
-            skipped += 1
-            continue
-        if first != lineno and error is None:
-            error = (
-                f"line {lineno}: duplicate id '{item_id}' (first on line {first}); ids must "
-                "be unique so a resumed run knows which lines are done: give this line "
-                "another id"
-            )
-        tasks.append({"line": lineno, "id": item_id, "item": text, "error": error})
+    texts = dict(items)  # the driver holds the input once either way (the tasks)
+    plan, total, skipped = plan_lines(texts.items(), mode, default_rubric, done)
+    tasks = [
+        {"line": lineno, "id": p.id, "item": texts[lineno], "error": p.error}
+        for lineno, p in plan.items()
+    ]
     return tasks, total, skipped
 
 
