@@ -424,7 +424,8 @@ LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
 def build_family_model(kind: str, vocab: int, seed: int = 0, **overrides: Any) -> Any:
     """A random transformers model of another judge family, 256 wide (K-quant rows), 2 layers:
     qwen2 (q/k/v biases, GQA), phi3 (fused qkv/gate_up, longrope with random factors,
-    original context 128 of 256), llama3 (Llama-3.1's llama3 rope scaling, theta 500000)."""
+    original context 256 of 512: llama.cpp pads a context to 256, so tests at n_ctx <= 256 get
+    the short factors), llama3 (Llama-3.1's llama3 rope scaling, theta 500000)."""
     import torch
     import transformers as tf
 
@@ -441,7 +442,7 @@ def build_family_model(kind: str, vocab: int, seed: int = 0, **overrides: Any) -
                   dict(max_position_embeddings=256, rope_theta=1e6, bos_token_id=None,
                        eos_token_id=None, use_sliding_window=False, sliding_window=None)),
         "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM,
-                 dict(max_position_embeddings=256, original_max_position_embeddings=128,
+                 dict(max_position_embeddings=512, original_max_position_embeddings=256,
                       rope_scaling=longrope, rope_theta=10000.0, bos_token_id=1,
                       eos_token_id=None, pad_token_id=None, sliding_window=2048)),
         "llama3": (tf.LlamaConfig, tf.LlamaForCausalLM,
