@@ -75,7 +75,8 @@ def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None,
                     quants: tuple[str, ...], tokenizer: str | None, prompt_format: str | None,
                     name: str | None, threads: int, engine: str, precision: str | None,
                     quiet: bool) -> None:
-    """Convert a Hugging Face checkpoint folder (Llama, Mistral, Mixtral) to GGUF.
+    """Convert a Hugging Face checkpoint folder (Llama incl. Llama-3.1, Mistral, Mixtral, Qwen2,
+    Phi-3) to GGUF.
 
     Example: prometheus-lite convert prometheus-13b-v1.0 -o models --quant Q4_K_M
     --tokenizer meta-llama/Llama-2-13b-chat-hf
