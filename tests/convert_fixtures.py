@@ -327,9 +327,10 @@ QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-# Qwen2.5-Instruct's added tokens: three special ones and a non-special one (as <tool_call>).
+# Qwen2.5-Instruct's added tokens: three special ones and two that are not (<tool_call>, and
+# <|fim_prefix|>, which llama.cpp's converter makes CONTROL because it looks special).
 QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-QWEN2_PLAIN_ADDED = ("<tool_call>",)
+QWEN2_PLAIN_ADDED = ("<tool_call>", "<|fim_prefix|>")  # not special; the second looks it
 # ChatML, as Qwen2.5-Instruct's tokenizer_config.json writes it (system prompt default dropped).
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"

@@ -230,6 +230,10 @@ def test_metadata(built):
         assert tuple(tensors["blk.1.attn_k.bias"].shape) == (128,)
         assert "qwen2.rope.dimension_count" not in kv  # Qwen2Model writes none
         assert kv["qwen2.rope.freq_base"] == 1e6
+        types = dict(zip(kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"],
+                         strict=True))
+        assert types["<|im_end|>"] == types["<|fim_prefix|>"] == gguf.TokenType.CONTROL
+        assert types["<tool_call>"] == gguf.TokenType.USER_DEFINED  # matched even in text
         if case.extra_vocab:
             assert kv["tokenizer.ggml.tokens"][-1] == f"[PAD{config['vocab_size'] - 1}]"
     if case.kind == "phi3":
