@@ -30,6 +30,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 import convert_fixtures as fx  # noqa: E402
 from llama_ref import reference_llama  # noqa: E402
 from prometheus_lite.convert.cli import convert_command  # noqa: E402
+from prometheus_lite.convert.quant_types import MIXTURES  # noqa: E402
 from prometheus_lite.convert.rope import llama3_factors  # noqa: E402
 from quant_ref import read_tensors  # noqa: E402
 
@@ -314,18 +315,24 @@ def test_tokenization_matches_the_checkpoints_tokenizer(built):
 
 @pytest.mark.parametrize("case", CASES[1:], ids=lambda c: c.id)
 def test_one_pass_levels_equal_llama_cpp_quantizer(case, root, spm_model, tmp_path):
+    """Every level the native engine makes, in one pass, equals llama.cpp's quantizer on the
+    intermediate file, tensor for tensor (types and bytes): biases, fused qkv/gate_up and the
+    rope factor tensors go through the same type rules."""
     built = _build(case, root, spm_model)
-    [native] = _convert(built.checkpoint, tmp_path / "native", "--quant", "Q4_K_M")
-    [two_step] = _convert(built.checkpoint, tmp_path / "llama", "--quant", "Q4_K_M",
-                          "--engine", "llama.cpp")
-    ours, want = read_tensors(native), read_tensors(two_step)
-    assert ours.keys() == want.keys()
-    for name, (qtype, data) in want.items():
-        assert ours[name][0] == qtype, name
-        assert np.array_equal(ours[name][1], data), name
+    levels = [arg for q in MIXTURES for arg in ("--quant", q)]
+    native = _convert(built.checkpoint, tmp_path / "native", *levels)
+    two_step = _convert(built.checkpoint, tmp_path / "llama", *levels, "--engine", "llama.cpp")
+    assert [p.name for p in native] == [p.name for p in two_step] == [
+        f"tiny-{case.id}.{q}.gguf" for q in MIXTURES]
+    for ours_path, want_path in zip(native, two_step, strict=True):
+        ours, want = read_tensors(ours_path), read_tensors(want_path)
+        assert ours.keys() == want.keys()
+        for name, (qtype, data) in want.items():
+            assert ours[name][0] == qtype, (ours_path.name, name)
+            assert np.array_equal(ours[name][1], data), (ours_path.name, name)
     ids = _ids(built)
     ref = fx.reference_logits(built.reference, ids)
-    got = _logits(native, ids)
+    got = _logits(tmp_path / "native" / f"tiny-{case.id}.Q4_K_M.gguf", ids)
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
     [q8] = _convert(built.checkpoint, tmp_path / "q8", "--outtype", "q8_0")
     assert _rel(_logits(q8, ids), ref) < 5e-2
