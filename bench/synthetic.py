@@ -70,12 +70,14 @@ class SyntheticConfig:
 
 
 def cache_dir() -> Path:
-    """Where synthetic files are kept: $PROMETHEUS_LITE_SYNTHETIC_DIR, else
-    $XDG_CACHE_HOME (or ~/.cache)/prometheus-lite/synthetic."""
+    """Where synthetic files are kept: $PROMETHEUS_LITE_SYNTHETIC_DIR, else ``synthetic/`` in
+    prometheus-lite's cache folder ($PROMETHEUS_LITE_CACHE_DIR, else ~/.cache/prometheus-lite;
+    ``prometheus_lite.native.cache_dir``)."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "prometheus-lite" / "synthetic"
+    from prometheus_lite.native import cache_dir as own_cache
+
+    return own_cache() / "synthetic"
 
 
 def ensure_files(cfg: SyntheticConfig, *, threads: int = 0, progress: bool = False,
