@@ -10,7 +10,7 @@ level's alone:
 - load: ``Judge(...)`` construction as ``grade`` does it (one slot, the default context);
 - typical lengths: the median prompt of ``--prompts`` benchmark items (vicuna and mt_bench,
   spread over lengths) rendered in the model's own prompt format and tokenized by its
-  tokenizer; the median GPT-4 feedback of the same items plus ``[RESULT] N``, tokenized;
+  tokenizer; the median of vicuna's GPT-4 feedbacks plus ``[RESULT] N``, tokenized;
 - prefill: the first ``prefill_tokens`` tokens of a benchmark prompt, in the Judge's chunks;
 - generation: ``gen_tokens`` one-token decode steps after that prompt (greedy);
 - peak RSS (``VmHWM`` of the child) and KV-cache bytes per token.
@@ -44,7 +44,8 @@ SCHEMA = "prometheus-lite-bench-synthetic/1"
 SYNTHETIC_LEVELS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
 DIRECT_TYPES = ("F32", "F16", "BF16")  # written directly (--outtype), not by the quantizer
 CACHE_ENV = "PROMETHEUS_LITE_SYNTHETIC_DIR"
-FEEDBACK_FILES = ("vicuna_eval.jsonl", "mt_bench_eval.jsonl")
+PROMPT_FILES = ("vicuna_eval.jsonl", "mt_bench_eval.jsonl")
+FEEDBACK_FILE = "vicuna_eval.jsonl"  # GPT-4's feedback, three per item (mt_bench has none)
 CLOSING = " [RESULT] 5"  # what follows the feedback in a v2 answer
 
 
@@ -123,22 +124,20 @@ def _typical_lengths(judge: Any, spec: dict[str, Any]) -> dict[str, Any]:
     from .data import find_data_dir, load_items
 
     folder = find_data_dir(spec.get("data_dir"))
-    items = load_items(spec["prompts"], folder, files=FEEDBACK_FILES, lengths="spread")
+    items = load_items(spec["prompts"], folder, files=PROMPT_FILES, lengths="spread")
     rt = judge.runtime
     prompt = [len(rt.tokenize_prompt(judge.render(it.request))) for it in items]
-    rows = {name: (folder / name).read_text(encoding="utf-8").splitlines()
-            for name in FEEDBACK_FILES}
     closing = len(rt.tokenize(CLOSING, add_special=False, parse_special=False))
     feedback = []
-    for it in items:
-        name, row = it.id.rsplit(":", 1)
-        texts = json.loads(rows[name][int(row)]).get("gpt4_feedback") or []
+    for line in (folder / FEEDBACK_FILE).read_text(encoding="utf-8").splitlines():
+        texts = json.loads(line).get("gpt4_feedback") or [] if line.strip() else []
         for text in texts if isinstance(texts, list) else [texts]:
             feedback.append(len(rt.tokenize(str(text), add_special=False,
                                              parse_special=False)) + closing)
     return {
         "items": len(items),
-        "files": list(FEEDBACK_FILES),
+        "files": list(PROMPT_FILES),
+        "feedback_file": FEEDBACK_FILE,
         "prompt_tokens_median": statistics.median(prompt),
         "prompt_tokens_range": [min(prompt), max(prompt)],
         "feedback_tokens_median": statistics.median(feedback) if feedback else None,
@@ -261,8 +260,9 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{s['gen_tokens']} generated tokens, n_ctx {s['n_ctx']}.",
         f"Typical grade (derived): median prompt {lengths.get('prompt_tokens_median')} tokens "
         f"and median feedback {lengths.get('feedback_tokens_median')} tokens (incl. "
-        f"`[RESULT] N`) over {lengths.get('items')} items of {', '.join(FEEDBACK_FILES)}, "
-        "no prefix reuse.",
+        f"`[RESULT] N`): prompts of {lengths.get('items')} items of {', '.join(PROMPT_FILES)} "
+        f"(spread over lengths) in the model's prompt format, the "
+        f"{lengths.get('feedback_texts')} GPT-4 feedbacks of {FEEDBACK_FILE}; no prefix reuse.",
         "",
         "| level | file | load | prompt tok/s | gen tok/s | typical grade | peak RSS | "
         "KV/token | gen / bandwidth ceiling |",
