@@ -26,13 +26,14 @@ import gguf
 import numpy as np
 
 from .errors import InvalidModelFileError, PromptError
-from .gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
+from .gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES, SYNTHETIC_KEY
 from .hub import EMBEDDED_MODEL_NOTE, is_embedded_model
 from .prompts import PromptFormat
 from .releases import RELEASES, Release
 
 __all__ = [
     "ModelInfo",
+    "SYNTHETIC_MODEL_NOTE",
     "TensorInfo",
     "decide_prompt_format",
     "detect_prompt_format",
@@ -84,6 +85,7 @@ class ModelInfo:
     general: dict[str, Any] = field(default_factory=dict)  # scalar general.* metadata
     tensors: tuple[TensorInfo, ...] = ()
     is_embedded: bool = False
+    synthetic: bool = False  # prometheus.synthetic: random weights, for timings only
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
@@ -317,6 +319,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
             for t in reader.tensors
         ),
         is_embedded=is_embedded_model(p),
+        synthetic=bool(_scalar(reader, SYNTHETIC_KEY)),
     )
     fmt, reason = detect_prompt_format(info)
     return replace(info, prompt_format_detected=fmt, prompt_format_reason=reason)
@@ -507,6 +510,13 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
+SYNTHETIC_MODEL_NOTE = (
+    "SYNTHETIC model (prometheus.synthetic = true): a release's shape and tokenizer with "
+    "random weights, made by `prometheus-lite convert --synthetic`. Its timings and memory are "
+    "the real model's; its grades mean nothing."
+)
+
+
 def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | None = None) -> str:
     """A summary for ``prometheus-lite info`` (``tensors=True`` adds the tensor table;
     ``cpu_backend`` a line on how llama.cpp's CPU backend loads models here)."""
@@ -538,6 +548,8 @@ def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | No
     lines = [f"{label + ':':<16}{value}" for label, value in rows]
     if info.is_embedded:
         lines += ["", "Note: " + EMBEDDED_MODEL_NOTE]
+    if info.synthetic:
+        lines += ["", "Note: " + SYNTHETIC_MODEL_NOTE]
     if tensors:
         width = max((len(t.name) for t in info.tensors), default=4)
         lines += ["", f"{'tensor':<{width}}  {'type':<8}  {'shape':<20}  size"]
