@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -56,6 +55,14 @@ SCORE_LABELS = SCALES["1-5"].labels
 
 _FEEDBACK, _AFTER, _DONE = 0, 1, 2
 _WHITESPACE = frozenset(b" \t\r\n")
+# Bytes that certainly start a character Python's str.strip() keeps (the parsers strip
+# lines): printable ASCII, and UTF-8 lead bytes of no whitespace character (Unicode's
+# spaces start with C2, E1, E2 or E3). Other bytes may belong to whitespace.
+_CONTENT = frozenset(range(0x21, 0x7F)) | frozenset(range(0xC3, 0xE1)) | frozenset(
+    range(0xE4, 0xF5)
+)
+# Where the current line stands (formats whose marker must start a line).
+_MID_LINE, _LINE_START, _LINE_BLANKISH = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,9 @@ class ConstraintState:
     label: str | None = None  # DONE: the label written
     opened: int = 0  # FEEDBACK: bytes of the opener written so far
     closed: bool = False  # FEEDBACK: the closer was written; only whitespace and the marker
-    line_start: bool = False  # FEEDBACK: only spaces/tabs since the last newline
+    # FEEDBACK, formats whose marker must start a line: _MID_LINE, _LINE_START (only
+    # spaces/tabs since the last newline) or _LINE_BLANKISH (bytes that may be whitespace).
+    line: int = _MID_LINE
 
     @property
     def done(self) -> bool:
@@ -94,6 +103,7 @@ class _Language:
         self.watched = (self.end, *(w for w in fmt.forbidden if w != self.end))
         self.prefixes = frozenset(w[:k] for w in self.watched for k in range(1, len(w)))
         self.longest = max(len(w) for w in self.watched)
+        self._steps: dict[tuple[bytes, int], tuple[bytes, bytes, bytes | None]] = {}
         self.completions = {p + lb: lb.decode() for p in fmt.label_prefixes for lb in labels}
         self.partials = frozenset(
             c[:k] for c in self.completions for k in range(1, len(c))
@@ -103,17 +113,23 @@ class _Language:
                 if c != d and d.startswith(c):
                     raise ValueError(f"ambiguous labels: {c!r} is the start of {d!r}")
 
-    @lru_cache(maxsize=1 << 16)  # noqa: B019 - one instance per constraint, kept for its life
     def body_step(self, tail: bytes, b: int) -> tuple[bytes, bytes, bytes | None]:
-        """(committed bytes, new tail, watched string completed or None)."""
-        s = tail + bytes((b,))
-        for w in self.watched:
-            if s.endswith(w):
-                return s[: -len(w)], b"", w
-        for k in range(min(len(s), self.longest - 1), 0, -1):
-            if s[-k:] in self.prefixes:
-                return s[:-k], s[-k:], None
-        return s, b"", None
+        """(committed bytes, new tail, watched string completed or None); memoised."""
+        key = (tail, b)
+        step = self._steps.get(key)
+        if step is None:
+            s = tail + bytes((b,))
+            hit = next((w for w in self.watched if s.endswith(w)), None)
+            if hit is not None:
+                step = (s[: -len(hit)], b"", hit)
+            else:
+                step = (s, b"", None)
+                for k in range(min(len(s), self.longest - 1), 0, -1):
+                    if s[-k:] in self.prefixes:
+                        step = (s[:-k], s[-k:], None)
+                        break
+            self._steps[key] = step
+        return step
 
     def feed(self, state: ConstraintState, piece: bytes) -> ConstraintState | None:
         """The state after ``piece``, or None if the piece leaves the language."""
@@ -122,7 +138,8 @@ class _Language:
         fmt = self.fmt
         opener = fmt.opener
         phase, tail, content, after = state.phase, state.tail, state.content, state.after
-        opened, closed, line_start = state.opened, state.closed, state.line_start
+        opened, closed, line = state.opened, state.closed, state.line
+        lines = fmt.marker_at_line_start or fmt.first_line_content
         last = len(piece) - 1
         for i, b in enumerate(piece):
             if phase == _AFTER:
@@ -151,21 +168,25 @@ class _Language:
                     if c == 0x0A:
                         if fmt.first_line_content and not content:
                             return None  # the parser keeps the first line: say something
-                        line_start = True
-                    elif c not in _WHITESPACE:
-                        content, line_start = True, False
+                        line = _LINE_START if lines else _MID_LINE
+                    elif c in _CONTENT:
+                        content, line = True, _MID_LINE
+                    elif line == _LINE_START and c not in b" \t":
+                        line = _LINE_BLANKISH
                 if hit is None:
                     continue
                 if hit != self.end:
                     return None  # a forbidden string (Flow-Judge: "<score>" in the feedback)
-                if fmt.marker_at_line_start and not line_start:
+                if fmt.marker_at_line_start and line != _LINE_START:
+                    if line == _LINE_BLANKISH:
+                        return None  # a stripped line would start with the marker
                     # Mid-line marker: plain text; its own end may begin the next one.
                     s, tail = hit, b""
                     for k in range(min(len(s), self.longest - 1), 0, -1):
                         if s[-k:] in self.prefixes:
                             tail = s[-k:]
                             break
-                    content, line_start = True, False
+                    content = True
                     continue
                 if not content:
                     return None  # the feedback must say something before the result
@@ -175,7 +196,7 @@ class _Language:
                     phase, after = _AFTER, b""
         if phase == _AFTER:
             return ConstraintState(_AFTER, after=after)
-        return ConstraintState(_FEEDBACK, tail, content, b"", None, opened, closed, line_start)
+        return ConstraintState(_FEEDBACK, tail, content, b"", None, opened, closed, line)
 
 
 class OutputConstraint:
@@ -222,9 +243,15 @@ class OutputConstraint:
             self._by_piece.setdefault(piece, token)
         self._labels_at: dict[ConstraintState, dict[str, list[int]]] = {}
         fmt = output_format
-        worst = fmt.opener + fmt.close_separator + (fmt.closer + b"\n" if fmt.closer else b"")
         # Tokens to keep in the budget for closing: the longest closing text and the label.
-        self.reserve = len(self.spell(worst + fmt.marker + fmt.close_prefix)) + 1
+        # Closing texts run from anywhere in the opener, or complete a partial end/marker.
+        end = self._lang.end
+        after_end = (b"\n" + fmt.marker if fmt.closer else b"") + fmt.close_prefix
+        texts = [fmt.opener[k:] + fmt.close_separator + end + after_end
+                 for k in range(len(fmt.opener) + 1)]
+        texts += [end[j:] + after_end for j in range(1, len(end))]
+        texts += [fmt.marker[j:] + fmt.close_prefix for j in range(len(fmt.marker))]
+        self.reserve = max(len(self.spell(t)) for t in texts) + 1
         _, ready = self.closing(ConstraintState(_FEEDBACK, content=True), None)
         missing = [lb for lb in labels if lb not in self.label_tokens(ready)]
         if missing:
@@ -314,7 +341,7 @@ class OutputConstraint:
             return text + fmt.marker[len(state.tail) :] + fmt.close_prefix
         end = self._lang.end
         in_opener = state.opened < len(fmt.opener)
-        at_line = state.line_start and not in_opener
+        at_line = state.line == _LINE_START and not in_opener
         if state.tail and end.startswith(state.tail) and (not fmt.marker_at_line_start or at_line):
             text += end[len(state.tail) :]
         else:
