@@ -39,6 +39,7 @@ from prometheus_lite.models import (
     resolve_prompt_format,
     validate_gguf,
 )
+from prometheus_lite.families import FAMILIES
 from prometheus_lite.releases import RELEASES
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -603,25 +604,37 @@ def test_releases_are_consistent() -> None:
     names = [r.name for r in RELEASES]
     assert len(names) == len(set(names))
     assert {"prometheus-13b-v1.0", "prometheus-7b-v2.0", "prometheus-8x7b-v2.0"} <= set(names)
+    assert {"m-prometheus-3b", "m-prometheus-7b", "m-prometheus-14b", "selene-1-mini",
+            "flow-judge-v0.1"} <= set(names)
     for release in RELEASES:
         assert release.name == release.name.lower()
-        assert release.prompt_format in ("v1", "v2")
-        assert release.source_repo.startswith("prometheus-eval/")
-        assert release.gguf_repos
-        assert any(release.default_quant in r.quants for r in release.gguf_repos)
+        assert release.family in FAMILIES
+        assert release.prompt_format in FAMILIES[release.family].prompt_formats
         for repo in release.gguf_repos:
             assert "{quant}" in repo.file_pattern and repo.file_pattern.endswith(".gguf")
             assert repo.source and repo.quants
             assert all(q == q.upper() for q in repo.quants)
-        # every name of the release leads detection to its prompt format
         names = [release.name, release.source_repo, *(r.repo_id for r in release.gguf_repos),
                  *(r.file_pattern.format(quant="Q4_K_M") for r in release.gguf_repos)]
+        if release.family != "prometheus":
+            # every name of the release leads detection to its family and prompt format
+            for name in names:
+                assert models.family_of_name(name) == release.family, name
+                fmt, _ = models.decide_prompt_format([("name", name)], chat_template="x")
+                assert fmt == release.prompt_format, name
+            continue
+        assert release.source_repo.startswith("prometheus-eval/")
+        assert release.gguf_repos
+        assert any(release.default_quant in r.quants for r in release.gguf_repos)
+        # every name of the release leads detection to its prompt format
         for name in names:
             assert models.prometheus_version(name) == release.prompt_format, name
+            assert models.family_of_name(name) is None, name
         assert release.architecture in ARCHITECTURES  # the converter knows how to build it
     # a checkpoint built like a release gets that release's format: they must agree
-    for architecture in {r.architecture for r in RELEASES}:
-        assert len({r.prompt_format for r in RELEASES if r.architecture == architecture}) == 1
+    prometheus = [r for r in RELEASES if r.family == "prometheus"]
+    for architecture in {r.architecture for r in prometheus}:
+        assert len({r.prompt_format for r in prometheus if r.architecture == architecture}) == 1
 
 
 @pytest.mark.parametrize(
