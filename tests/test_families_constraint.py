@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from family_parsers import flow_parser, prometheus_parser, selene_parsers
 
 from prometheus_lite.constraint import ConstraintState, OutputConstraint
 from prometheus_lite.families import (
@@ -19,8 +20,6 @@ from prometheus_lite.families import (
     SELENE_OUTPUT,
     WINNER_LABELS,
 )
-
-from family_parsers import flow_parser, prometheus_parser, selene_parsers
 
 # Every byte, plus the pieces that build (and break) each family's tags.
 TRICKY = [
@@ -92,7 +91,7 @@ def test_flow_judge_parser_accepts_every_answer(shared_dir: Path, scale: str) ->
 def test_selene_parser_accepts_every_answer(shared_dir: Path, labels: tuple[str, ...]) -> None:
     absolute, strings = selene_parsers(shared_dir)
     c, out = answers(SELENE_OUTPUT, labels)
-    for text, label, closed in out:
+    for text, label, _ in out:
         raw = text.decode("utf-8", errors="replace")
         critique, result = (absolute if label.isdigit() else strings)(raw)
         assert result == (int(label) if label.isdigit() else label), raw

@@ -25,6 +25,7 @@ from prometheus_lite.errors import (
     ModelNotFoundError,
     PromptError,
 )
+from prometheus_lite.families import FAMILIES
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY
 from prometheus_lite.hub import (
     EMBEDDED_MODEL_NOTE,
@@ -39,7 +40,6 @@ from prometheus_lite.models import (
     resolve_prompt_format,
     validate_gguf,
 )
-from prometheus_lite.families import FAMILIES
 from prometheus_lite.releases import RELEASES
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
