@@ -334,9 +334,10 @@ def _chat_prompt(
     Graded text is always plain text: if the template's output cannot be split into
     its own pieces and the contents, the prompt fails with a PromptError."""
     tmpl = _compile(chat_template)
-    attempts = [(("system", "user"), (system, user)), (("user",), (system + "\n\n" + user,))]
     if system is None:
-        attempts = [(("user",), (user,))]
+        attempts: list[tuple[tuple[str, ...], tuple[str, ...]]] = [(("user",), (user,))]
+    else:
+        attempts = [(("system", "user"), (system, user)), (("user",), (system + "\n\n" + user,))]
     for n, (roles, contents) in enumerate(attempts):
         last = n == len(attempts) - 1
         try:
