@@ -38,6 +38,7 @@ __all__ = [
     "decide_family",
     "decide_prompt_format",
     "detect_family",
+    "describe_output",
     "detect_prompt_format",
     "judge_family",
     "format_info",
@@ -435,6 +436,17 @@ def decide_family(names: Sequence[tuple[str, Any]], *, key: str | None = None) -
     return "prometheus", "no other judge family named"
 
 
+def describe_output(family: str) -> str:
+    """One line on what a family's judge writes: its answer's shape, scales and pairs."""
+    fam = FAMILIES[family]
+    out = fam.output
+    sep = out.closer + b"\n" if out.closer else out.close_separator
+    shape = (out.opener + b"FEEDBACK" + sep + out.marker + out.close_prefix).decode()
+    shape += "LABEL" + out.suffix
+    pairs = "; compares A/B" if fam.pairwise else "; no pairwise"
+    return f"{shape!r}; scales {', '.join(fam.scales)}{pairs}"
+
+
 def judge_family(prompt_format: str, family: str) -> str:
     """The family whose output format a judge uses: the Selene and Flow-Judge prompt
     formats bring their own; the Prometheus ones (v1, v2, chat) the Prometheus format,
@@ -626,6 +638,8 @@ def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | No
         ),
         ("Chat template", template),
         ("Prompt format", f"{info.prompt_format_detected}: {info.prompt_format_reason}"),
+        ("Judge family", f"{info.family}: {info.family_reason}"),
+        ("Output format", describe_output(judge_family(info.prompt_format_detected, info.family))),
     ]
     if cpu_backend is not None:
         rows.append(("CPU backend", cpu_backend))
