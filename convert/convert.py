@@ -31,8 +31,8 @@ import gguf
 import numpy as np
 
 from prometheus_lite.errors import ConversionError
-from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
-from prometheus_lite.models import decide_prompt_format
+from prometheus_lite.gguf_keys import FAMILY_KEY, PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
+from prometheus_lite.models import decide_family, decide_prompt_format
 
 from . import arch
 from .checkpoint import Checkpoint, open_checkpoint
@@ -121,6 +121,9 @@ class Model:
     # is no Prometheus judge keeps its own chat template); see models.decide_prompt_format.
     prompt_format: str
     prompt_format_reason: str
+    # The judge family (prometheus.family) when the name says so or it is a Prometheus
+    # release (v1/v2); None (not written) for a model that is no known judge.
+    family: str | None = None
     # Tensors llama.cpp's converter generates from the config (rope factors): name -> float32.
     extra_tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -167,6 +170,19 @@ def _rope_dims(spec: arch.ArchSpec, config: dict[str, Any], hidden: int, n_head:
     return head_dim
 
 
+def _names(name: str, ckpt: Checkpoint) -> list[tuple[str, Any]]:
+    return [("model name", name), ("config.json _name_or_path", ckpt.config.get("_name_or_path"))]
+
+
+def _family(name: str, ckpt: Checkpoint, prompt_format: str) -> str | None:
+    """The judge family to write: named (models.decide_family), else Prometheus for a
+    Prometheus prompt format, else none."""
+    family, _ = decide_family(_names(name, ckpt))
+    if family != "prometheus" or prompt_format in ("v1", "v2"):
+        return family
+    return None
+
+
 def _prompt_format(name: str, ckpt: Checkpoint, vocab: Vocab,
                    override: str | None) -> tuple[str, str]:
     """From the checkpoint (its name, tokenizer and chat template) by
@@ -176,8 +192,7 @@ def _prompt_format(name: str, ckpt: Checkpoint, vocab: Vocab,
             raise ConversionError(f"--prompt-format {override!r}: choose one of "
                                   f"{', '.join(PROMPT_FORMAT_VALUES)}")
         return override, "--prompt-format"
-    names = [("model name", name), ("config.json _name_or_path", ckpt.config.get("_name_or_path"))]
-    return decide_prompt_format(names, chat_template=vocab.special.chat_template,
+    return decide_prompt_format(_names(name, ckpt), chat_template=vocab.special.chat_template,
                                 architecture=ckpt.architecture, tokenizer_model=vocab.model)
 
 
@@ -262,7 +277,8 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
     if vocab.special.chat_template is None:
         logger.warning("%s: no chat template in the tokenizer; llama.cpp will guess one",
                        vocab.source)
-    return Model(ckpt, spec, model_name, hparams, dims, vocab, fmt, reason, extra_tensors)
+    return Model(ckpt, spec, model_name, hparams, dims, vocab, fmt, reason,
+                 _family(model_name, ckpt, fmt), extra_tensors)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -286,8 +302,10 @@ def _writer(model: Model, vocab: Vocab, file_type: gguf.LlamaFileType) -> gguf.G
     w.add_file_type(int(file_type))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     vocab.add_to_gguf(w)
-    if model.prompt_format in PROMPT_FORMAT_VALUES:
+    if model.prompt_format in PROMPT_FORMAT_VALUES and model.prompt_format != "chat":
         w.add_string(PROMPT_FORMAT_KEY, model.prompt_format)
+    if model.family is not None:
+        w.add_string(FAMILY_KEY, model.family)
     return w
 
 

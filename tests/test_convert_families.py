@@ -336,3 +336,18 @@ def test_one_pass_levels_equal_llama_cpp_quantizer(case, root, spm_model, tmp_pa
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
     [q8] = _convert(built.checkpoint, tmp_path / "q8", "--outtype", "q8_0")
     assert _rel(_logits(q8, ids), ref) < 5e-2
+
+
+def test_family_written_only_for_a_known_judge():
+    """prometheus.family: from the name, or Prometheus for a v1/v2 release; a model that is
+    no known judge gets none (its own chat template, nothing guessed)."""
+    from types import SimpleNamespace
+
+    from prometheus_lite.convert.convert import _family
+
+    ckpt = SimpleNamespace(config={"_name_or_path": "Qwen/Qwen2.5-3B-Instruct"})
+    assert _family("M-Prometheus-3B", ckpt, "chat") == "m-prometheus"
+    assert _family("Selene-1-Mini-Llama-3.1-8B", ckpt, "selene") == "selene"
+    assert _family("Flow-Judge-v0.1", ckpt, "flow-judge") == "flow-judge"
+    assert _family("prometheus-7b-v2.0", ckpt, "v2") == "prometheus"
+    assert _family("Qwen2.5-3B-Instruct", ckpt, "chat") is None
