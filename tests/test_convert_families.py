@@ -336,3 +336,16 @@ def test_one_pass_levels_equal_llama_cpp_quantizer(case, root, spm_model, tmp_pa
     assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.9
     [q8] = _convert(built.checkpoint, tmp_path / "q8", "--outtype", "q8_0")
     assert _rel(_logits(q8, ids), ref) < 5e-2
+
+
+def test_phi3_long_factors_beyond_the_original_context(root, spm_model):
+    """Past the original context (256) both sides switch to the long factors: transformers on
+    300 tokens, llama.cpp with a 512-token context (n_ctx > original context length)."""
+    built = _build(CASES[2], root, spm_model)
+    ids = [1] + [int(i) for i in np.random.default_rng(0).integers(3, 380, 299)]
+    ref = fx.reference_logits(built.reference, ids)
+    llm = reference_llama(built.f32, logits_all=True, n_ctx=512, n_batch=512, n_threads=2,
+                          type_k=0, type_v=0, verbose=False)
+    llm.eval(ids)
+    got = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    assert _rel(got, ref) < 1e-3
