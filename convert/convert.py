@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -191,10 +191,13 @@ def _default_name(path: Path) -> str:
 
 
 def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | None = None,
-                       prompt_format: str | None = None, tokenizer: str | None = None) -> Model:
+                       prompt_format: str | None = None, tokenizer: str | None = None,
+                       checkpoint: Checkpoint | None = None,
+                       vocab_for: Callable[[int], Vocab] | None = None) -> Model:
     """Config, tokenizer (``tokenizer``: --tokenizer, else the checkpoint's own) and prompt
-    format of a checkpoint; no weight is read."""
-    ckpt = open_checkpoint(checkpoint_dir)
+    format of a checkpoint; no weight is read. ``checkpoint`` and ``vocab_for`` (vocabulary
+    for n rows) stand in for the folder's (synthetic.py's random checkpoints)."""
+    ckpt = checkpoint if checkpoint is not None else open_checkpoint(checkpoint_dir)
     spec = arch.ARCHITECTURES.get(ckpt.architecture)
     if spec is None:
         raise ConversionError(
@@ -249,8 +252,9 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
         "n_layer": hparams[gguf.Keys.LLM.BLOCK_COUNT.format(arch=a)],
     }
     model_name = name or _default_name(ckpt.path)
-    vocab = load_vocab(resolve_tokenizer_dir(ckpt.path, tokenizer), dims["vocab"],
-                       model_config=config, sentencepiece=spec.sentencepiece)
+    vocab = vocab_for(dims["vocab"]) if vocab_for is not None else load_vocab(
+        resolve_tokenizer_dir(ckpt.path, tokenizer), dims["vocab"],
+        model_config=config, sentencepiece=spec.sentencepiece)
     fmt, reason = _prompt_format(model_name, ckpt, vocab, prompt_format)
     if vocab.special.chat_template is None and fmt == "v1":
         # Llama-2-chat's own template, for the v1 checkpoint that ships no tokenizer.
@@ -344,6 +348,7 @@ def convert_checkpoint(
     nthread: int = 0,
     engine: str = "native",
     precision: str | None = None,
+    model: Model | None = None,
 ) -> list[Path]:
     """Convert a checkpoint folder; return the GGUF files written into ``out_dir``.
 
@@ -360,8 +365,9 @@ def convert_checkpoint(
         raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     quants = list(dict.fromkeys(q.upper() for q in quants))
     _check_engine(engine, quants, precision)  # native engine: convert/one_pass.py
-    model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format,
-                               tokenizer=tokenizer)
+    if model is None:  # else already inspected (synthetic.py)
+        model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format,
+                                   tokenizer=tokenizer)
     logger.info("%s: %s, prompt format %s (%s)", model.name, model.checkpoint.architecture,
                 model.prompt_format, model.prompt_format_reason)
     vocab = model.vocab
