@@ -35,6 +35,7 @@ from prometheus_lite.convert.rope import llama3_factors  # noqa: E402
 from quant_ref import read_tensors  # noqa: E402
 
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY  # noqa: E402
+from prometheus_lite.models import read_model_info  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,10 @@ def test_metadata(built):
     config = json.loads((built.checkpoint / "config.json").read_text())
     assert kv["general.architecture"] == a
     assert kv["tokenizer.chat_template"] == TEMPLATES[case.kind]
-    assert PROMPT_FORMAT_KEY not in kv  # not a Prometheus release: its own template ("chat")
+    # Not a Prometheus release: it keeps its own chat template ("chat"; since the families
+    # work the converter also writes that down as the key).
+    assert kv.get(PROMPT_FORMAT_KEY, "chat") == "chat"
+    assert read_model_info(built.f16).prompt_format_detected == "chat"
     assert ("output.weight" in tensors) == (not case.tied)
     assert len(kv["tokenizer.ggml.tokens"]) == config["vocab_size"]
     for t in tensors.values():
