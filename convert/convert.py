@@ -117,8 +117,8 @@ class Model:
     hparams: dict[str, Any]  # GGUF key -> value
     dims: dict[str, int]  # symbols of arch tensor shapes, plus n_head, n_head_kv, head_dim
     vocab: Vocab
-    # "v1" / "v2" (written as prometheus.prompt_format) or "chat" (not written: a model that
-    # is no Prometheus judge keeps its own chat template); see models.decide_prompt_format.
+    # One of gguf_keys.PROMPT_FORMAT_VALUES ("v1", "v2", "chat": the model's own chat template,
+    # ...), written as prometheus.prompt_format; see models.decide_prompt_format.
     prompt_format: str
     prompt_format_reason: str
     # The judge family (prometheus.family) when the name says so or it is a Prometheus

@@ -35,6 +35,7 @@ from prometheus_lite.convert.rope import llama3_factors  # noqa: E402
 from quant_ref import read_tensors  # noqa: E402
 
 from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY  # noqa: E402
+from prometheus_lite.models import read_model_info  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,10 @@ def test_metadata(built):
     config = json.loads((built.checkpoint / "config.json").read_text())
     assert kv["general.architecture"] == a
     assert kv["tokenizer.chat_template"] == TEMPLATES[case.kind]
+    # Not a Prometheus release: it keeps its own chat template ("chat"; since the families
+    # work the converter also writes that down as the key).
     assert PROMPT_FORMAT_KEY not in kv  # not a Prometheus release: its own template ("chat")
+    assert read_model_info(built.f16).prompt_format_detected == "chat"
     assert ("output.weight" in tensors) == (not case.tied)
     assert len(kv["tokenizer.ggml.tokens"]) == config["vocab_size"]
     for t in tensors.values():
@@ -351,3 +355,16 @@ def test_family_written_only_for_a_known_judge():
     assert _family("Flow-Judge-v0.1", ckpt, "flow-judge") == "flow-judge"
     assert _family("prometheus-7b-v2.0", ckpt, "v2") == "prometheus"
     assert _family("Qwen2.5-3B-Instruct", ckpt, "chat") is None
+
+
+def test_phi3_long_factors_beyond_the_original_context(root, spm_model):
+    """Past the original context (256) both sides switch to the long factors: transformers on
+    300 tokens, llama.cpp with a 512-token context (n_ctx > original context length)."""
+    built = _build(CASES[2], root, spm_model)
+    ids = [1] + [int(i) for i in np.random.default_rng(0).integers(3, 380, 299)]
+    ref = fx.reference_logits(built.reference, ids)
+    llm = reference_llama(built.f32, logits_all=True, n_ctx=512, n_batch=512, n_threads=2,
+                          type_k=0, type_v=0, verbose=False)
+    llm.eval(ids)
+    got = np.array(llm.scores[: len(ids)], dtype=np.float32)
+    assert _rel(got, ref) < 1e-3
