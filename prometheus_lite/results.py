@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Literal
 
 from .rubrics import Rubric
@@ -16,6 +16,7 @@ __all__ = [
     "Comparison",
     "Failure",
     "Result",
+    "jsonable",
 ]
 
 
@@ -126,3 +127,24 @@ class Failure:
 
 
 Result = Grade | Comparison | Failure
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: results, model info and other dataclasses (through
+    their ``as_dict``/``to_dict`` when they have one), containers, and ``str()`` of the rest;
+    what ``prometheus-lite info --json`` and the service's ``/v1/model`` print."""
+    if hasattr(value, "as_dict"):
+        return jsonable(value.as_dict())
+    if is_dataclass(value) and not isinstance(value, type):
+        return jsonable(asdict(value))
+    if hasattr(value, "to_dict"):
+        return jsonable(value.to_dict())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)

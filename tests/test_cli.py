@@ -19,11 +19,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from prometheus_lite.batch import COMPARE_KEYS, GRADE_KEYS
-from prometheus_lite.cli import EXIT_TRANSIENT, ModelOptions, main
+from prometheus_lite.cli import main
+from prometheus_lite.cli.batch_mode import EXIT_TRANSIENT
 from prometheus_lite.errors import RubricError
 from prometheus_lite.hub import resolve_model
 from prometheus_lite.judge import render_prompt
 from prometheus_lite.models import ModelInfo, read_model_info
+from prometheus_lite.options import ModelOptions
 from prometheus_lite.prompts import build_prompt
 from prometheus_lite.results import Failure, GradeRequest
 from prometheus_lite.rubrics import PRESETS

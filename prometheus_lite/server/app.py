@@ -36,7 +36,7 @@ from ..batch import error_record, parse_line, result_record
 from ..errors import BatchInputError, DecodeError, PrometheusLiteError, PromptTooLongError
 from ..prompts import Prompt
 from ..recognize import recognize
-from ..results import Comparison, Grade, GradeRequest
+from ..results import Comparison, Grade, GradeRequest, jsonable
 from ..results import Request as JudgeRequest
 from ..rubrics import PRESETS
 from . import openai_compat as oa
@@ -699,9 +699,7 @@ def create_app(
     @app.get("/v1/model", tags=["judge"], summary="The loaded model (what `info` prints).")
     async def model_info() -> dict[str, Any]:
         judge = state.ready_judge()
-        from ..cli import _jsonable  # the same JSON as `prometheus-lite info --json`
-
-        data = _jsonable(judge.info)
+        data = jsonable(judge.info)  # the same JSON as `prometheus-lite info --json`
         if isinstance(data, dict):
             data.pop("tensors", None)
         adm = state.admission

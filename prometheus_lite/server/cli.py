@@ -15,6 +15,8 @@ from typing import Any
 import click
 
 from ..errors import PrometheusLiteError
+from ..options import ModelOptions, model_options
+from ..options import StderrHandler as _StderrHandler  # the CLI's (follows sys.stderr)
 
 __all__ = ["serve_command"]
 
@@ -25,8 +27,6 @@ API_KEY_ENV = "PROMETHEUS_LITE_API_KEY"
 
 def _setup_logs(access_log: bool) -> None:
     """Service logs as text, access logs as one JSON object per line, both on stderr."""
-    from ..cli import _StderrHandler  # the CLI's handler (follows sys.stderr)
-
     text = _StderrHandler()
     text.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("prometheus_lite.server", "uvicorn.error"):
@@ -93,8 +93,6 @@ def _serve_options(f: Any) -> Any:
 
 
 def _command() -> click.Command:
-    from ..cli import ModelOptions, model_options
-
     @click.command("serve")
     @model_options
     @_serve_options
