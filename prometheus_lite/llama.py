@@ -293,12 +293,14 @@ class LlamaRuntime:
             if self._special_ids
             else None
         )
-        # Candidate buffer shared by every sampling step (the layout of llama_token_data).
-        self._cand = np.zeros(
-            self.n_vocab,
-            dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]),
-        )
-        self._ids = np.arange(self.n_vocab, dtype=np.int32)
+        # Candidate buffer shared by every sampling step (the layout of llama_token_data),
+        # reset from a template (ids in order, p = 0) with one contiguous copy per step:
+        # the samplers sort and rewrite it in place.
+        dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+        self._cand_template = np.zeros(self.n_vocab, dtype=dtype)
+        self._cand_template["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        self._cand = self._cand_template.copy()
+        self._cand_logits = self._cand["logit"]  # a strided view into the buffer
         self._cand_array = L.llama_token_data_array(
             data=self._cand.ctypes.data_as(L.llama_token_data_p),
             size=self.n_vocab,
@@ -468,15 +470,13 @@ class LlamaRuntime:
 
     def sample(self, chain, logits: np.ndarray, mask: np.ndarray | None) -> int:
         """Run the sampler chain over the logits (restricted to ``mask`` if given)."""
-        cand = self._cand
-        cand["id"] = self._ids
+        np.copyto(self._cand, self._cand_template)
         if mask is None:
-            cand["logit"] = logits
+            self._cand_logits[:] = logits
         else:
-            cand["logit"] = np.where(mask, logits, -np.inf)
-        cand["p"] = 0.0
+            np.copyto(self._cand_logits, np.where(mask, logits, -np.inf))
         arr = self._cand_array
-        arr.data = cand.ctypes.data_as(self._L.llama_token_data_p)
+        arr.data = self._cand.ctypes.data_as(self._L.llama_token_data_p)
         arr.size = self.n_vocab
         arr.selected = -1
         arr.sorted = False
