@@ -36,17 +36,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .capacity import choose_parallel
 from .constraint import ConstraintState, OutputConstraint
 from .errors import DecodeError
 from .llama import BatchEntry, LlamaRuntime, Sampling, label_distribution
 
-__all__ = ["Engine", "Generation", "Job", "JudgeFuture"]
+__all__ = ["Engine", "Generation", "Job", "JudgeFuture", "choose_parallel"]
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,13 @@ class Generation:
 
 
 class JudgeFuture(Future):
-    """A Future whose ``cancel()`` also stops a running job (at its next step).
+    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running job.
 
-    A running job that is cancelled ends up in the cancelled state, exactly like one
-    withdrawn from the queue (``cancelled()`` is True, ``result()`` raises
-    CancelledError, done-callbacks such as asyncio's run).
+    Exactly Future's state machine, plus one transition: ``cancel()`` on a RUNNING future
+    cancels it at once (``cancelled()`` is True, waiters of ``wait``/``as_completed`` and
+    done-callbacks are notified, ``result()`` raises CancelledError) and asks the engine to
+    free the slot at its next step; whatever the engine produces afterwards is dropped.
+    So ``cancel()`` returning True always means the future ends cancelled.
     """
 
     def __init__(self) -> None:
@@ -81,27 +84,39 @@ class JudgeFuture(Future):
         self.cancel_requested = False
 
     def cancel(self) -> bool:
-        if super().cancel():
-            return True
-        if self.done():
-            return False
-        self.cancel_requested = True  # the engine frees the slot, then _cancelled_running()
-        return True
-
-    def _cancelled_running(self) -> None:
-        # concurrent.futures has no public way to cancel a RUNNING future; its state
-        # machine is stable since Python 3.2.
+        # concurrent.futures' state names are stable since Python 3.2 (Lib/concurrent/
+        # futures/_base.py); this is Future.cancel with RUNNING allowed.
         from concurrent.futures import _base
 
         with self._condition:
-            if self._state == _base.FINISHED or self._state in (
-                _base.CANCELLED,
-                _base.CANCELLED_AND_NOTIFIED,
-            ):
-                return
-            self._state = _base.CANCELLED_AND_NOTIFIED
+            if self._state == _base.FINISHED:
+                return False
+            if self._state in (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED):
+                return True
+            if self._state == _base.RUNNING:
+                self.cancel_requested = True
+                self._state = _base.CANCELLED_AND_NOTIFIED
+                for waiter in self._waiters:
+                    waiter.add_cancelled(self)
+            else:
+                self._state = _base.CANCELLED
             self._condition.notify_all()
         self._invoke_callbacks()
+        return True
+
+    def set_result(self, result: Any) -> None:
+        try:
+            super().set_result(result)
+        except InvalidStateError:
+            if not self.cancelled():
+                raise
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        try:
+            super().set_exception(exception)
+        except InvalidStateError:
+            if not self.cancelled():
+                raise
 
 
 @dataclass(eq=False)
@@ -123,7 +138,7 @@ class Job:
     finish: Callable[[Generation], Any] | None = None
     future: JudgeFuture = field(default_factory=JudgeFuture)
     # -- state while running (the engine's) --
-    seq: int = -1
+    want: list[int] = field(default_factory=list)  # what prefill brings into the cache
     n_past: int = 0  # tokens of this job in its sequence's cache
     feed: list[int] = field(default_factory=list)  # decoded next step; the last needs logits
     out: list[int] = field(default_factory=list)
@@ -131,23 +146,34 @@ class Job:
     chain: Any = None
     budget: int = 0
     gen: Generation | None = None
+    order: int = 0  # when it took its slot: the newest running job yields first
+    tried: int = -1  # the engine's epoch at its last failed start
     t_submit: float = 0.0
     t_start: float = 0.0
     t_first: float = 0.0
 
     @property
-    def all_tokens(self) -> list[int]:  # what prefill brings into the cache
+    def all_tokens(self) -> list[int]:
         return self.tokens + self.forced if self.forced is not None else self.tokens
 
     @property
     def prefilling(self) -> bool:
-        return self.n_past < len(self.all_tokens)
+        return self.n_past < len(self.want)
 
 
 @dataclass(eq=False)
 class _Slot:
+    """One sequence of the context: what its cells hold, and the job using it, if any.
+
+    ``cells`` models the unified pool: ``[segment, n]`` pairs in position order, each the
+    first ``n`` cells of a segment (a run of cells one sequence wrote). ``llama_memory_seq_cp``
+    shares cells, so a copy shares segments; the pool's use is the union of what all
+    sequences hold (:meth:`Engine._cells_used`).
+    """
+
     seq: int
     tokens: list[int] = field(default_factory=list)  # exactly what the cache holds, in order
+    cells: list[list[int]] = field(default_factory=list)
     job: Job | None = None
     last_used: int = 0
 
@@ -164,11 +190,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class Engine:
     """Runs jobs on ``runtime``'s sequences, up to ``n_parallel`` at once.
 
-    ``n_seq`` limits the sequences used (default all of the runtime's; the slots beyond
-    ``n_parallel`` are prefix cache). Thread-safe ``submit``; one background thread
-    (started on the first job) does
-    all the llama.cpp work. Counters for monitoring: ``queue_depth``, ``busy``,
-    ``prompt_tokens_total`` (prefilled), ``cached_tokens_total``, ``generated_tokens_total``.
+    ``n_seq`` limits the sequences used (default all of the runtime's; those beyond
+    ``n_parallel`` hold cached prompts). Thread-safe ``submit``; one background thread
+    (started on the first job) does all the llama.cpp work. For monitoring:
+    ``queue_depth``, ``busy``, ``kv_cells_total``, ``kv_cells_used``, ``prompt_tokens_total``
+    (prefilled), ``cached_tokens_total``, ``generated_tokens_total``, ``evictions_total``,
+    ``preemptions_total``.
     """
 
     def __init__(
@@ -183,25 +210,37 @@ class Engine:
         self.n_parallel = n_parallel
         self._slots = [_Slot(i) for i in range(n_seq)]
         self._queue: deque[Job] = deque()
-        self._waiting: list[Job] = []  # admitted, waiting for another slot to prefill their prefix
+        self._waiting: list[Job] = []  # admitted, waiting for a prefix being computed or room
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._dead: BaseException | None = None  # set when the loop thread died
         self._clock = 0
+        self._epoch = 0  # bumped whenever a waiting job's chances change
+        self._segments = 0
+        self._front: dict[int, tuple[int, int]] = {}  # segment -> (writer seq, cells written)
         self._eog = np.asarray(runtime.eog, dtype=np.int64)
         self._eog_set = frozenset(runtime.eog)
+        self.kv_cells_total = runtime.kv_cells
         self.prompt_tokens_total = 0
         self.cached_tokens_total = 0
         self.generated_tokens_total = 0
+        self.evictions_total = 0
+        self.preemptions_total = 0
 
     # -- public ---------------------------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + len(self._waiting)
 
     @property
     def busy(self) -> int:
         return sum(1 for s in self._slots if s.job is not None)
+
+    @property
+    def kv_cells_used(self) -> int:
+        """Cells of the KV pool holding tokens (running sequences and cached prompts)."""
+        return self._cells_used()
 
     def submit(self, job: Job) -> JudgeFuture:
         """Queue ``job``; its future gives ``job.finish(generation)`` (or the Generation)."""
@@ -213,6 +252,9 @@ class Engine:
             return job.future
         job.t_submit = time.perf_counter()
         with self._cv:
+            if self._dead is not None:
+                job.future.set_exception(self._dead_error())
+                return job.future
             if self._closed:
                 raise RuntimeError("the engine is closed")
             self._queue.append(job)
@@ -243,6 +285,32 @@ class Engine:
 
     # -- the loop -------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the loop itself broke: nobody may wait forever
+            log.exception("the engine thread stopped")
+            self._die(exc)
+
+    def _dead_error(self) -> DecodeError:
+        return DecodeError(
+            f"the judge's engine stopped after an internal error ({self._dead!r}); its "
+            "pending items failed. Create a new Judge (or rerun the command to resume)."
+        )
+
+    def _die(self, exc: BaseException) -> None:
+        with self._cv:
+            self._dead = exc
+            queued, self._queue = list(self._queue), deque()
+            waiting, self._waiting = self._waiting, []
+        running = [s.job for s in self._slots if s.job is not None]
+        error = self._dead_error()
+        for job in queued:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(error)
+        for job in waiting + running:
+            job.future.set_exception(error)
+
+    def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._closed and not self._queue and not self.busy and not self._waiting:
@@ -258,18 +326,21 @@ class Engine:
             try:
                 waiting, self._waiting = self._waiting + admitted, []
                 for job in waiting:
+                    if job.future.cancel_requested:
+                        continue
+                    if job.tried == self._epoch:  # nothing changed since it last tried
+                        self._waiting.append(job)
+                        continue
                     try:
-                        if job.future.cancel_requested:
-                            job.future._cancelled_running()
-                        elif not self._start(job):
+                        if not self._start(job):
+                            job.tried = self._epoch
                             self._waiting.append(job)
                     except Exception as exc:  # e.g. llama.cpp refused a sequence operation
                         log.exception("starting a job failed")
                         for slot in self._slots:
                             if slot.job is job:
                                 slot.job = None
-                        if not job.future.done():
-                            job.future.set_exception(exc)
+                        job.future.set_exception(exc)
                 self._step()
             except Exception as exc:  # a bug: fail what is running, keep serving
                 log.exception("engine step failed")
@@ -283,41 +354,128 @@ class Engine:
             job.future.set_exception(CancelledError("the judge was closed"))
         self._waiting.clear()
 
+    # -- the pool ---------------------------------------------------------------------
+    def _cells_used(self) -> int:
+        held: dict[int, int] = {}
+        for slot in self._slots:
+            for seg, n in slot.cells:
+                if held.get(seg, 0) < n:
+                    held[seg] = n
+        return sum(held.values())
+
+    def _append(self, slot: _Slot, tokens: list[int]) -> None:
+        """Record that ``slot``'s sequence now also holds ``tokens`` (after its last)."""
+        if not tokens:
+            return
+        slot.tokens += tokens
+        last = slot.cells[-1] if slot.cells else None
+        if last is not None and self._front.get(last[0]) == (slot.seq, last[1]):
+            last[1] += len(tokens)  # it wrote that segment's newest cells: extend it
+        else:
+            self._segments += 1
+            last = [self._segments, len(tokens)]
+            slot.cells.append(last)
+        self._front[last[0]] = (slot.seq, last[1])
+
+    def _truncate(self, slot: _Slot, n: int) -> None:
+        """Keep the first ``n`` tokens of ``slot``'s sequence (cache and record)."""
+        if len(slot.tokens) <= n:
+            return
+        self.rt.seq_truncate(slot.seq, n)
+        del slot.tokens[n:]
+        kept, total = [], 0
+        for seg, k in slot.cells:
+            if total >= n:
+                break
+            kept.append([seg, min(k, n - total)])
+            total += kept[-1][1]
+        slot.cells = kept
+        self._epoch += 1
+
+    def _copy(self, src: _Slot, dst: _Slot) -> None:
+        self._truncate(dst, 0)
+        self.rt.seq_copy(src.seq, dst.seq)
+        dst.tokens = list(src.tokens)
+        dst.cells = [list(c) for c in src.cells]
+
+    def _evict_one(self, keep: tuple[_Slot, ...] = ()) -> bool:
+        """Drop the least recently used cached prompt; False when there is none."""
+        cached = [s for s in self._slots if s.job is None and s.tokens and s not in keep]
+        if not cached:
+            return False
+        self._truncate(min(cached, key=lambda s: s.last_used), 0)
+        self.evictions_total += 1
+        return True
+
+    def _preempt_newest(self) -> bool:
+        """Give the newest running job's cells back; it starts again later. False when
+        only one job runs (it always fits the pool alone)."""
+        running = [s for s in self._slots if s.job is not None]
+        if len(running) < 2:
+            return False
+        slot = max(running, key=lambda s: s.job.order)  # type: ignore[union-attr]
+        job = slot.job
+        assert job is not None
+        slot.job = None
+        if job.chain is not None:
+            self.rt.free_sampler(job.chain)
+            job.chain = None
+        self._truncate(slot, 0)
+        job.tried = -1
+        self._waiting.insert(0, job)
+        self.preemptions_total += 1
+        log.info("KV pool full: job restarted later to let older ones finish")
+        return True
+
+    def _make_room(self, need: int, keep: tuple[_Slot, ...] = ()) -> int:
+        """Free cells until ``need`` are free (cached prompts first, then the newest
+        running jobs); returns the free cells."""
+        free = self.kv_cells_total - self._cells_used()
+        while free < need and self._evict_one(keep):
+            free = self.kv_cells_total - self._cells_used()
+        return free
+
+    # -- starting a job ---------------------------------------------------------------
     def _start(self, job: Job) -> bool:
         """Put ``job`` in a slot, starting from the longest cached prefix it can use.
 
         Returns False (the job waits) while another running job is still prefilling a
-        longer prefix of it: computing it twice would cost more than waiting (the
-        rubrics of one response arrive together).
+        longer prefix of it (computing it twice would cost more than waiting: the rubrics
+        of one response arrive together), or while the pool has no room for its prompt
+        after evicting cached prompts (it always runs when nothing else does).
         """
         rt = self.rt
-        self._clock += 1
         want = job.all_tokens
         # The slot sharing the longest prefix; on a tie an idle one (reused in place, no copy).
         common, _, best = max(
             ((_common_prefix(s.tokens, want), s.job is None, s) for s in self._slots),
             key=lambda x: (x[0], x[1]),
         )
-        # Whole chunks only, and never the chunk holding the last token: we need its logits.
-        keep = min(common, len(want) - 1) // rt.n_batch * rt.n_batch
-        for s in self._slots:
-            if s.job is not None and s.job.prefilling:
-                coming = min(_common_prefix(s.job.all_tokens, want), len(want) - 1)
+        # Whole chunks only, and never past the last prompt token: logits are needed from
+        # there on (a running slot's cache can go on with generated tokens).
+        first_row = len(job.tokens) - 1
+        keep = min(common, first_row) // rt.n_batch * rt.n_batch
+        running = [s for s in self._slots if s.job is not None]
+        for s in running:
+            if s.job.prefilling:  # type: ignore[union-attr]
+                coming = min(_common_prefix(s.job.want, want), first_row)  # type: ignore[union-attr]
                 if coming // rt.n_batch * rt.n_batch > keep:
                     return False
         idle = [s for s in self._slots if s.job is None]
-        if keep and best.job is None:
-            slot = best
-        else:
-            slot = min(idle, key=lambda s: (len(s.tokens) > 0, s.last_used))
-            if keep:
-                rt.seq_copy(best.seq, slot.seq)
-                slot.tokens = list(best.tokens)
-        if len(slot.tokens) > keep:
-            rt.seq_truncate(slot.seq, keep)
-            del slot.tokens[keep:]
+        slot = best if keep and best.job is None else min(
+            idle, key=lambda s: (len(s.tokens) > 0, s.last_used)
+        )
+        source = (best,) if keep else ()
+        free = self._make_room(len(want) - keep + len(running), keep=source + (slot,))
+        if running and free < len(want) - keep + len(running):
+            return False
+        if slot is not best and keep:
+            self._copy(best, slot)
+        self._truncate(slot, keep)
+        self._clock += 1
         slot.job, slot.last_used = job, self._clock
-        job.seq, job.n_past = slot.seq, keep
+        job.want, job.n_past, job.order = want, keep, self._clock
+        job.feed, job.out, job.state, job.t_first = [], [], ConstraintState(), 0.0
         job.t_start = time.perf_counter()
         job.gen = Generation(
             tokens=job.out,
@@ -336,22 +494,33 @@ class Engine:
         self.cached_tokens_total += job.gen.cached_prompt_tokens
         return True
 
-    def _step(self) -> None:
+    # -- one step -------------------------------------------------------------------
+    def _step(self, only: _Slot | None = None) -> None:
         """One llama_decode: every decoding slot's next token, then prompt chunks."""
         rt = self.rt
         for slot in self._slots:
             if slot.job is not None and slot.job.future.cancel_requested:
-                self._release(slot).future._cancelled_running()
-        active = sorted((s for s in self._slots if s.job is not None), key=lambda s: s.last_used)
+                self._release(slot)
+        active = [only] if only is not None else [s for s in self._slots if s.job is not None]
+        active = [s for s in active if s.job is not None]
         if not active:
             return
+        # Room: every decoding slot's tokens, or the oldest prompt's next chunk.
+        while True:
+            need = sum(len(s.job.feed) for s in active if not s.job.prefilling) or 1  # type: ignore[union-attr]
+            free = self._make_room(need)
+            if free >= need or only is not None or not self._preempt_newest():
+                break
+            active = [s for s in active if s.job is not None]
+        active.sort(key=lambda s: s.job.order)  # type: ignore[union-attr]
         entries: list[BatchEntry] = []
         rows: list[tuple[_Slot, int, int]] = []  # (slot, batch row, position it predicts after)
         parts: list[tuple[_Slot, int]] = []  # (slot, tokens added) in this batch
+        room = min(rt.max_batch, free)
         for slot in active:
             job = slot.job
             assert job is not None
-            if job.prefilling or not job.feed or len(entries) + len(job.feed) > rt.max_batch:
+            if job.prefilling or not job.feed or len(entries) + len(job.feed) > room:
                 continue
             for i, t in enumerate(job.feed):
                 last = i == len(job.feed) - 1
@@ -362,18 +531,18 @@ class Engine:
         for slot in active:
             job = slot.job
             assert job is not None
-            room = rt.max_batch - len(entries)
-            if room <= 0:
+            left = room - len(entries)
+            if left <= 0:
                 break
             if not job.prefilling:
                 continue
-            want = job.all_tokens
+            want = job.want
             # Aligned chunks: one slot alone prefills exactly as a fresh run does.
-            end = min(len(want), (job.n_past // rt.n_batch + 1) * rt.n_batch)
-            end = min(end, job.n_past + room)
+            end = min(len(want), (job.n_past // rt.n_batch + 1) * rt.n_batch, job.n_past + left)
             first_row = len(job.tokens) - 1  # logits from the last prompt token on
+            forced = job.forced is not None
             for p in range(job.n_past, end):
-                want_logits = p >= first_row if job.forced is not None else p == first_row
+                want_logits = p >= first_row if forced else p == first_row
                 if want_logits:
                     rows.append((slot, len(entries), p))
                 entries.append(BatchEntry(want[p], p, slot.seq, want_logits))
@@ -387,11 +556,15 @@ class Engine:
         for slot, n in parts:
             job = slot.job
             assert job is not None
-            added = job.all_tokens[job.n_past : job.n_past + n] if job.prefilling else job.feed
-            slot.tokens += added
             if job.prefilling:
+                self._append(slot, job.want[job.n_past : job.n_past + n])
                 self.prompt_tokens_total += n
-            job.n_past += n
+                job.n_past += n
+                if not job.prefilling:
+                    self._epoch += 1  # its prompt is cached now: waiting jobs may share it
+            else:
+                self._append(slot, job.feed)
+                job.n_past += n
         for slot, row, pos in rows:
             job = slot.job
             assert job is not None and job.gen is not None
@@ -408,7 +581,41 @@ class Engine:
                 self._done(slot)
 
     def _decode_failed(self, rc: int, parts: list[tuple[_Slot, int]]) -> None:
-        """llama.cpp kept nothing of the batch. Retry each slot alone; fail the ones that fail."""
+        """Bring the record in line with the cache, then retry each slot alone.
+
+        rc 1 (no room in the pool) computed nothing: make room and let the next step retry.
+        Otherwise llama.cpp removed only the failing forward pass's tokens; earlier passes
+        stay (llama_context::decode). Keep what stayed up to the first row whose logits
+        were lost, cut the rest, and retry; the slots that fail alone fail.
+        """
+        if rc == 1:
+            log.warning("llama_decode found no room in the KV pool for %d sequences", len(parts))
+            if self._evict_one() or self._preempt_newest():
+                return
+        for slot, n in parts:
+            job = slot.job
+            assert job is not None
+            kept = max(0, min(n, self.rt.seq_pos_max(slot.seq) + 1 - job.n_past))
+            decoding = not job.prefilling
+            tokens = job.feed[:n] if decoding else job.want[job.n_past : job.n_past + n]
+            first_row = len(job.tokens) - 1
+            ok = 0
+            while ok < kept:  # rows of lost logits are computed again
+                p = job.n_past + ok
+                needs = ok == n - 1 if decoding else (
+                    p >= first_row if job.forced is not None else p == first_row
+                )
+                if needs:
+                    break
+                ok += 1
+            if kept > ok:
+                self.rt.seq_truncate(slot.seq, job.n_past + ok)
+            self._append(slot, tokens[:ok])
+            job.n_past += ok
+            if decoding:
+                job.feed = job.feed[ok:]
+            else:
+                self.prompt_tokens_total += ok
         if len(parts) == 1:
             self._fail(
                 parts[0][0],
@@ -420,22 +627,11 @@ class Engine:
             return
         log.warning("llama_decode failed with code %d for %d sequences; retrying each", rc,
                     len(parts))
-        for slot, _ in parts:  # the next steps retry them; isolate by running one at a time
-            job = slot.job
-            assert job is not None
-            self._isolated(slot)
+        for slot, _ in parts:
+            if slot.job is not None:
+                self._step(only=slot)
 
-    def _isolated(self, slot: _Slot) -> None:
-        others = [s for s in self._slots if s.job is not None and s is not slot]
-        held = [(s, s.job) for s in others]
-        for s in others:
-            s.job = None
-        try:
-            self._step()
-        finally:
-            for s, job in held:
-                s.job = job
-
+    # -- choosing a token -------------------------------------------------------------
     def _advance(self, slot: _Slot, logits: np.ndarray) -> None:
         """Choose the job's next token from ``logits``: constraint, budget close, label."""
         rt, job = self.rt, slot.job
@@ -492,14 +688,12 @@ class Engine:
         job = slot.job
         assert job is not None
         slot.job = None
+        self._epoch += 1
         if job.chain is not None:
             self.rt.free_sampler(job.chain)
             job.chain = None
         # Keep the prompt as a prefix cache; generated tokens are rarely shared.
-        n = min(len(job.tokens), len(slot.tokens))
-        if len(slot.tokens) > n:
-            self.rt.seq_truncate(slot.seq, n)
-            del slot.tokens[n:]
+        self._truncate(slot, min(len(job.tokens), len(slot.tokens)))
         return job
 
     def _done(self, slot: _Slot) -> None:
@@ -512,61 +706,15 @@ class Engine:
         gen.prefill_s = first - job.t_start
         gen.decode_s = now - first
         self.generated_tokens_total += len(job.out)
-        if job.future.cancel_requested:  # cancel() said yes: keep its word
-            job.future._cancelled_running()
-            return
         try:
             result = job.finish(gen) if job.finish is not None else gen
         except Exception as exc:
             job.future.set_exception(exc)
         else:
-            job.future.set_result(result)
+            job.future.set_result(result)  # dropped if cancelled meanwhile
 
     def _fail(self, slot: _Slot, exc: BaseException) -> None:
         job = self._release(slot)
         # The cache may hold a partial prompt: it is still a valid prefix.
-        if not job.future.done():
-            job.future.set_exception(exc)
+        job.future.set_exception(exc)
 
-
-# -- how many slots ----------------------------------------------------------------------
-
-# Default slots: a GPU runs many sequences for little more than the price of one; on a
-# CPU the gain is smaller, and the prefix cache (slots beyond these) does most of the work.
-AUTO_PARALLEL_GPU = 16
-AUTO_PARALLEL_CPU = 8
-# Share of the machine's memory the KV cache may take when the slot count is chosen.
-KV_MEMORY_SHARE = 0.25
-
-
-def choose_parallel(
-    requested: int | str, *, kv_bytes_per_seq: int, gpu: bool, memory_bytes: int
-) -> tuple[int, int, str]:
-    """(running slots, sequences in the context incl. the prefix cache, why).
-
-    ``auto`` takes 16 slots with GPU offload and 8 on a CPU, fewer when the KV cache of
-    twice that many sequences (half of them as prefix cache) would take more than a
-    quarter of the memory. An explicit count above what fits that share is reduced,
-    and the reason says so.
-    """
-    fit = max(1, int(memory_bytes * KV_MEMORY_SHARE) // max(1, kv_bytes_per_seq))
-    per_seq = f"{kv_bytes_per_seq / 2**20:.0f} MiB of KV cache per sequence"
-    if requested == "auto":
-        target = AUTO_PARALLEL_GPU if gpu else AUTO_PARALLEL_CPU
-        n = max(1, min(target, fit // 2))
-        why = f"auto: {'GPU' if gpu else 'CPU'} default {target}"
-        if n < target:
-            why += f", reduced to fit a quarter of memory ({per_seq})"
-    else:
-        try:
-            n = int(requested)
-        except (TypeError, ValueError):
-            n = 0
-        if n < 1:
-            raise ValueError(f"parallel must be 'auto' or a positive integer, got {requested!r}")
-        why = "chosen with --parallel"
-        if n > fit:
-            why += f"; {n} reduced to {fit}, what fits a quarter of memory ({per_seq})"
-            n = fit
-    n_seq = max(n, min(2 * n, fit))
-    return n, n_seq, why

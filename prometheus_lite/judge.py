@@ -13,12 +13,19 @@ from typing import Any
 
 import numpy as np
 
+from .capacity import Capacity, choose_parallel
 from .constraint import SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
-from .engine import Engine, Generation, Job, JudgeFuture, choose_parallel
+from .engine import Engine, Generation, Job, JudgeFuture
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .families import FAMILIES, SCALES
 from .hub import resolve_model
-from .llama import LlamaRuntime, Sampling, label_distribution, supports_gpu_offload
+from .llama import (
+    LlamaRuntime,
+    Sampling,
+    device_memory,
+    label_distribution,
+    supports_gpu_offload,
+)
 from .models import (
     SYNTHETIC_MODEL_NOTE,
     ModelInfo,
@@ -141,6 +148,9 @@ class Judge:
         truncate_response: shorten over-long responses to fit the context instead of failing.
         n_parallel: sequences judged at once ("auto": see :func:`engine.choose_parallel`);
             1 makes every result bit-identical to a fresh run of the same request.
+        kv_cells: cells of the shared KV pool (default: see :mod:`capacity`).
+        cache_type_k, cache_type_v: KV cache types as llama.cpp names them: ``f16``,
+            ``q8_0`` or ``q4_0`` (a quantized V cache needs flash attention).
     """
 
     def __init__(
@@ -157,6 +167,9 @@ class Judge:
         prompt_format: str = "auto",
         truncate_response: bool = False,
         n_parallel: int | str = "auto",
+        kv_cells: int | None = None,
+        cache_type_k: str = "f16",
+        cache_type_v: str = "f16",
     ) -> None:
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
@@ -175,34 +188,48 @@ class Judge:
         self.max_new_tokens = max_new_tokens
         self.truncate_response = truncate_response
         self.model_name = self.info.name or path.stem
-        decided: dict[str, Any] = {}
         on_gpu = n_gpu_layers != 0 and supports_gpu_offload()
+        decided: list[Capacity] = []
 
-        def sequences(kv_bytes_per_seq: int) -> int:
-            n, n_seq, why = choose_parallel(
-                n_parallel, kv_bytes_per_seq=kv_bytes_per_seq, gpu=on_gpu,
-                memory_bytes=_memory_bytes(),
+        def plan(rt: LlamaRuntime) -> tuple[int, int]:  # after the weights are loaded
+            memory = device_memory() if on_gpu else None
+            cap = choose_parallel(
+                n_parallel, n_ctx=rt.n_ctx, kv_bytes_per_token=rt.kv_bytes_per_token(),
+                gpu=on_gpu, memory_bytes=_memory_bytes(),
+                device_free_bytes=memory[0] if memory else None, kv_cells=kv_cells,
             )
-            decided.update(n=n, why=why)
-            return n_seq
+            decided.append(cap)
+            return cap.n_seq, cap.kv_cells
 
-        if n_parallel != "auto":
-            choose_parallel(n_parallel, kv_bytes_per_seq=1, gpu=False, memory_bytes=1 << 40)
+        if n_parallel != "auto":  # a bad value fails before the model loads
+            choose_parallel(n_parallel, n_ctx=1, kv_bytes_per_token=1, gpu=False,
+                            memory_bytes=1 << 40)
         # Prefill chunks (and prefix-reuse granularity): small on a CPU, where a chunk
         # costs its length; a GPU wants wide batches.
         n_batch, max_batch = (256, 512) if on_gpu else (64, 64)
         self.runtime = LlamaRuntime(
-            path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers,
-            n_seq=sequences, n_batch=n_batch, max_batch=max_batch,
+            path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
+            n_batch=n_batch, max_batch=max_batch, cache_type_k=cache_type_k,
+            cache_type_v=cache_type_v,
         )
-        self.n_parallel: int = decided["n"]
-        self.parallel_reason: str = decided["why"]
+        self.n_parallel: int = decided[0].n_parallel
+        self.parallel_reason: str = decided[0].why
         self.engine = Engine(self.runtime, self.n_parallel)
         self._constraints: dict[tuple[str, ...], OutputConstraint] = {}
         log.info(
             "loaded %s (prompt format %s: %s; %d parallel slots, %s)", path, self.prompt_format,
             self.prompt_format_reason, self.n_parallel, self.parallel_reason,
         )
+
+    @property
+    def kv_cells_total(self) -> int:
+        """Cells (tokens) of the shared KV pool."""
+        return self.engine.kv_cells_total
+
+    @property
+    def kv_cells_used(self) -> int:
+        """Cells holding tokens now: running sequences and cached prompts."""
+        return self.engine.kv_cells_used
 
     # -- public API -------------------------------------------------------------------
     def grade(
@@ -270,15 +297,7 @@ class Judge:
     ) -> Job:
         """The engine job for a request: its prompt tokens (checked to fit) and settings."""
         started = time.perf_counter()
-        if isinstance(request, Prompt):
-            if request.mode not in ("absolute", "relative"):
-                raise PromptError(f"prompt mode must be absolute or relative, not {request.mode!r}")
-            tokens, truncated = self.runtime.tokenize_prompt(request), 0
-            self._check_fits(tokens)
-            request_id = None
-        else:
-            request, tokens, truncated = self._fit(request)
-            request_id = request.id
+        tokens, truncated, request_id = self._prompt(request)
         if max_new_tokens is not None and max_new_tokens < 8:
             raise PromptError("max_new_tokens must be at least 8 (feedback plus '[RESULT] N')")
         labels = self._labels(request)
@@ -325,11 +344,7 @@ class Judge:
         the label distribution there; it is empty when the answer does not end right
         before the label (a whole answer, label included, scores all its tokens).
         """
-        if isinstance(request, Prompt):
-            tokens = self.runtime.tokenize_prompt(request)
-            self._check_fits(tokens)
-        else:
-            _, tokens, _ = self._fit(request)
+        tokens, _, _ = self._prompt(request)
         constraint = self.constraint(self._labels(request))
         answer = [int(t) for t in answer_tokens]
         state = ConstraintState()
@@ -455,6 +470,17 @@ class Judge:
         if isinstance(request, CompareRequest):
             return WINNER_LABELS
         return load_rubric(request.rubric).labels
+
+    def _prompt(self, request: Request | Prompt) -> tuple[list[int], int, str | None]:
+        """(prompt tokens checked to fit, response tokens cut, request id)."""
+        if isinstance(request, Prompt):
+            if request.mode not in ("absolute", "relative"):
+                raise PromptError(f"prompt mode must be absolute or relative, not {request.mode!r}")
+            tokens = self.runtime.tokenize_prompt(request)
+            self._check_fits(tokens)
+            return tokens, 0, None
+        fitted, tokens, truncated = self._fit(request)
+        return tokens, truncated, fitted.id
 
     def constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
         """The output constraint for this model, its family's format and a label set

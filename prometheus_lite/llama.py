@@ -32,9 +32,13 @@ __all__ = [
     "LlamaRuntime",
     "label_distribution",
     "supports_gpu_offload",
+    "device_memory",
+    "KV_CACHE_TYPES",
 ]
 
 log = logging.getLogger(__name__)
+
+LLAMA_MAX_SEQ = 256  # sequences one context can hold (src/llama-cparams.h)
 
 
 def _llama():  # imported lazily so that `import prometheus_lite` stays light
@@ -85,6 +89,50 @@ class BatchEntry:
     logits: bool
 
 
+# KV cache element types as llama.cpp names them (common/arg.cpp, --cache-type-k/-v), with
+# (ggml type id from ggml.h's enum ggml_type, bytes per block, elements per block from
+# ggml-common.h: block_q8_0 = fp16 scale + 32 int8, block_q4_0 = fp16 scale + 16 bytes).
+KV_CACHE_TYPES: dict[str, tuple[int, int, int]] = {
+    "f16": (1, 2, 1),
+    "q8_0": (8, 34, 32),
+    "q4_0": (2, 18, 32),
+}
+
+
+def device_memory() -> tuple[int, int] | None:
+    """(free, total) bytes over the GPU devices llama.cpp offloads to, or None without one.
+
+    ``ggml_backend_dev_memory`` for every device of type GPU (integrated GPUs only when
+    there is no discrete one), as llama.cpp picks its offload devices (src/llama.cpp,
+    llama_model_load_from_file). llama-cpp-python does not bind these calls, so they are
+    taken from libggml (loaded by ``llama_cpp._ggml``) with ctypes.
+    """
+    _llama()
+    from llama_cpp import _ggml
+
+    lib = _ggml.libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_size_t)] * 2
+    lib.ggml_backend_dev_memory.restype = None
+    gpu, igpu = 1, 2  # GGML_BACKEND_DEVICE_TYPE_GPU / _IGPU (ggml-backend.h)
+    found: dict[int, list[tuple[int, int]]] = {gpu: [], igpu: []}
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        kind = lib.ggml_backend_dev_type(dev)
+        if kind in found:
+            free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+            lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+            found[kind].append((free.value, total.value))
+    devices = found[gpu] or found[igpu]
+    if not devices:
+        return None
+    return sum(f for f, _ in devices), sum(t for _, t in devices)
+
+
 class LlamaRuntime:
     """A loaded GGUF model with one context of ``n_seq`` sequences: the binding's primitives.
 
@@ -92,22 +140,39 @@ class LlamaRuntime:
     sampler chain. The decode loop that uses them is :mod:`prometheus_lite.engine`;
     nothing else calls ``llama_decode``.
 
-    Each sequence has its own KV stream of ``n_ctx`` cells (llama.cpp's non-unified
-    cache): a sequence never runs out of room because of another one, attention reads
-    only its own cells, and copying a sequence gives the copy the exact cell layout of
-    the original (so a reused prefix computes exactly like a fresh one).
+    The KV cache is ONE pool of ``kv_cells`` cells shared by all sequences (llama.cpp's
+    unified cache, as llama-server's ``--kv-unified``): a cell holds one token of the
+    sequences that share it, so memory follows the tokens that exist, and
+    ``seq_copy`` shares the source's cells (a cached prefix costs nothing to reuse).
+    llama.cpp then splits a batch with ``split_simple`` (src/llama-kv-cache.cpp
+    ``init_batch``): with ``n_ubatch == max_batch`` every ``decode`` is one forward pass,
+    whatever the order of its sequences and however prompt chunks and single tokens mix
+    (per-sequence streams split a batch into one pass per run of consecutive sequence ids
+    with equal token counts). No sequence may exceed ``n_ctx`` tokens (the engine keeps to
+    it); when the pool is full ``decode`` returns 1 and the engine makes room.
 
     Args:
         path: the GGUF file.
-        n_ctx: context size of each sequence; default min(4096, the model's training context).
+        n_ctx: the most tokens of one sequence; default min(4096, the training context).
         n_threads: CPU threads; default all cores.
         n_gpu_layers: layers to offload; default all when the build supports GPU offload.
-        n_seq: sequences (KV streams) in the context, or a function of the KV cache
-            bytes one sequence of ``n_ctx`` tokens takes that returns it.
+        n_seq: sequences in the context (running ones plus cached prefixes).
+        kv_cells: cells in the KV pool (at least ``n_ctx``; llama.cpp rounds up to 256);
+            default ``n_ctx``.
+        plan: instead of ``n_seq`` and ``kv_cells``: called with the loaded runtime (so
+            :meth:`kv_bytes_per_token` and :func:`device_memory` are known) before the
+            context is made; returns ``(n_seq, kv_cells)``.
         n_batch: tokens per prefill chunk, and the granularity of prompt-prefix reuse.
             64 costs about 5% of prefill speed against 512 on a 2-core CPU, and lets
             Prometheus prompts reuse most of their shared ~200-token task description.
         max_batch: most tokens in one ``llama_decode`` call (default ``n_batch``).
+        n_ubatch: tokens per forward pass (default ``max_batch``: one pass per decode;
+            smaller only to test multi-pass failures).
+        cache_type_k, cache_type_v: KV cache types, ``f16``, ``q8_0`` or ``q4_0``
+            (a quantized V cache needs flash attention).
+        flash_attn: None lets llama.cpp decide (on where the backend supports it).
+        eval_callback: llama.cpp's ``cb_eval`` (a ``ggml_backend_sched_eval_callback``),
+            for tests and debugging only: it slows every graph.
     """
 
     def __init__(
@@ -117,10 +182,29 @@ class LlamaRuntime:
         n_ctx: int | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
-        n_seq: int | Callable[[int], int] = 1,
+        n_seq: int = 1,
+        kv_cells: int | None = None,
+        plan: Callable[[LlamaRuntime], tuple[int, int]] | None = None,
         n_batch: int = 64,
         max_batch: int | None = None,
+        n_ubatch: int | None = None,
+        cache_type_k: str = "f16",
+        cache_type_v: str = "f16",
+        flash_attn: bool | None = None,
+        eval_callback=None,
     ) -> None:
+        for what, name in (("cache_type_k", cache_type_k), ("cache_type_v", cache_type_v)):
+            if name not in KV_CACHE_TYPES:
+                raise ValueError(
+                    f"{what} must be one of {', '.join(KV_CACHE_TYPES)} (llama.cpp's names), "
+                    f"got {name!r}"
+                )
+        if cache_type_v != "f16" and flash_attn is False:
+            raise ValueError(
+                f"a quantized V cache ({cache_type_v}) needs flash attention in llama.cpp; "
+                "enable flash attention (or leave it on auto), or use cache_type_v='f16'"
+            )
+        self.cache_type_k, self.cache_type_v = cache_type_k, cache_type_v
         L = _llama()
         self._L = L
         self.path = Path(path)
@@ -140,18 +224,26 @@ class LlamaRuntime:
             )
         self._vocab = L.llama_model_get_vocab(self._model)
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self._model))
-        n_ctx = n_ctx or min(4096, self.n_ctx_train)
-        if callable(n_seq):
-            n_seq = n_seq(self.kv_bytes_per_token() * n_ctx)
-        self.n_seq = max(1, int(n_seq))
+        self.n_ctx = n_ctx or min(4096, self.n_ctx_train)
+        if plan is not None:
+            n_seq, kv_cells = plan(self)
+        self.n_seq = max(1, min(int(n_seq), LLAMA_MAX_SEQ))
+        cells = max(self.n_ctx, int(kv_cells or self.n_ctx))
         threads = n_threads or os.cpu_count() or 1
         max_batch = max(n_batch, max_batch or n_batch)
         cparams = L.llama_context_default_params()
-        cparams.n_ctx = n_ctx * self.n_seq
+        cparams.n_ctx = cells
         cparams.n_batch = max_batch
-        cparams.n_ubatch = max_batch
+        cparams.n_ubatch = min(max_batch, n_ubatch or max_batch)
         cparams.n_seq_max = self.n_seq
-        cparams.kv_unified = False
+        cparams.kv_unified = True
+        cparams.type_k = KV_CACHE_TYPES[cache_type_k][0]
+        cparams.type_v = KV_CACHE_TYPES[cache_type_v][0]
+        if flash_attn is not None:
+            cparams.flash_attn_type = 1 if flash_attn else 0  # LLAMA_FLASH_ATTN_TYPE_* (llama.h)
+        if eval_callback is not None:
+            self._eval_callback = eval_callback  # llama.cpp holds the pointer: keep it alive
+            cparams.cb_eval = eval_callback
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = True
@@ -159,13 +251,17 @@ class LlamaRuntime:
         if not self._ctx:
             self.close()
             raise ModelError(
-                f"llama.cpp could not create a context of {self.n_seq} x {n_ctx} tokens for "
-                f"{self.path}; lower --parallel or --n-ctx (the KV cache may not fit in memory)."
+                f"llama.cpp could not create a context of {cells} KV cells ({self.n_seq} "
+                f"sequences, K cache {cache_type_k}, V cache {cache_type_v}) for {self.path}; "
+                "lower --parallel or --n-ctx (the KV cache may not fit in memory), or use "
+                "f16 cache types (a quantized cache needs a head size divisible by 32 and, "
+                "for V, flash attention; run with -v to see llama.cpp's message)."
             )
         self._mem = L.llama_get_memory(self._ctx)
-        self.n_ctx = int(L.llama_n_ctx(self._ctx)) // self.n_seq  # per sequence
+        self.kv_cells = int(L.llama_n_ctx(self._ctx))  # the pool, as llama.cpp rounded it
         self.n_batch = n_batch
         self.max_batch = int(L.llama_n_batch(self._ctx))
+        self.n_ubatch = int(L.llama_n_ubatch(self._ctx))
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self._batch = L.llama_batch_init(self.max_batch, 0, 1)
         self.bos = int(L.llama_vocab_bos(self._vocab))
@@ -197,12 +293,14 @@ class LlamaRuntime:
             if self._special_ids
             else None
         )
-        # Candidate buffer shared by every sampling step (the layout of llama_token_data).
-        self._cand = np.zeros(
-            self.n_vocab,
-            dtype=np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)]),
-        )
-        self._ids = np.arange(self.n_vocab, dtype=np.int32)
+        # Candidate buffer shared by every sampling step (the layout of llama_token_data),
+        # reset from a template (ids in order, p = 0) with one contiguous copy per step:
+        # the samplers sort and rewrite it in place.
+        dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+        self._cand_template = np.zeros(self.n_vocab, dtype=dtype)
+        self._cand_template["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        self._cand = self._cand_template.copy()
+        self._cand_logits = self._cand["logit"]  # a strided view into the buffer
         self._cand_array = L.llama_token_data_array(
             data=self._cand.ctypes.data_as(L.llama_token_data_p),
             size=self.n_vocab,
@@ -221,12 +319,25 @@ class LlamaRuntime:
             self._L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
         return buf.value.decode("utf-8", errors="replace")
 
-    def kv_bytes_per_token(self) -> int:
-        """Bytes of K and V cache per token of one sequence (f16 cache)."""
+    def kv_bytes_per_token(
+        self, cache_type_k: str | None = None, cache_type_v: str | None = None
+    ) -> int:
+        """Bytes of K and V cache per token (per cell), for this runtime's cache types or
+        the ones given."""
         L, m = self._L, self._model
         n_head = max(1, int(L.llama_model_n_head(m)))
         head_dim = int(L.llama_model_n_embd(m)) // n_head
-        return int(L.llama_model_n_layer(m)) * int(L.llama_model_n_head_kv(m)) * head_dim * 2 * 2
+        per_row = int(L.llama_model_n_layer(m)) * int(L.llama_model_n_head_kv(m)) * head_dim
+        total = 0.0
+        for name in (cache_type_k or self.cache_type_k, cache_type_v or self.cache_type_v):
+            _, block_bytes, block = KV_CACHE_TYPES[name]
+            total += per_row * block_bytes / block
+        return math.ceil(total)
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of the whole KV pool."""
+        return self.kv_bytes_per_token() * self.kv_cells
 
     # -- tokens --------------------------------------------------------------------------
     def _piece(self, token: int) -> bytes:
@@ -290,7 +401,10 @@ class LlamaRuntime:
     def decode(self, entries: list[BatchEntry]) -> int:
         """One ``llama_decode`` over ``entries`` (at most ``max_batch``); llama.cpp's code.
 
-        0 is success. On failure llama.cpp leaves no token of the batch in the cache.
+        0 is success; 1: no room in the KV pool (nothing was computed or kept). On other
+        failures llama.cpp removes only the failing forward pass's tokens (from each of its
+        sequences' lowest position on): earlier passes stay in the cache, which
+        :meth:`seq_pos_max` tells.
         """
         b = self._batch
         for i, e in enumerate(entries):
@@ -313,8 +427,16 @@ class LlamaRuntime:
             raise ModelError(f"llama.cpp could not truncate sequence {seq} at {n}")
 
     def seq_copy(self, src: int, dst: int) -> None:
-        """Make ``dst`` a copy of ``src`` (its stream's cells are copied at the next decode)."""
+        """Make ``dst`` a copy of ``src``: in the unified pool it shares ``src``'s cells."""
         self._L.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    def seq_clear(self, seq: int) -> None:
+        """Drop every token of sequence ``seq`` (cells no other sequence holds are freed)."""
+        self.seq_truncate(seq, 0)
+
+    def seq_pos_max(self, seq: int) -> int:
+        """The highest position of ``seq`` in the cache, -1 when it holds none."""
+        return int(self._L.llama_memory_seq_pos_max(self._mem, seq))
 
     # -- sampling ------------------------------------------------------------------------
     def sampler(self, sampling: Sampling, seed: int, history: list[int]):
@@ -348,15 +470,13 @@ class LlamaRuntime:
 
     def sample(self, chain, logits: np.ndarray, mask: np.ndarray | None) -> int:
         """Run the sampler chain over the logits (restricted to ``mask`` if given)."""
-        cand = self._cand
-        cand["id"] = self._ids
+        np.copyto(self._cand, self._cand_template)
         if mask is None:
-            cand["logit"] = logits
+            self._cand_logits[:] = logits
         else:
-            cand["logit"] = np.where(mask, logits, -np.inf)
-        cand["p"] = 0.0
+            np.copyto(self._cand_logits, np.where(mask, logits, -np.inf))
         arr = self._cand_array
-        arr.data = cand.ctypes.data_as(self._L.llama_token_data_p)
+        arr.data = self._cand.ctypes.data_as(self._L.llama_token_data_p)
         arr.size = self.n_vocab
         arr.selected = -1
         arr.sorted = False

@@ -10,7 +10,6 @@ import pytest
 from test_judge import LONG, check_comparison, check_grade
 
 from prometheus_lite import Judge
-from prometheus_lite.engine import choose_parallel
 from prometheus_lite.errors import DecodeError, PromptTooLongError
 from prometheus_lite.results import CompareRequest, Failure, GradeRequest
 from prometheus_lite.rubrics import PRESETS
@@ -148,26 +147,6 @@ def test_too_long_beside_short_ones_fails_alone(parallel: Judge) -> None:
     for r in results[:3] + results[4:]:
         check(r)
     assert results[4].usage.prompt_tokens > parallel.runtime.n_ctx // 2
-
-
-def test_choose_parallel() -> None:
-    mib = 1 << 20
-    assert choose_parallel("auto", kv_bytes_per_seq=94 * mib, gpu=False, memory_bytes=24 << 30)[
-        :2
-    ] == (8, 16)
-    assert choose_parallel("auto", kv_bytes_per_seq=100 * mib, gpu=True, memory_bytes=64 << 30)[
-        :2
-    ] == (16, 32)
-    # A 13B judge (800 KiB per token, 4096 tokens) on a 16 GiB laptop: one slot, one cache.
-    n, n_seq, why = choose_parallel(
-        "auto", kv_bytes_per_seq=3200 * mib, gpu=False, memory_bytes=16 << 30
-    )
-    assert (n, n_seq) == (1, 1) and "reduced" in why
-    n, n_seq, why = choose_parallel(12, kv_bytes_per_seq=1024 * mib, gpu=False,
-                                    memory_bytes=16 << 30)
-    assert (n, n_seq) == (4, 4) and "12 reduced to 4" in why
-    with pytest.raises(ValueError, match="positive integer"):
-        choose_parallel(0, kv_bytes_per_seq=1, gpu=False, memory_bytes=1)
 
 
 def test_a_decode_failure_fails_only_its_item(parallel: Judge) -> None:
