@@ -51,6 +51,7 @@ class Config:
 # The batch-invariant configuration measured by this module (prometheus_lite.llama mirrors it).
 INVARIANT = Config(extra_bufts=False, n_batch=63, pad_to=2)
 
+_NO_COMPUTE = {"VIEW", "RESHAPE", "PERMUTE", "TRANSPOSE", "CPY", "SET_ROWS"}
 _TILED_ENV = "GGML_CPU_TILED_MM"  # ggml-cpu/tiled/tiled.cpp: "0" turns the K-quant tiles off
 
 
@@ -131,9 +132,14 @@ class Raw:
         if ask:
             return True
         x = ctypes.cast(t, ctypes.POINTER(_Tensor)).contents
-        name = x.name.decode()
-        if x.type != 0 or not x.data:  # F32 only: activations
+        op = self._op_name(t).decode()
+        if x.type != 0 or not x.data or op in _NO_COMPUTE:  # F32 results only: activations
             return True
+        name = x.name.decode()
+        k = 1
+        while name in self.tap:  # llama.cpp reuses names ("norm-0": attention's and FFN's norm)
+            k += 1
+            name = f"{x.name.decode()}#{k}"
         ne, nb = list(x.ne), list(x.nb)
         span = sum((n - 1) * s for n, s in zip(ne, nb, strict=True)) + 4
         base = np.ctypeslib.as_array(ctypes.cast(x.data, ctypes.POINTER(ctypes.c_uint8)), (span,))
@@ -144,12 +150,12 @@ class Raw:
         tokens, outputs = self._tap_rows
         # The token axis is the outermost one whose size is the number of tokens (or outputs).
         for axis, n in enumerate(ne[::-1]):
-            if n in (len(self._rows), len(outputs)) and n > 1 or n == len(self._rows) == 1:
+            if n in (len(self._rows), self._n_out) and n > 1 or n == len(self._rows) == 1:
                 idx = tokens if n == len(self._rows) else outputs
                 a = np.take(a, idx, axis=axis)
                 break
         self.tap[name] = np.array(a, dtype=np.float32)
-        self.ops[name] = self._op_name(t).decode()
+        self.ops[name] = op
         return True
 
     def clear(self) -> None:
@@ -171,6 +177,7 @@ class Raw:
         b.n_tokens = len(rows)
         self._rows = rows
         out_rows = [i for i, r in enumerate(rows) if r[3]]
+        self._n_out = len(out_rows)
         self._tap_rows = (step.item, [out_rows.index(i) for i in step.item if i in out_rows])
         self.tap = {} if tap else None
         try:
@@ -337,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.no_tiled:
         os.environ[_TILED_ENV] = "0"
+    if args.ops:  # a fused RMS_NORM+MUL leaves the norm's own tensor unwritten: tap them apart
+        os.environ["GGML_CPU_DISABLE_FUSION"] = "1"
     cfg = INVARIANT if args.invariant else Config(
         unified=not args.not_unified, flash_attn=args.fa, extra_bufts=not args.no_repack,
         n_batch=args.n_batch, kv_f32=args.kv_f32, pad_to=args.pad_to)
@@ -353,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             first = next((i for i, x in enumerate(rows) if x[2] > 0), None)
             print(f"step {r['first_step']}: {len(rows)} F32 nodes; first differing: "
                   f"{rows[first] if first is not None else None}")
-            for name, op, d in rows[: (first or 0) + 40]:
+            for name, op, d in rows:
                 print(f"{name:24s} {op:16s} {d:.3g}")
     raw.close()
 
