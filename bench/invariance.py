@@ -288,7 +288,7 @@ def compare(raw: Raw, n_others: int, *, n_prompt: int = 24, n_forced: int = 8, s
 
 
 def op_diff(raw: Raw, n_others: int, step: int, *, n_prompt: int = 24, n_forced: int = 8,
-            seed: int = 0) -> list[tuple[str, str, float]]:
+            seed: int = 0, finish_one: bool = False) -> list[tuple[str, str, float]]:
     """(node name, op, max |diff| of the item's rows) for every F32 node of ``step``, in order."""
     prompt, forced = _item(raw, seed, n_prompt, n_forced)
     rng = random.Random(seed + 1)
@@ -298,8 +298,8 @@ def op_diff(raw: Raw, n_others: int, step: int, *, n_prompt: int = 24, n_forced:
     nb = raw.cfg.n_batch
     run_item(raw, schedule(prompt, forced, [], nb, item_seq=0), tap_step=step)
     a = raw.last_taps
-    run_item(raw, schedule(prompt, forced, others, nb, item_seq=item_seq, seed=seed),
-             tap_step=step)
+    run_item(raw, schedule(prompt, forced, others, nb, item_seq=item_seq, seed=seed,
+                           finish_one=finish_one), tap_step=step)
     b = raw.last_taps
     rows = []
     for name, x in a.items():
@@ -340,6 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pad-to", type=int, default=0)
     ap.add_argument("--finish-one", action="store_true")
     ap.add_argument("--n-prompt", type=int, default=24)
+    ap.add_argument("--n-forced", type=int, default=8)
     ap.add_argument("--no-tiled", action="store_true", help=f"{_TILED_ENV}=0")
     args = ap.parse_args(argv)
     if args.no_tiled:
@@ -353,16 +354,19 @@ def main(argv: list[str] | None = None) -> None:
     raw = Raw(args.model, cfg, n_seq=max(counts) + 2)
     print(cfg)
     for k in counts:
-        print(compare(raw, k, finish_one=args.finish_one, n_prompt=args.n_prompt), flush=True)
+        print(compare(raw, k, finish_one=args.finish_one, n_prompt=args.n_prompt,
+                      n_forced=args.n_forced), flush=True)
     if args.ops:
         k = max(counts)
-        r = compare(raw, k, n_prompt=args.n_prompt)
+        kw = {"n_prompt": args.n_prompt, "n_forced": args.n_forced,
+              "finish_one": args.finish_one}
+        r = compare(raw, k, **kw)
         if r["first_step"] >= 0:
-            rows = op_diff(raw, k, r["first_step"], n_prompt=args.n_prompt)
+            rows = op_diff(raw, k, r["first_step"], **kw)
             first = next((i for i, x in enumerate(rows) if x[2] > 0), None)
             print(f"step {r['first_step']}: {len(rows)} F32 nodes; first differing: "
                   f"{rows[first] if first is not None else None}")
-            for name, op, d in rows:
+            for name, op, d in rows[: (first or 0) + 12]:
                 print(f"{name:24s} {op:16s} {d:.3g}")
     raw.close()
 
