@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -342,21 +343,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-prompt", type=int, default=24)
     ap.add_argument("--n-forced", type=int, default=8)
     ap.add_argument("--no-tiled", action="store_true", help=f"{_TILED_ENV}=0")
+    ap.add_argument("--time", default="", metavar="N,N",
+                    help="also print one JSON line: median step seconds at N sequences")
+    ap.add_argument("--reps", type=int, default=5)
     args = ap.parse_args(argv)
-    if args.no_tiled:
+    if args.no_tiled or args.invariant:
         os.environ[_TILED_ENV] = "0"
     if args.ops:  # a fused RMS_NORM+MUL leaves the norm's own tensor unwritten: tap them apart
         os.environ["GGML_CPU_DISABLE_FUSION"] = "1"
     cfg = INVARIANT if args.invariant else Config(
         unified=not args.not_unified, flash_attn=args.fa, extra_bufts=not args.no_repack,
         n_batch=args.n_batch, kv_f32=args.kv_f32, pad_to=args.pad_to)
-    counts = [int(x) for x in args.others.split(",")]
-    raw = Raw(args.model, cfg, n_seq=max(counts) + 2)
+    counts = [int(x) for x in args.others.split(",") if x]
+    timed = [int(x) for x in args.time.split(",") if x]
+    raw = Raw(args.model, cfg, n_seq=max(counts + timed) + 2)
     print(cfg)
+    if timed:
+        print(json.dumps({"config": asdict(cfg), "tiled_mm": os.environ.get(_TILED_ENV, "1"),
+                          "step_s": {n: time_step(raw, n, reps=args.reps) for n in timed}}),
+              flush=True)
     for k in counts:
         print(compare(raw, k, finish_one=args.finish_one, n_prompt=args.n_prompt,
                       n_forced=args.n_forced), flush=True)
-    if args.ops:
+    if args.ops and counts:
         k = max(counts)
         kw = {"n_prompt": args.n_prompt, "n_forced": args.n_forced,
               "finish_one": args.finish_one}
