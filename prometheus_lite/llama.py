@@ -40,6 +40,24 @@ log = logging.getLogger(__name__)
 
 LLAMA_MAX_SEQ = 256  # sequences one context can hold (src/llama-cparams.h)
 
+# --- batch invariance (issue 16, section 3; measured by bench/invariance.py) -----------------
+# llama.cpp's CPU backend picks kernels by batch shape. Each path below gives a sequence's rows
+# other bits than the path it takes alone; ``LlamaRuntime(batch_invariant=True)`` keeps every
+# decode on one path per op (source: vendor/llama.cpp/ggml/src/ggml-cpu of llama-cpp-python
+# 0.3.36):
+# - flash attention (ops.cpp, ggml_compute_forward_flash_attn_ext_f16): one query row in the
+#   ubatch and >= 512 KV cells -> KV split over threads and re-reduced; >= GGML_FA_TILE_Q (64)
+#   query rows -> the tiled kernel; otherwise one row at a time over the cells (invariant).
+#   Remedy: every ubatch has 2..63 tokens (pad a lone row; cap n_ubatch at 63).
+# - K-quant matmuls (tiled/tiled.cpp): >= 8 columns -> tiles, else vec_dot. Remedy: the
+#   process-wide GGML_CPU_TILED_MM=0 (read once, at the first matmul of the process).
+# - repacked weights (repack.cpp, CPU_REPACK extra buffer type, Q4_0/Q4_K/IQ4_NL/...): columns
+#   in groups of 4 -> gemm, the rest -> gemv. Remedy: use_extra_bufts = False.
+# - llamafile sgemm (tinyBLAS) for F32/F16/Q8_0/Q4_0 at >= 2 columns vs vec_dot at 1: same bits
+#   on the AVX-512 CPU measured; padding to >= 2 rows and outputs keeps it on one path anyway.
+INVARIANT_MAX_TOKENS = 63  # GGML_FA_TILE_Q - 1
+_TILED_MM_ENV = "GGML_CPU_TILED_MM"
+
 
 def _llama():  # imported lazily so that `import prometheus_lite` stays light
     # A build whose very import dies on this CPU is caught by the probe (in a child
@@ -173,6 +191,13 @@ class LlamaRuntime:
         flash_attn: None lets llama.cpp decide (on where the backend supports it).
         eval_callback: llama.cpp's ``cb_eval`` (a ``ggml_backend_sched_eval_callback``),
             for tests and debugging only: it slows every graph.
+        batch_invariant: a sequence's logits are the same bits whatever else is in the batch
+            (see ``INVARIANT_MAX_TOKENS`` above): no repacked weights, no tiled K-quant matmuls
+            in this process, at most 63 tokens a decode (``n_batch`` and ``max_batch`` are
+            capped), and a decode of one row or one output gets a padding row of an extra
+            sequence (id ``n_seq``) that is removed again. The cell order of a unified KV pool
+            is not covered: a sequence must not have its new tokens placed in cells freed
+            before its older ones (bench/invariance.py ``--finish-one`` measures it).
     """
 
     def __init__(
@@ -192,7 +217,10 @@ class LlamaRuntime:
         cache_type_v: str = "f16",
         flash_attn: bool | None = None,
         eval_callback=None,
+        batch_invariant: bool = False,
     ) -> None:
+        if batch_invariant:  # before the first matmul of the process, which reads it once
+            os.environ[_TILED_MM_ENV] = "0"
         for what, name in (("cache_type_k", cache_type_k), ("cache_type_v", cache_type_v)):
             if name not in KV_CACHE_TYPES:
                 raise ValueError(
@@ -213,7 +241,8 @@ class LlamaRuntime:
             n_gpu_layers = -1 if L.llama_supports_gpu_offload() else 0
         self.n_gpu_layers = n_gpu_layers
         mparams = L.llama_model_default_params()
-        mparams.use_extra_bufts = native.extra_buffer_types_ok()  # False only where AMX & co crash
+        # False only where AMX & co crash, or for batch invariance (repacked gemm vs gemv)
+        mparams.use_extra_bufts = native.extra_buffer_types_ok() and not batch_invariant
         mparams.n_gpu_layers = n_gpu_layers
         self._model = L.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
@@ -231,11 +260,15 @@ class LlamaRuntime:
         cells = max(self.n_ctx, int(kv_cells or self.n_ctx))
         threads = n_threads or os.cpu_count() or 1
         max_batch = max(n_batch, max_batch or n_batch)
+        self.batch_invariant = batch_invariant
+        if batch_invariant:
+            n_batch = min(n_batch, INVARIANT_MAX_TOKENS)
+            max_batch = min(max_batch, INVARIANT_MAX_TOKENS)
         cparams = L.llama_context_default_params()
         cparams.n_ctx = cells
         cparams.n_batch = max_batch
         cparams.n_ubatch = min(max_batch, n_ubatch or max_batch)
-        cparams.n_seq_max = self.n_seq
+        cparams.n_seq_max = self.n_seq + batch_invariant  # + the padding sequence
         cparams.kv_unified = True
         cparams.type_k = KV_CACHE_TYPES[cache_type_k][0]
         cparams.type_v = KV_CACHE_TYPES[cache_type_v][0]
@@ -263,7 +296,7 @@ class LlamaRuntime:
         self.max_batch = int(L.llama_n_batch(self._ctx))
         self.n_ubatch = int(L.llama_n_ubatch(self._ctx))
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
-        self._batch = L.llama_batch_init(self.max_batch, 0, 1)
+        self._batch = L.llama_batch_init(self.max_batch + 2, 0, 1)  # + padding rows
         self.bos = int(L.llama_vocab_bos(self._vocab))
         self.add_bos = bool(L.llama_vocab_get_add_bos(self._vocab))
         self.pieces = [self._piece(t) for t in range(self.n_vocab)]
@@ -407,14 +440,24 @@ class LlamaRuntime:
         :meth:`seq_pos_max` tells.
         """
         b = self._batch
-        for i, e in enumerate(entries):
+        pad = self._padding(entries) if self.batch_invariant else []
+        for i, e in enumerate(entries + pad):
             b.token[i] = e.token
             b.pos[i] = e.pos
             b.n_seq_id[i] = 1
             b.seq_id[i][0] = e.seq
             b.logits[i] = e.logits
-        b.n_tokens = len(entries)
-        return int(self._L.llama_decode(self._ctx, b))
+        b.n_tokens = len(entries) + len(pad)
+        code = int(self._L.llama_decode(self._ctx, b))
+        if pad:
+            self._L.llama_memory_seq_rm(self._mem, self.n_seq, -1, -1)
+        return code
+
+    def _padding(self, entries: list[BatchEntry]) -> list[BatchEntry]:
+        """Rows that give a decode >= 2 rows and >= 2 outputs (batch_invariant; appended, so the
+        callers' row numbers stay), for the padding sequence ``n_seq``."""
+        n = max(2 - len(entries), 2 - sum(e.logits for e in entries), 0)
+        return [BatchEntry(max(self.bos, 0), p, self.n_seq, True) for p in range(n)]
 
     def logits(self, row: int) -> np.ndarray:
         """The logits of batch row ``row`` of the last decode (a view, valid until the next)."""

@@ -1,0 +1,105 @@
+"""``LlamaRuntime(batch_invariant=True)``: the same logits alone and beside other sequences.
+
+The model is a tiny random Llama at Q4_K_M (hidden 256, so its weights take llama.cpp's
+repacked Q4_K kernels and its Q6_K output head the tiled K-quant kernel when allowed). The
+item (a prompt, then teacher-forced tokens) is decoded alone and beside 3 and 8 other
+sequences that prefill in chunks while it decodes, in shuffled order; a 600-token prompt
+makes single-row decodes take flash attention's split-KV path (>= 512 cells). Without the
+option these differ (measured: up to 3e-8 from the kernels, 0.86 from split KV on the
+embedded model; bench/invariance.py).
+
+The check runs in a child process: llama.cpp reads GGML_CPU_TILED_MM once per process, at its
+first matmul, so a model decoded earlier in the test session would have fixed it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import convert_fixtures as fx
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("sentencepiece")
+
+CHILD = r'''
+import json, random, sys
+import numpy as np
+from prometheus_lite.llama import BatchEntry, LlamaRuntime
+
+rt = LlamaRuntime(sys.argv[1], n_ctx=1024, n_threads=2, n_seq=9, n_batch=64,
+                  batch_invariant=sys.argv[2] == "1")
+step_max = rt.max_batch
+
+
+def run(prompt, forced, others, item_seq):
+    """The item's last-row logits after each decode (others fill each step's room)."""
+    rng = random.Random(0)
+    for s in range(rt.n_seq):
+        rt.seq_truncate(s, 0)
+    seqs = [s for s in range(len(others) + 1) if s != item_seq]
+    done = [0] * len(others)
+    chunks = [prompt[i:i + step_max - 1] for i in range(0, len(prompt), step_max - 1)]
+    out, pos = [], 0
+    for chunk in chunks + [[t] for t in forced]:
+        blocks = [[BatchEntry(t, pos + i, item_seq, i == len(chunk) - 1)
+                   for i, t in enumerate(chunk)]]
+        pos += len(chunk)
+        room = step_max - len(chunk)
+        for j in rng.sample(range(len(others)), len(others)):
+            if room <= 0:
+                break
+            o = others[j]
+            toks = o[done[j]:done[j] + room] if done[j] < len(o) else [rng.randrange(3, 300)]
+            blocks.append([BatchEntry(t, done[j] + i, seqs[j], i == len(toks) - 1)
+                           for i, t in enumerate(toks)])
+            done[j] += len(toks)
+            room -= len(toks)
+        rng.shuffle(blocks)
+        rows = [e for b in blocks for e in b]
+        assert rt.decode(rows) == 0
+        last = max(i for i, e in enumerate(rows) if e.seq == item_seq)
+        out.append(rt.logits(last).copy())
+    return out
+
+
+rng = random.Random(1)
+result = {}
+for n_prompt, n_others in ((24, 3), (24, 8), (600, 1)):
+    prompt = [rng.randrange(3, 300) for _ in range(n_prompt)]
+    forced = [rng.randrange(3, 300) for _ in range(6)]
+    others = [[rng.randrange(3, 300) for _ in range(5 + 9 * j)] for j in range(n_others)]
+    alone = run(prompt, forced, [], 0)
+    beside = run(prompt, forced, others, n_others // 2)
+    result[f"{n_prompt}/{n_others}"] = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(alone, beside))
+print(json.dumps(result))
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_q4_k_m(tmp_path_factory) -> Path:
+    from prometheus_lite.convert.cli import convert_command
+
+    d = tmp_path_factory.mktemp("invariance")
+    spm = fx.train_sentencepiece(d / "spm")
+    ckpt = fx.numpy_checkpoint(d / "tiny-llama", spm, layers=2, hidden=256, ff=768, heads=4,
+                               kv_heads=2, seed=1)
+    res = CliRunner().invoke(convert_command, [str(ckpt), "-o", str(d), "--quant", "Q4_K_M",
+                                               "-q"])
+    assert res.exit_code == 0, res.output
+    return next(d.glob("*.Q4_K_M.gguf"))
+
+
+def _max_diffs(model: Path, invariant: bool) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(model), "1" if invariant else "0"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_same_logits_alone_and_beside_others(tiny_q4_k_m):
+    assert _max_diffs(tiny_q4_k_m, invariant=True) == {"24/3": 0.0, "24/8": 0.0, "600/1": 0.0}
