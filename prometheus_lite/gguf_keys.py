@@ -19,3 +19,10 @@ PROMPT_FORMAT_VALUES = ("v1", "v2", "chat", "selene", "flow-judge")
 FAMILY_KEY = "prometheus.family"
 
 FAMILY_VALUES = ("prometheus", "m-prometheus", "selene", "flow-judge")
+
+# A synthetic model (``prometheus-lite convert --synthetic``): release-shaped, random weights,
+# real tokenizer; for timings and memory only, its grades mean nothing. Bool, True when written.
+SYNTHETIC_KEY = "prometheus.synthetic"
+SYNTHETIC_RELEASE_KEY = "prometheus.synthetic.release"  # the release whose shape it has
+SYNTHETIC_SEED_KEY = "prometheus.synthetic.seed"
+SYNTHETIC_SOURCE_KEY = "prometheus.synthetic.source"  # which config.json and vocabulary

@@ -19,7 +19,13 @@ from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLong
 from .families import FAMILIES, SCALES
 from .hub import resolve_model
 from .llama import LlamaRuntime, Sampling, label_distribution, supports_gpu_offload
-from .models import ModelInfo, judge_family, read_model_info, resolve_prompt_format
+from .models import (
+    SYNTHETIC_MODEL_NOTE,
+    ModelInfo,
+    judge_family,
+    read_model_info,
+    resolve_prompt_format,
+)
 from .prompts import Prompt, build_prompt
 from .results import (
     CompareRequest,
@@ -154,6 +160,8 @@ class Judge:
     ) -> None:
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
+        if self.info.synthetic:
+            log.warning("%s: %s", path, SYNTHETIC_MODEL_NOTE)
         self.prompt_format, self.prompt_format_reason = choose_prompt_format(
             prompt_format, self.info
         )

@@ -23,7 +23,7 @@ import gguf
 import numpy as np
 
 from .errors import InvalidModelFileError
-from .gguf_keys import FAMILY_KEY, PROMPT_FORMAT_KEY
+from .gguf_keys import FAMILY_KEY, PROMPT_FORMAT_KEY, SYNTHETIC_KEY
 from .hub import EMBEDDED_MODEL_NOTE, is_embedded_model
 from .judges import (  # re-exported: the mapping used to live here
     decide_family,
@@ -39,6 +39,7 @@ from .judges import (  # re-exported: the mapping used to live here
 
 __all__ = [
     "ModelInfo",
+    "SYNTHETIC_MODEL_NOTE",
     "TensorInfo",
     "decide_family",
     "decide_prompt_format",
@@ -95,6 +96,7 @@ class ModelInfo:
     general: dict[str, Any] = field(default_factory=dict)  # scalar general.* metadata
     tensors: tuple[TensorInfo, ...] = ()
     is_embedded: bool = False
+    synthetic: bool = False  # prometheus.synthetic: random weights, for timings only
     family_key: str | None = None  # value of prometheus.family, if present
     family: str = "prometheus"  # the judge family (families.FAMILIES)
     family_reason: str = ""
@@ -332,6 +334,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
             for t in reader.tensors
         ),
         is_embedded=is_embedded_model(p),
+        synthetic=bool(_scalar(reader, SYNTHETIC_KEY)),
         family_key=None if family_key is None else str(family_key),
     )
     family, family_reason = detect_family(info)
@@ -361,6 +364,13 @@ def _human_count(n: int) -> str:
         if n >= div:
             return f"{n / div:.2f}{unit}"
     return str(n)
+
+
+SYNTHETIC_MODEL_NOTE = (
+    "SYNTHETIC model (prometheus.synthetic = true): a release's shape and tokenizer with "
+    "random weights, made by `prometheus-lite convert --synthetic`. Its timings and memory are "
+    "the real model's; its grades mean nothing."
+)
 
 
 def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | None = None) -> str:
@@ -396,6 +406,8 @@ def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | No
     lines = [f"{label + ':':<16}{value}" for label, value in rows]
     if info.is_embedded:
         lines += ["", "Note: " + EMBEDDED_MODEL_NOTE]
+    if info.synthetic:
+        lines += ["", "Note: " + SYNTHETIC_MODEL_NOTE]
     if tensors:
         width = max((len(t.name) for t in info.tensors), default=4)
         lines += ["", f"{'tensor':<{width}}  {'type':<8}  {'shape':<20}  size"]

@@ -178,8 +178,8 @@ def test_selene_prompt_in_the_llama31_template() -> None:
                           chat_template=_template("meta-llama-Llama-3.1-8B-Instruct.jinja"))
     user = render_selene("relative", "Q", ("a", "b"), PRESETS["honesty"], None)
     assert (user, False) in prompt.segments
-    end = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
-    assert prompt.text.endswith(user + end)
+    tail = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    assert prompt.text.endswith(user + tail)
     assert "<|start_header_id|>user<|end_header_id|>" in prompt.text
     assert prompt.labels == ("A", "B")
 
