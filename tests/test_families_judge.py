@@ -35,7 +35,7 @@ BUDGETS = (10, 20, 48)  # closed by the budget in the opener and in the feedback
 
 @pytest.fixture(scope="module", params=["flow-judge", "selene", "chat"])
 def judge(request: pytest.FixtureRequest):
-    with Judge(n_ctx=1024, max_new_tokens=48, seed=5, prompt_format=request.param,
+    with Judge(n_ctx=1024, max_new_tokens=48, seed=5, prompt_format=request.param, n_threads=1,
                n_parallel=8) as j:
         yield j
 
