@@ -121,6 +121,8 @@ class Job:
     stop_at_eog: bool = True
     forced: list[int] | None = None
     finish: Callable[[Generation], Any] | None = None
+    # Called (in the engine thread; it must be quick) with the bytes of each new token.
+    on_token: Callable[[bytes], None] | None = None
     future: JudgeFuture = field(default_factory=JudgeFuture)
     # -- state while running (the engine's) --
     seq: int = -1
@@ -451,6 +453,7 @@ class Engine:
             for t in closing:
                 rt.accept(job.chain, t)
             out += closing
+            self._emit(job, closing)
             job.feed = closing
             job.gen.finish = "budget"  # type: ignore[union-attr]
             return
@@ -473,12 +476,14 @@ class Engine:
                         nxt = c.advance(job.state, token)
                         assert nxt is not None and nxt.label == best
                 out.append(token)
+                self._emit(job, [token])
                 job.gen.label, job.gen.label_probs = nxt.label, probs  # type: ignore[union-attr]
                 self._done(slot)
                 return
             job.state = nxt
         rt.accept(job.chain, token)
         out.append(token)
+        self._emit(job, [token])
         if c is None and (
             (job.stop_at_eog and token in self._eog_set) or len(out) >= job.max_new_tokens
         ):
@@ -486,6 +491,13 @@ class Engine:
             self._done(slot)
             return
         job.feed = [token]
+
+    def _emit(self, job: Job, tokens: list[int]) -> None:
+        if job.on_token is not None:
+            try:
+                job.on_token(b"".join(self.rt.pieces[t] for t in tokens))
+            except Exception:  # a listener's bug must not stop the engine
+                log.exception("on_token callback failed")
 
     # -- ending a job ---------------------------------------------------------------
     def _release(self, slot: _Slot) -> Job:
