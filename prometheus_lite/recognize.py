@@ -12,8 +12,9 @@ control tokens) and a v1 model gets its v1 wrapping whatever the caller wrapped.
 A prompt that is not a Prometheus grading prompt raises :class:`PromptError` saying what
 was expected. The parts round-trip: the request, rendered again from its parts (the
 rubric from its parsed form), gives the caller's text back byte for byte (checked on
-every call). Graded text that contains the template's own section headers in a way
-that makes the split ambiguous is refused with a PromptError naming the header.
+every call). Graded text may contain the template's own section headers: where that
+leaves more than one way to read the prompt, it is refused with a PromptError naming
+the header, never split silently one way.
 """
 
 from __future__ import annotations
@@ -123,57 +124,72 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def _parse(template: str, text: str) -> dict[str, str] | None:
+def _parse(template: str, text: str, mode: Mode) -> dict[str, str] | None:
     """The placeholder values if ``text`` is ``template`` filled, else None.
 
     Graded text may contain the template's own section headers (``###Score Rubrics:``
-    in a response), and then more than one split can fill the template to the same text.
-    The split that cuts each header at its first possible place and the one that cuts it
-    at its last bound every split there is: if they agree the split is the only one;
-    if not, the prompt is ambiguous and a PromptError names the header (the caller can
-    send the parts instead, which are never confused).
+    in a response); then several splits fill the template to the same text. Of those,
+    the ones whose rubric slot reads as a rubric (``[criteria]`` then the score lines
+    for absolute grading, one ``[criteria]`` line for relative) are kept; if that leaves
+    more than one, the prompt is ambiguous and a PromptError names the header (the
+    caller can send the parts instead, which are never confused).
     """
     lits, names = _split(template)
     head, foot = lits[0], lits[-1]
     if len(text) < len(head) + len(foot) or not (text.startswith(head) and text.endswith(foot)):
         return None
-    body = text[len(head) : len(text) - len(foot)]
     seps = lits[1:-1]
-    first = _cut(body, seps, from_end=False)
-    last = _cut(body, seps, from_end=True)
-    if first is None or last is None:
+    splits = _splits(text[len(head) : len(text) - len(foot)], seps)
+    if not splits:
         return None
-    if first != last:
-        k = next(i for i, (a, b) in enumerate(zip(first, last, strict=True)) if a != b)
+    if len(splits) > 1:
+        rubric_at = names.index("rubric")
+        plausible = [v for v in splits if _reads_as_rubric(mode, v[rubric_at])]
+        if len(plausible) == 1:
+            splits = plausible
+    if len(splits) > 1:
+        a, b = splits[0], splits[1]
+        k = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
         header = seps[min(k, len(seps) - 1)].strip()
-        inside = [n for n, a, b in zip(names, first, last, strict=True) if a != b]
+        inside = [n for n, x, y in zip(names, a, b, strict=True) if x != y]
         raise PromptError(
             f"the graded text contains the template's own section header {header!r}, so "
             f"where {' and '.join(repr(n) for n in inside)} begin and end cannot be told "
             "apart; send the parts as JSON instead (POST /v1/grade or /v1/compare, or "
             "Judge.grade / Judge.compare), or remove that header line from the text"
         )
-    return dict(zip(names, first, strict=True))
+    return dict(zip(names, splits[0], strict=True))
 
 
-def _cut(body: str, seps: list[str], *, from_end: bool) -> list[str] | None:
-    """``body`` cut at each separator in turn, each at its first (or last) possible
-    place: the values between them, or None if a separator is missing."""
-    if from_end:
-        values: list[str] = []
-        for sep in reversed(seps):
-            body, found, value = body.rpartition(sep)
-            if not found:
-                return None
-            values.append(value)
-        return [body, *reversed(values)]
-    values = []
-    for sep in seps:
-        value, found, body = body.partition(sep)
-        if not found:
-            return None
-        values.append(value)
-    return [*values, body]
+MAX_SPLITS = 64  # past this many ways to cut a text, it is refused as ambiguous anyway
+
+
+def _splits(body: str, seps: list[str]) -> list[list[str]]:
+    """Every way to cut ``body`` at the separators in order (the values between them),
+    at most MAX_SPLITS + 1 of them."""
+    out: list[list[str]] = []
+
+    def cut(start: int, k: int, values: list[str]) -> None:
+        if k == len(seps):
+            out.append([*values, body[start:]])
+            return
+        i = body.find(seps[k], start)
+        while i >= 0 and len(out) <= MAX_SPLITS:
+            cut(i + len(seps[k]), k + 1, [*values, body[start:i]])
+            i = body.find(seps[k], i + 1)
+
+    cut(0, 0, [])
+    return out
+
+
+def _reads_as_rubric(mode: Mode, slot: str) -> bool:
+    if mode == "relative":
+        return slot.startswith("[") and slot.endswith("]") and "\n" not in slot
+    try:
+        parse_rendered_rubric(slot)
+    except RubricError:
+        return False
+    return True
 
 
 def _rerender(name: str, request: GradeRequest | CompareRequest) -> str:
@@ -261,7 +277,7 @@ def _parse_user(user: str) -> tuple[str, Mode, str, str, GradeRequest | CompareR
     ambiguous: PromptError | None = None
     for name, (mode, version, template) in KNOWN_TEMPLATES.items():
         try:
-            values = _parse(template, user)
+            values = _parse(template, user, mode)
         except PromptError as exc:  # another template may still match without doubt
             ambiguous = ambiguous or exc
             continue

@@ -40,7 +40,6 @@ TRICKY = [
     "日本語, emoji 🙂, \\1 \\g<0>",
     "  padded \n\n",
 ]
-AMBIGUOUS = "\n\n###Score Rubrics:\n"  # in TRICKY[4]
 
 
 def _fields(request: GradeRequest | CompareRequest) -> dict[str, Any]:
@@ -70,11 +69,7 @@ def test_build_prompt_round_trips_absolute(value: str, fmt: str, reference: bool
         "absolute", instruction="Q " + value, response=value, rubric=RUBRIC,
         reference_answer=ref, format=fmt, chat_template=SMOLLM2_TEMPLATE,
     )
-    if AMBIGUOUS in value:  # the header is in the graded text: the split is not unique
-        with pytest.raises(PromptError, match="Score Rubrics"):
-            recognize_text(prompt.text)
-        return
-    rec = recognize_text(prompt.text)
+    rec = recognize_text(prompt.text)  # headers in graded text: only one split reads a rubric
     assert rec.mode == "absolute"
     assert rec.version == ("v1" if fmt == "v1" else "v2")
     assert rec.wrapping == {"v1": "llama-2", "v2": "mistral", "chat": "chatml"}[fmt]
