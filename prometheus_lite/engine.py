@@ -133,6 +133,7 @@ class Job:
     chain: Any = None
     budget: int = 0
     gen: Generation | None = None
+    emitted: int = 0  # tokens of ``out`` given to on_token (a restarted job repeats none)
     t_submit: float = 0.0
     t_start: float = 0.0
     t_first: float = 0.0
@@ -453,7 +454,7 @@ class Engine:
             for t in closing:
                 rt.accept(job.chain, t)
             out += closing
-            self._emit(job, closing)
+            self._emit(job)
             job.feed = closing
             job.gen.finish = "budget"  # type: ignore[union-attr]
             return
@@ -476,14 +477,14 @@ class Engine:
                         nxt = c.advance(job.state, token)
                         assert nxt is not None and nxt.label == best
                 out.append(token)
-                self._emit(job, [token])
+                self._emit(job)
                 job.gen.label, job.gen.label_probs = nxt.label, probs  # type: ignore[union-attr]
                 self._done(slot)
                 return
             job.state = nxt
         rt.accept(job.chain, token)
         out.append(token)
-        self._emit(job, [token])
+        self._emit(job)
         if c is None and (
             (job.stop_at_eog and token in self._eog_set) or len(out) >= job.max_new_tokens
         ):
@@ -492,12 +493,15 @@ class Engine:
             return
         job.feed = [token]
 
-    def _emit(self, job: Job, tokens: list[int]) -> None:
-        if job.on_token is not None:
-            try:
-                job.on_token(b"".join(self.rt.pieces[t] for t in tokens))
-            except Exception:  # a listener's bug must not stop the engine
-                log.exception("on_token callback failed")
+    def _emit(self, job: Job) -> None:
+        """Hand ``on_token`` the tokens of ``job.out`` it has not had yet."""
+        if job.on_token is None or len(job.out) <= job.emitted:
+            return
+        new, job.emitted = job.out[job.emitted :], len(job.out)
+        try:
+            job.on_token(b"".join(self.rt.pieces[t] for t in new))
+        except Exception:  # a listener's bug must not stop the engine
+            log.exception("on_token callback failed")
 
     # -- ending a job ---------------------------------------------------------------
     def _release(self, slot: _Slot) -> Job:
