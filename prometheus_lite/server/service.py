@@ -145,7 +145,12 @@ class Service:
             for place in places:
                 place.release_unhanded()
 
-        work = asyncio.get_running_loop().run_in_executor(self._executor, prepare)
+        try:
+            work = asyncio.get_running_loop().run_in_executor(self._executor, prepare)
+        except RuntimeError as exc:  # shut down: the server is stopping
+            settle(None)
+            raise ApiError(503, "the server is shutting down; retry against a running one",
+                           headers={"Retry-After": "5"}) from exc
         work.add_done_callback(settle)
         try:
             await asyncio.shield(work)
