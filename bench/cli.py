@@ -11,6 +11,7 @@ from prometheus_lite.errors import PrometheusLiteError
 
 from .data import DATA_ENV, KNOWN_FILES
 from .report import OVERHEAD_MIN_RATIO, BenchConfig, run_bench
+from .synthetic import SYNTHETIC_LEVELS, SyntheticConfig, run_synthetic
 
 __all__ = ["bench_command"]
 
@@ -130,6 +131,36 @@ EMBEDDED_LEVELS = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0")
 @click.option(
     "--no-source", is_flag=True, help="With --quant: do not measure the given file itself."
 )
+@click.option(
+    "--synthetic",
+    metavar="RELEASE",
+    help="Measure a release's cost per level before downloading it: synthetic files (its "
+    "shape and tokenizer, random weights; made once and cached) measured for file size, "
+    "load, prompt and generation speed, a typical grade's latency, peak RSS, KV bytes per "
+    "token and the bandwidth ceiling. --quant all means " + ", ".join(SYNTHETIC_LEVELS) + ".",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="With --synthetic.")
+@click.option(
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --synthetic: change a config.json value (a smaller test shape).",
+)
+@click.option(
+    "--prefill-tokens",
+    type=click.IntRange(8),
+    default=128,
+    show_default=True,
+    help="With --synthetic: prompt tokens timed per level.",
+)
+@click.option(
+    "--gen-tokens",
+    type=click.IntRange(1),
+    default=16,
+    show_default=True,
+    help="With --synthetic: generated tokens timed per level.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def bench_command(
     models: tuple[str, ...],
@@ -149,6 +180,11 @@ def bench_command(
     reference: str | None,
     engine: str,
     no_source: bool,
+    synthetic: str | None,
+    seed: int,
+    overrides: tuple[str, ...],
+    prefill_tokens: int,
+    gen_tokens: int,
     quiet: bool,
 ) -> None:
     """Benchmark GGUF judges: size, speed, memory and grade fidelity across quantization levels.
@@ -164,6 +200,12 @@ def bench_command(
       prometheus-lite bench --quant all --report reports/smollm2      # embedded model, 5 levels
       prometheus-lite bench a.Q8_0.gguf a.Q4_K_M.gguf --report reports/a
     """
+    if synthetic is not None:
+        if models:
+            raise click.UsageError("--synthetic measures its own files; pass no MODEL")
+        _synthetic(synthetic, quants, report_dir, seed, overrides, prompts, prefill_tokens,
+                   gen_tokens, threads, n_ctx, data_dir, bandwidth_mb, quiet)
+        return
     levels = [q for q in quants if q.lower() != "all"]
     if any(q.lower() == "all" for q in quants):
         levels = list(EMBEDDED_LEVELS) + [q for q in levels if q.upper() not in EMBEDDED_LEVELS]
@@ -213,3 +255,45 @@ def bench_command(
             f"{f['agreement_pct']:.0f}% MAD {f['mad_expected']:.3f}"
         )
     click.echo(f"overhead ratio (raw llama.cpp / Judge): {ov['ratio']:.3f} ({verdict})")
+
+
+def _synthetic(release: str, quants: tuple[str, ...], report_dir: Path, seed: int,
+               overrides: tuple[str, ...], prompts: int, prefill_tokens: int, gen_tokens: int,
+               threads: int | None, n_ctx: int | None, data_dir: str | None,
+               bandwidth_mb: float, quiet: bool) -> None:
+    from prometheus_lite.convert.synthetic import parse_overrides
+
+    levels = [q.upper() for q in quants if q.lower() != "all"]
+    if any(q.lower() == "all" for q in quants) or not quants:
+        levels = list(SYNTHETIC_LEVELS) + [q for q in levels if q not in SYNTHETIC_LEVELS]
+    if report_dir == Path("reports/bench"):
+        report_dir = Path("reports/bench-synthetic")
+    command = " ".join(
+        ["prometheus-lite bench --synthetic", release, *(f"--quant {q}" for q in quants),
+         *(f"--override {o}" for o in overrides), f"--prefill-tokens {prefill_tokens}",
+         f"--gen-tokens {gen_tokens}", f"--prompts {prompts}"]
+        + ([f"--seed {seed}"] if seed else []) + ([f"--threads {threads}"] if threads else [])
+        + ([f"--n-ctx {n_ctx}"] if n_ctx else [])
+    )
+    try:
+        cfg = SyntheticConfig(
+            release, levels=levels, report_dir=report_dir, seed=seed,
+            overrides=parse_overrides(overrides), prompts=prompts,
+            prefill_tokens=prefill_tokens, gen_tokens=gen_tokens, threads=threads, n_ctx=n_ctx,
+            data_dir=data_dir, bandwidth_mb=min(bandwidth_mb, 512),
+        )
+        report = run_synthetic(cfg, progress=not quiet, command=command)
+    except PrometheusLiteError as e:
+        if os.environ.get("PROMETHEUS_LITE_DEBUG", "") not in ("", "0"):
+            raise
+        raise click.ClickException(str(e)) from e
+    click.echo(f"wrote {report_dir / 'synthetic.md'}, synthetic.json (SYNTHETIC {release}: "
+               "timings and memory only)")
+    for r in report["models"]:
+        pct = r["percent_of_bandwidth_ceiling"]
+        click.echo(
+            f"  {r['label']:<20} {r['file_size_bytes'] / 1e9:6.2f} GB  load {r['load_s']:5.1f}s  "
+            f"prompt {r['prompt_tokens_per_s']:7.1f} tok/s  gen {r['generation_tokens_per_s']:6.2f}"
+            f" tok/s  grade ~{r['typical_grade_s']:.0f}s  RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB"
+            f"  KV {r['kv_bytes_per_token'] // 1024} KiB/token  {pct:.0f}% of bandwidth ceiling"
+        )

@@ -108,6 +108,7 @@ def _static(path: Path) -> dict[str, Any]:
         "weight_bytes_read_per_token": weight_read,
         "kv_bytes_per_position": _kv_bytes_per_position(path),
         "embedded": is_embedded_model(path),
+        "synthetic": info.synthetic,  # random weights (convert --synthetic): timings only
     }
 
 
@@ -439,7 +440,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
     bw["gb_per_s_one_thread"] = max(bw["gb_per_s_one_thread"], after["gb_per_s_one_thread"])
     for n, (_, label, res, peak) in enumerate(measured):
         row = _summary(statics[n], res, peak, bw["gb_per_s"])
-        row["label"] = label
+        row["label"] = f"{label} (synthetic)" if row["synthetic"] else label
         row["how_made"] = notes.get(label)
         row["teacher_forced"] = _forced_summary(forced[ref], forced[n]) if forced else None
         rows.append(row)
@@ -456,6 +457,11 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
         warnings.append(
             "the files are not all the same model (parameter counts or names differ): "
             "fidelity against the reference compares different models"
+        )
+    if any(r["synthetic"] for r in rows):
+        warnings.append(
+            "SYNTHETIC files (prometheus.synthetic: random weights): their timings and memory "
+            "are the release's, their grades and fidelity figures mean nothing"
         )
     forced_info = None
     if forced:
@@ -509,7 +515,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = True, stream: TextIO | None 
             "file": rows[ref]["file"],
             "bits_per_weight": rows[ref]["bits_per_weight"],
             "dequantized_source": source_quantized,
-            "note": notes.get(rows[ref]["label"]) or "the highest-precision file in the set",
+            "note": rows[ref]["how_made"] or "the highest-precision file in the set",
         },
         "overhead": {
             "ratio": ratio,

@@ -44,7 +44,17 @@ def _user_errors(quiet: bool) -> Iterator[None]:
 
 
 @click.command("convert")
-@click.argument("checkpoint_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("checkpoint_dir", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option("--synthetic", "synthetic", metavar="RELEASE",
+              help="Instead of a checkpoint: a random-weight model with RELEASE's exact shape, "
+                   "hyper-parameters and tokenizer (prometheus-7b-v2.0, prometheus-13b-v1.0, "
+                   "prometheus-8x7b-v2.0, m-prometheus-3b/-7b/-14b, selene-1-mini, "
+                   "flow-judge-v0.1), for timings only; marked prometheus.synthetic.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="With --synthetic: random seed (same seed, same bytes).")
+@click.option("--override", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --synthetic: change a config.json value (e.g. num_hidden_layers=2) "
+                   "for a smaller test shape; the name gets a digest of the overrides.")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
               show_default=True, help="Folder for the GGUF files (<model-name>.<TYPE>.gguf).")
 @click.option("--outtype", type=click.Choice(["f32", "f16", "bf16", "q8_0"], case_sensitive=False),
@@ -71,17 +81,43 @@ def _user_errors(quiet: bool) -> Iterator[None]:
                    "type). Default f16 (bf16 for bf16 checkpoints): lossless for f16/bf16 "
                    "checkpoints and what llama.cpp-made quants of them hold.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress or log lines on stderr.")
-def convert_command(checkpoint_dir: Path, out_dir: Path, outtype: str | None,
+def convert_command(checkpoint_dir: Path | None, synthetic: str | None, seed: int,
+                    overrides: tuple[str, ...], out_dir: Path, outtype: str | None,
                     quants: tuple[str, ...], tokenizer: str | None, prompt_format: str | None,
                     name: str | None, threads: int, engine: str, precision: str | None,
                     quiet: bool) -> None:
-    """Convert a Hugging Face checkpoint folder (Llama, Mistral, Mixtral) to GGUF.
+    """Convert a Hugging Face checkpoint folder (Llama incl. Llama-3.1, Mistral, Mixtral, Qwen2,
+    Phi-3) to GGUF.
 
     Example: prometheus-lite convert prometheus-13b-v1.0 -o models --quant Q4_K_M
     --tokenizer meta-llama/Llama-2-13b-chat-hf
+
+    Or a synthetic release-shaped model (random weights, timings only):
+    prometheus-lite convert --synthetic prometheus-7b-v2.0 -o models --quant Q4_K_M
     """
     from .convert import convert_checkpoint
 
+    if (checkpoint_dir is None) == (synthetic is None):
+        raise click.UsageError("give either CHECKPOINT_DIR or --synthetic RELEASE")
+    if synthetic is not None:
+        ignored = [o for o, v in (("--tokenizer", tokenizer), ("--name", name),
+                                  ("--precision", precision)) if v]
+        if ignored:
+            raise click.UsageError(f"{', '.join(ignored)}: not used with --synthetic (the "
+                                   "release fixes tokenizer, name and precision)")
+        from .synthetic import convert_synthetic, parse_overrides
+
+        with _user_errors(quiet):
+            paths = convert_synthetic(
+                synthetic, out_dir, quants=quants, outtype=outtype, seed=seed,
+                overrides=parse_overrides(overrides), prompt_format=prompt_format,
+                progress=not quiet, nthread=threads, engine=engine,
+            )
+        for p in paths:
+            click.echo(str(p))
+        return
+    if overrides or seed:
+        raise click.UsageError("--seed and --override go with --synthetic")
     with _user_errors(quiet):
         paths = convert_checkpoint(
             checkpoint_dir, out_dir, outtype=outtype, quants=quants, tokenizer=tokenizer,

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,8 +35,10 @@ from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
 from prometheus_lite.models import decide_prompt_format
 
 from . import arch
-from .checkpoint import FLOAT_DTYPES, Checkpoint, TensorRef, open_checkpoint, to_f32
+from .checkpoint import Checkpoint, open_checkpoint
 from .gguf_out import PlannedTensor, check_free_space, tensor_nbytes, write_gguf
+from .plan import TensorSource, chunks, plan_tensors, rotary_row_order
+from .rope import rope_parameters, rope_scaling
 from .tokenizer import Vocab, load_vocab, resolve_tokenizer_dir
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "plan_tensors",
     "convert_checkpoint",
     "output_name",
+    "rotary_row_order",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,10 +63,6 @@ OUTTYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
     "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
 }
-
-# Elements per encoded chunk (16 Mi float32 = 64 MiB): bounds the temporaries of encode().
-CHUNK_ELEMENTS = 16 * 2**20
-
 
 # ---------------------------------------------------------------------------- encoder seam
 
@@ -117,12 +115,14 @@ class Model:
     spec: arch.ArchSpec
     name: str
     hparams: dict[str, Any]  # GGUF key -> value
-    dims: dict[str, int]  # symbols of arch.*_TENSORS shapes, plus n_head, n_head_kv, head_dim
+    dims: dict[str, int]  # symbols of arch tensor shapes, plus n_head, n_head_kv, head_dim
     vocab: Vocab
     # "v1" / "v2" (written as prometheus.prompt_format) or "chat" (not written: a model that
     # is no Prometheus judge keeps its own chat template); see models.decide_prompt_format.
     prompt_format: str
     prompt_format_reason: str
+    # Tensors llama.cpp's converter generates from the config (rope factors): name -> float32.
+    extra_tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def arch_name(self) -> str:
@@ -139,12 +139,14 @@ def _config_value(config: dict[str, Any], dotted: str) -> Any:
 
 
 def read_hparams(config: dict[str, Any], spec: arch.ArchSpec, where: Path) -> dict[str, Any]:
+    """GGUF keys from ``spec.hparams`` (``rope.*`` reads the normalized rope parameters)."""
     arch_name = gguf.MODEL_ARCH_NAMES[spec.gguf_arch]
+    view = {**config, "rope": rope_parameters(config)}
     out: dict[str, Any] = {}
-    for hp in arch.HPARAMS:
+    for hp in spec.hparams:
         if hp.moe_only and not spec.moe:
             continue
-        value = next((v for k in hp.hf_keys if (v := _config_value(config, k)) is not None), None)
+        value = next((v for k in hp.hf_keys if (v := _config_value(view, k)) is not None), None)
         if value is None:
             if hp.required:
                 raise ConversionError(f"{where}: config.json lacks {' or '.join(hp.hf_keys)}, "
@@ -154,6 +156,15 @@ def read_hparams(config: dict[str, Any], spec: arch.ArchSpec, where: Path) -> di
             value = hp.default
         out[hp.gguf_key.format(arch=arch_name)] = hp.kind(value)
     return out
+
+
+def _rope_dims(spec: arch.ArchSpec, config: dict[str, Any], hidden: int, n_head: int,
+               head_dim: int) -> int:
+    """Rotary dimensions: the whole head, or Phi3MiniModel's int(partial * hidden) // n_head."""
+    if spec.rope_dims == "partial":
+        partial = rope_parameters(config).get("partial_rotary_factor", 1.0)
+        return int(partial * hidden) // n_head
+    return head_dim
 
 
 def _prompt_format(name: str, ckpt: Checkpoint, vocab: Vocab,
@@ -180,10 +191,13 @@ def _default_name(path: Path) -> str:
 
 
 def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | None = None,
-                       prompt_format: str | None = None, tokenizer: str | None = None) -> Model:
+                       prompt_format: str | None = None, tokenizer: str | None = None,
+                       checkpoint: Checkpoint | None = None,
+                       vocab_for: Callable[[int], Vocab] | None = None) -> Model:
     """Config, tokenizer (``tokenizer``: --tokenizer, else the checkpoint's own) and prompt
-    format of a checkpoint; no weight is read."""
-    ckpt = open_checkpoint(checkpoint_dir)
+    format of a checkpoint; no weight is read. ``checkpoint`` and ``vocab_for`` (vocabulary
+    for n rows) stand in for the folder's (synthetic.py's random checkpoints)."""
+    ckpt = checkpoint if checkpoint is not None else open_checkpoint(checkpoint_dir)
     spec = arch.ARCHITECTURES.get(ckpt.architecture)
     if spec is None:
         raise ConversionError(
@@ -192,50 +206,55 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
             "llama.cpp's convert_hf_to_gguf.py"
         )
     config = ckpt.config
+    where = ckpt.path / "config.json"
     hparams = read_hparams(config, spec, ckpt.path)
     a = gguf.MODEL_ARCH_NAMES[spec.gguf_arch]
     n_head = hparams[gguf.Keys.Attention.HEAD_COUNT.format(arch=a)]
     n_head_kv = hparams.setdefault(gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=a), n_head)
     hidden = hparams[gguf.Keys.LLM.EMBEDDING_LENGTH.format(arch=a)]
     head_dim = config.get("head_dim") or hidden // n_head
-    hparams[gguf.Keys.Rope.DIMENSION_COUNT.format(arch=a)] = head_dim
+    if head_dim % 2 or n_head % n_head_kv:
+        raise ConversionError(f"{where}: head_dim {head_dim} / heads {n_head}/{n_head_kv} are "
+                              "not a valid attention layout")
+    rot = _rope_dims(spec, config, hidden, n_head, head_dim)
+    if spec.rope_dims is not None:
+        hparams[gguf.Keys.Rope.DIMENSION_COUNT.format(arch=a)] = rot
     if head_dim != hidden // n_head:
         hparams[gguf.Keys.Attention.KEY_LENGTH.format(arch=a)] = head_dim
         hparams[gguf.Keys.Attention.VALUE_LENGTH.format(arch=a)] = head_dim
-    rope_scaling = config.get("rope_scaling") or {}
-    rope_type = rope_scaling.get("rope_type") or rope_scaling.get("type")
-    if rope_type == "linear":
-        hparams[gguf.Keys.Rope.SCALING_TYPE.format(arch=a)] = gguf.RopeScalingType.LINEAR.value
-        hparams[gguf.Keys.Rope.SCALING_FACTOR.format(arch=a)] = float(rope_scaling["factor"])
-    elif rope_type not in (None, "default"):
-        raise ConversionError(f"{ckpt.path / 'config.json'}: rope scaling {rope_type!r} is not "
-                              "supported by this converter; use llama.cpp's convert_hf_to_gguf.py")
+    rope_keys, extra_tensors = rope_scaling(config, a, spec.rope_types, rot, where)
+    hparams.update(rope_keys)
     if config.get("hidden_act", "silu") != "silu":
-        raise ConversionError(f"{ckpt.path / 'config.json'}: hidden_act "
-                              f"{config.get('hidden_act')!r} is not supported (llama uses silu)")
+        raise ConversionError(f"{where}: hidden_act {config.get('hidden_act')!r} is not "
+                              f"supported (a {ckpt.architecture} uses silu)")
     window = config.get("sliding_window")
-    if window and window < hparams[gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=a)]:
+    window_on = spec.sliding_window_flag is None or config.get(spec.sliding_window_flag)
+    if window and window_on and window < hparams[gguf.Keys.LLM.CONTEXT_LENGTH.format(arch=a)]:
         logger.warning("%s: sliding_window %s is ignored (llama.cpp attends to the whole "
                        "context); outputs differ from transformers beyond %s tokens",
-                       ckpt.path / "config.json", window, window)
+                       where, window, window)
+    ff = hparams[gguf.Keys.LLM.FEED_FORWARD_LENGTH.format(arch=a)]
+    if not isinstance(config.get("vocab_size"), int):
+        raise ConversionError(f"{where}: config.json lacks vocab_size, which the model needs; "
+                              "is the file complete?")
     dims = {
-        "vocab": hparams[gguf.Keys.LLM.VOCAB_SIZE.format(arch=a)],
+        "vocab": config["vocab_size"],
         "hidden": hidden,
-        "ff": hparams[gguf.Keys.LLM.FEED_FORWARD_LENGTH.format(arch=a)],
+        "ff": ff,
+        "ff2": 2 * ff,
         "q_dim": n_head * head_dim,
         "kv_dim": n_head_kv * head_dim,
+        "qkv_dim": (n_head + 2 * n_head_kv) * head_dim,
         "experts": hparams.get(gguf.Keys.LLM.EXPERT_COUNT.format(arch=a), 0),
         "n_head": n_head,
         "n_head_kv": n_head_kv,
         "head_dim": head_dim,
         "n_layer": hparams[gguf.Keys.LLM.BLOCK_COUNT.format(arch=a)],
     }
-    if head_dim % 2 or n_head % n_head_kv:
-        raise ConversionError(f"{ckpt.path / 'config.json'}: head_dim {head_dim} / heads "
-                              f"{n_head}/{n_head_kv} are not a valid attention layout")
     model_name = name or _default_name(ckpt.path)
-    vocab = load_vocab(resolve_tokenizer_dir(ckpt.path, tokenizer), dims["vocab"],
-                       model_config=config)
+    vocab = vocab_for(dims["vocab"]) if vocab_for is not None else load_vocab(
+        resolve_tokenizer_dir(ckpt.path, tokenizer), dims["vocab"],
+        model_config=config, sentencepiece=spec.sentencepiece)
     fmt, reason = _prompt_format(model_name, ckpt, vocab, prompt_format)
     if vocab.special.chat_template is None and fmt == "v1":
         # Llama-2-chat's own template, for the v1 checkpoint that ships no tokenizer.
@@ -243,131 +262,7 @@ def inspect_checkpoint(checkpoint_dir: str | os.PathLike[str], *, name: str | No
     if vocab.special.chat_template is None:
         logger.warning("%s: no chat template in the tokenizer; llama.cpp will guess one",
                        vocab.source)
-    return Model(ckpt, spec, model_name, hparams, dims, vocab, fmt, reason)
-
-
-# ---------------------------------------------------------------------------- tensor plan
-
-@dataclass
-class TensorSource:
-    """One output tensor before encoding: checkpoint parts stacked on axis 0, row permutation."""
-
-    name: str
-    kind: gguf.MODEL_TENSOR
-    shape: tuple[int, ...]
-    parts: list[TensorRef]
-    rotary_heads: int | None = None  # permute rows for llama.cpp's rope (per part)
-
-
-_EXPERT = re.compile(
-    r"^(model\.layers\.(\d+)\.block_sparse_moe\.experts)\.(\d+)\.(w[123])\.weight$")
-
-
-def rotary_row_order(n_rows: int, n_heads: int) -> np.ndarray:
-    """Row order llama.cpp's converter gives Q/K: out[i] = w[order[i]].
-
-    Hugging Face keeps each head's rotary halves apart (rotate_half); llama.cpp rotates adjacent
-    pairs. Same reordering as LlamaModel.permute in convert_hf_to_gguf.py:
-    reshape(n_heads, 2, head_dim // 2).swapaxes(1, 2).
-    """
-    return np.arange(n_rows).reshape(n_heads, 2, n_rows // n_heads // 2).swapaxes(1, 2).reshape(-1)
-
-
-def plan_tensors(model: Model) -> list[TensorSource]:
-    """Map every checkpoint tensor to its GGUF tensor and check nothing is missing or misshapen."""
-    ckpt, dims = model.checkpoint, model.dims
-    tmap = gguf.get_tensor_name_map(model.spec.gguf_arch, dims["n_layer"])
-    plans: dict[str, TensorSource] = {}
-    experts: dict[str, dict[int, TensorRef]] = {}
-
-    for key, ref in ckpt.tensors.items():
-        if key.endswith(arch.IGNORED_TENSOR_SUFFIXES):
-            continue
-        m = _EXPERT.match(key)
-        hf_name = f"{m.group(1)}.{m.group(4)}.weight" if m else key
-        found = tmap.get_type_and_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if found is None:
-            raise ConversionError(f"{ref.path}: unexpected tensor {key!r} for a "
-                                  f"{ckpt.architecture} checkpoint; the file may belong to another "
-                                  "model or use a layout this converter does not know")
-        kind, gguf_name = found
-        if ref.dtype not in FLOAT_DTYPES:
-            raise ConversionError(f"{ref.path}: tensor {key} has dtype {ref.dtype}; expected "
-                                  "float32, float16 or bfloat16 weights")
-        if m:
-            experts.setdefault(gguf_name, {})[int(m.group(3))] = ref
-            plans.setdefault(gguf_name, TensorSource(gguf_name, kind, (), []))
-        else:
-            plans[gguf_name] = TensorSource(gguf_name, kind, ref.shape, [ref])
-
-    for gguf_name, parts in experts.items():
-        want = list(range(dims["experts"]))
-        if sorted(parts) != want:
-            absent = sorted(set(want) - set(parts))
-            raise ConversionError(f"{ckpt.path}: {gguf_name} is missing experts {absent} "
-                                  "(tensors ...experts.N.w*); a shard is incomplete, "
-                                  "re-download it")
-        plan = plans[gguf_name]
-        plan.parts = [parts[i] for i in want]
-        shapes = {p.shape for p in plan.parts}
-        if len(shapes) != 1:
-            raise ConversionError(f"{ckpt.path}: experts of {gguf_name} differ in shape {shapes}")
-        plan.shape = (len(want), *plan.parts[0].shape)
-
-    # Expected set and shapes.
-    per_block = dict(arch.BLOCK_TENSORS)
-    per_block.update(arch.MOE_FFN_TENSORS if model.spec.moe else arch.DENSE_FFN_TENSORS)
-    expected: dict[str, tuple[gguf.MODEL_TENSOR, tuple[str, ...]]] = {}
-    for kind, sym in arch.GLOBAL_TENSORS.items():
-        expected[gguf.TENSOR_NAMES[kind] + ".weight"] = (kind, sym)
-    for bid in range(dims["n_layer"]):
-        for kind, sym in per_block.items():
-            expected[gguf.TENSOR_NAMES[kind].format(bid=bid) + ".weight"] = (kind, sym)
-    tied = ckpt.config.get("tie_word_embeddings", False)
-    for gguf_name, (kind, sym) in expected.items():
-        if gguf_name not in plans:
-            if kind == gguf.MODEL_TENSOR.OUTPUT and tied:
-                continue
-            raise ConversionError(
-                f"{ckpt.path}: the checkpoint has no tensor for {gguf_name} (a "
-                f"{ckpt.architecture} with {dims['n_layer']} layers needs it); the weights are "
-                "incomplete: re-download the missing shard or check config.json"
-            )
-        plan = plans[gguf_name]
-        want_shape = tuple(dims[s] for s in sym)
-        if plan.shape != want_shape:
-            src = plan.parts[0]
-            what = "vocabulary size" if "vocab" in sym else "shape"
-            raise ConversionError(
-                f"{src.path}: {src.name} has shape {list(plan.shape)} but config.json implies "
-                f"{list(want_shape)} ({what} mismatch); the config and the weights do not belong "
-                "together"
-            )
-        if kind in arch.ROTARY_PERMUTED:
-            plan.rotary_heads = dims[arch.ROTARY_PERMUTED[kind]]
-    extra = sorted(set(plans) - set(expected))
-    if extra:
-        src = plans[extra[0]].parts[0]
-        raise ConversionError(f"{src.path}: tensor {src.name} ({extra[0]}) is not used by a "
-                              f"{dims['n_layer']}-layer {ckpt.architecture}; check config.json")
-    # Checkpoint order, as llama.cpp's converter writes it: token_embd first, then blocks.
-    order = {n: i for i, n in enumerate(expected)}
-    return sorted(plans.values(), key=lambda p: order[p.name])
-
-
-def _chunks(src: TensorSource, qtype: gguf.GGMLQuantizationType,
-            encoder: TensorEncoder) -> Callable[[], Iterator[np.ndarray]]:
-    def produce() -> Iterator[np.ndarray]:
-        for part in src.parts:
-            raw = part.load()  # the only full tensor held: one part, in its stored dtype
-            rows = raw.reshape(1, -1) if raw.ndim == 1 else raw.reshape(raw.shape[0], -1)
-            order = rotary_row_order(rows.shape[0], src.rotary_heads) if src.rotary_heads else None
-            step = max(1, CHUNK_ELEMENTS // rows.shape[1])
-            for a in range(0, rows.shape[0], step):
-                picked = rows[order[a:a + step]] if order is not None else rows[a:a + step]
-                yield encoder.encode(to_f32(picked, part.dtype), qtype)
-            del raw, rows
-    return produce
+    return Model(ckpt, spec, model_name, hparams, dims, vocab, fmt, reason, extra_tensors)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -453,6 +348,7 @@ def convert_checkpoint(
     nthread: int = 0,
     engine: str = "native",
     precision: str | None = None,
+    model: Model | None = None,
 ) -> list[Path]:
     """Convert a checkpoint folder; return the GGUF files written into ``out_dir``.
 
@@ -469,8 +365,9 @@ def convert_checkpoint(
         raise ConversionError(f"--outtype {outtype!r}: choose one of {', '.join(OUTTYPES)}")
     quants = list(dict.fromkeys(q.upper() for q in quants))
     _check_engine(engine, quants, precision)  # native engine: convert/one_pass.py
-    model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format,
-                               tokenizer=tokenizer)
+    if model is None:  # else already inspected (synthetic.py)
+        model = inspect_checkpoint(checkpoint_dir, name=name, prompt_format=prompt_format,
+                                   tokenizer=tokenizer)
     logger.info("%s: %s, prompt format %s (%s)", model.name, model.checkpoint.architecture,
                 model.prompt_format, model.prompt_format_reason)
     vocab = model.vocab
@@ -512,7 +409,7 @@ def convert_checkpoint(
         planned = []
         for p in plan:
             qtype = output_type(enc, p.name, p.kind, p.shape)
-            planned.append(PlannedTensor(p.name, p.shape, qtype, _chunks(p, qtype, enc)))
+            planned.append(PlannedTensor(p.name, p.shape, qtype, chunks(p, qtype, enc)))
         logger.info("writing %s", target)
         write_gguf(target, _writer(model, vocab, file_type), planned, progress=progress)
 

@@ -1,13 +1,18 @@
 """The checkpoint's tokenizer as GGUF metadata (``tokenizer.ggml.*``).
 
-Two kinds, as in llama.cpp's ``convert_hf_to_gguf.py``:
+Two kinds, as in llama.cpp's converter (llama-cpp-python 0.3.36, ``vendor/llama.cpp/conversion``):
 
-* SentencePiece (``tokenizer.model``; Llama-2, Mistral, Mixtral, all Prometheus models): pieces,
-  scores and token types from gguf-py's ``SentencePieceVocab``, then the ``added_tokens_decoder`` of
+* SentencePiece (``tokenizer.model``), in two flavours (``arch.ArchSpec.sentencepiece``):
+  "llama" (Llama-2, Mistral, Mixtral, all Prometheus models): pieces, scores and token types from
+  gguf-py's ``SentencePieceVocab``, then the ``added_tokens_decoder`` of
   ``tokenizer_config.json`` applied and the list padded to the model's vocabulary size with unused
-  ``[PADn]`` entries (``TextModel._create_vocab_sentencepiece``).
-* Byte-level BPE (``tokenizer.json`` without byte fallback; Llama-3 style): tokens from gguf-py's
-  ``BpeVocab``, merges from ``SpecialVocab``, pre-tokenizer chosen from the regex in the file.
+  ``[PADn]`` entries (base.py ``TextModel._create_vocab_sentencepiece``); "phi3" (Phi-3,
+  Flow-Judge): the same pieces, then ``added_tokens.json``, ``added_tokens_decoder`` and
+  ``tokenizer.json``'s ``added_tokens`` written over them as Phi3MiniModel.set_vocab (phi.py) does.
+* Byte-level BPE (``tokenizer.json`` without byte fallback; Llama-3, Qwen2): tokens by id as
+  ``TextModel.get_vocab_base`` lists them (added tokens CONTROL when special or shaped like
+  ``<|...|>``, ``does_token_look_special``), merges from ``SpecialVocab``, pre-tokenizer chosen
+  from the regex in the file (``BPE_PRE_TOKENIZERS``).
 
 Special token ids, BOS/EOS behaviour and the chat template come from gguf-py's ``SpecialVocab``
 (``convert.inspect_checkpoint`` adds Llama-2-chat's template for v1 checkpoints without one).
@@ -33,13 +38,25 @@ logger = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja")
 
-# Byte-level BPE pre-tokenizer regex -> llama.cpp's tokenizer.ggml.pre name.
-# Source: llama.cpp src/llama-vocab.cpp (LLAMA_VOCAB_PRE_TYPE_LLAMA3 regex) and
-# convert_hf_to_gguf_update.py (llama-bpe = meta-llama/Meta-Llama-3-8B).
+# Byte-level BPE pre-tokenizer regex (tokenizer.json's Split pattern) -> llama.cpp's
+# tokenizer.ggml.pre name. Source: llama.cpp src/llama-vocab.cpp (LLAMA_VOCAB_PRE_TYPE_LLAMA3 and
+# _QWEN2 regexes) and convert_hf_to_gguf_update.py (llama-bpe = meta-llama/Meta-Llama-3-8B,
+# qwen2 = Qwen/Qwen1.5-7B; the Qwen2.5 tokenizers carry the same regex).
 BPE_PRE_TOKENIZERS: dict[str, str] = {
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
 }
+
+
+def looks_special(text: str) -> bool:
+    """Added tokens llama.cpp's converter makes CONTROL even when not marked special.
+    Source: base.py TextModel.does_token_look_special."""
+    return (text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+            or (text.startswith("<|") and text.endswith("|>"))
+            or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))
+            or (text.startswith("<unused") and text.endswith(">")))
 
 
 @dataclass
@@ -156,37 +173,41 @@ def _sentencepiece(tok_dir: Path, n_vocab: int) -> tuple[list[bytes], list[float
 
 
 def _bpe(tok_dir: Path, n_vocab: int) -> tuple[list[bytes], list[int], str]:
-    tj = _read_json(tok_dir / "tokenizer.json")
+    """Tokens and types by id, as TextModel.get_vocab_base lists them (base.py)."""
+    path = tok_dir / "tokenizer.json"
+    tj = _read_json(path)
     model = tj.get("model", {})
     if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise ConversionError(f"{tok_dir / 'tokenizer.json'}: only byte-level BPE tokenizers are "
-                              "supported without tokenizer.model; add the SentencePiece "
-                              "tokenizer.model to the folder")
+        raise ConversionError(f"{path}: only byte-level BPE tokenizers are supported without "
+                              "tokenizer.model; add the SentencePiece tokenizer.model to the "
+                              "folder")
     pre = _bpe_pre(tj, tok_dir)
-    try:
-        bpe = gguf.vocab.BpeVocab(tok_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConversionError(
-            f"{tok_dir / 'tokenizer.json'}: unsupported BPE tokenizer ({e})") from e
-    special_added = {a["content"] for a in tj.get("added_tokens", []) if a.get("special")}
-    tokens, types = [], []
-    for text, _score, ttype in bpe.all_tokens():
-        tokens.append(text if isinstance(text, bytes) else str(text).encode("utf-8"))
-        if ttype == gguf.TokenType.CONTROL and tokens[-1].decode("utf-8") not in special_added:
-            ttype = gguf.TokenType.USER_DEFINED
-        types.append(int(ttype))
-    # Added tokens that duplicate vocab entries keep their id; mark special ones as control.
-    by_text = {t: i for i, t in enumerate(tokens)}
+    by_id: dict[int, str] = {int(i): t for t, i in (model.get("vocab") or {}).items()}
+    added: dict[int, dict[str, Any]] = {}
     for a in tj.get("added_tokens", []):
-        i = by_text.get(a["content"].encode("utf-8"))
-        if i is not None and a.get("special"):
-            types[i] = int(gguf.TokenType.CONTROL)
-    if len(tokens) > n_vocab:
-        raise ConversionError(f"{tok_dir / 'tokenizer.json'}: {len(tokens)} tokens but the model's "
-                              f"vocab_size is {n_vocab}; pass the model's own tokenizer")
-    for i in range(len(tokens), n_vocab):
-        tokens.append(f"[PAD{i}]".encode())
-        types.append(int(gguf.TokenType.UNUSED))
+        by_id[int(a["id"])] = a["content"]
+        added[int(a["id"])] = a
+    if not by_id:
+        raise ConversionError(f"{path}: no vocabulary in the file; re-download it")
+    if max(by_id) >= n_vocab:
+        raise ConversionError(f"{path}: token id {max(by_id)} but the model's vocab_size is "
+                              f"{n_vocab}; pass the model's own tokenizer")
+    tokens, types = [], []
+    for i in range(n_vocab):
+        text = by_id.get(i)
+        if text is None:
+            tokens.append(f"[PAD{i}]".encode())
+            types.append(int(gguf.TokenType.UNUSED))
+            continue
+        if i in added:
+            if added[i].get("special") or looks_special(text):
+                types.append(int(gguf.TokenType.CONTROL))
+            else:  # pre-normalize user-defined spaces (get_vocab_base, "added for Gemma")
+                text = text.replace("\u2581", " ")
+                types.append(int(gguf.TokenType.USER_DEFINED))
+        else:
+            types.append(int(gguf.TokenType.NORMAL))
+        tokens.append(text.encode("utf-8"))
     return tokens, types, pre
 
 
@@ -205,10 +226,58 @@ def _bpe_pre(tj: dict[str, Any], tok_dir: Path) -> str:
     raise ConversionError(f"{tok_dir / 'tokenizer.json'}: unsupported pre-tokenizer {pt!r}")
 
 
-def load_vocab(tok_dir: Path, n_vocab: int, *, model_config: dict[str, Any]) -> Vocab:
-    """Build the GGUF vocabulary for a model with ``n_vocab`` embedding rows."""
+def _sentencepiece_phi3(tok_dir: Path, n_vocab: int
+                        ) -> tuple[list[bytes], list[float], list[int]]:
+    """Phi3MiniModel.set_vocab (phi.py): pieces by id over [PADn] placeholders, then the added
+    tokens of added_tokens.json (USER_DEFINED), tokenizer_config.json's added_tokens_decoder and
+    tokenizer.json's added_tokens (CONTROL when special) written over them, score -1000."""
+    from sentencepiece import SentencePieceProcessor
+
+    path = tok_dir / "tokenizer.model"
+    try:
+        sp = SentencePieceProcessor(model_file=str(path))
+    except Exception as e:
+        raise ConversionError(f"{path}: cannot be read as a SentencePiece model ({e})") from e
+    if sp.vocab_size() > n_vocab:
+        raise ConversionError(f"{path}: the tokenizer has {sp.vocab_size()} tokens but the "
+                              f"model's vocab_size is {n_vocab}; pass the model's own tokenizer")
+    T = gguf.TokenType
+    tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]
+    scores = [-10000.0] * n_vocab
+    types = [int(T.UNUSED)] * n_vocab
+    for i in range(sp.vocab_size()):
+        tokens[i] = sp.id_to_piece(i).encode("utf-8")
+        scores[i] = sp.get_score(i)
+        types[i] = int(T.UNKNOWN if sp.is_unknown(i) else T.CONTROL if sp.is_control(i)
+                       else T.UNUSED if sp.is_unused(i) else T.BYTE if sp.is_byte(i)
+                       else T.NORMAL)
+
+    def put(tid: int, content: str, special: bool, source: Path) -> None:
+        if not 0 <= tid < n_vocab:
+            if source.name == "added_tokens.json":  # phi.py skips these with a debug message
+                return
+            raise ConversionError(f"{source}: added token {content!r} has id {tid}, outside "
+                                  f"the model's vocab_size {n_vocab}; pass the model's tokenizer")
+        tokens[tid], scores[tid] = content.encode("utf-8"), -1000.0
+        types[tid] = int(T.CONTROL if special else T.USER_DEFINED)
+
+    for content, tid in _read_json(tok_dir / "added_tokens.json").items():
+        put(int(tid), content, False, tok_dir / "added_tokens.json")
+    decoder = _read_json(tok_dir / "tokenizer_config.json").get("added_tokens_decoder", {})
+    for key, data in decoder.items():
+        put(int(key), data["content"], bool(data.get("special")), tok_dir / "tokenizer_config.json")
+    for data in _read_json(tok_dir / "tokenizer.json").get("added_tokens", []):
+        put(int(data["id"]), data["content"], bool(data.get("special")), tok_dir / "tokenizer.json")
+    return tokens, scores, types
+
+
+def load_vocab(tok_dir: Path, n_vocab: int, *, model_config: dict[str, Any],
+               sentencepiece: str = "llama") -> Vocab:
+    """Build the GGUF vocabulary for a model with ``n_vocab`` embedding rows (``sentencepiece``:
+    the flavour of a tokenizer.model, "llama" or "phi3")."""
     if (tok_dir / "tokenizer.model").is_file():
-        tokens, scores, types = _sentencepiece(tok_dir, n_vocab)
+        build = _sentencepiece_phi3 if sentencepiece == "phi3" else _sentencepiece
+        tokens, scores, types = build(tok_dir, n_vocab)
         model, pre, is_spm = "llama", "default", True
     else:
         tokens, types, pre = _bpe(tok_dir, n_vocab)

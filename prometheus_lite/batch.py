@@ -65,6 +65,7 @@ GRADE_KEYS: tuple[str, ...] = (
     "id", "line", "feedback", "score", "probabilities", "expected_score", "error",
     "error_type", "model", "prompt_format", "prompt_tokens", "completion_tokens",
     "cached_prompt_tokens", "latency_s", "finish", "truncated_response_tokens",
+    "raw",  # the answer as the judge family's own parser reads it (results.Grade.raw)
 )
 COMPARE_KEYS: tuple[str, ...] = tuple(
     "winner" if k == "score" else k for k in GRADE_KEYS if k != "expected_score"
@@ -269,6 +270,7 @@ def result_record(
             latency_s=round(u.latency_s, 4),
             finish=u.finish,
             truncated_response_tokens=u.truncated_response_tokens,
+            raw=result.raw,
         )
         if isinstance(result, Grade):
             rec.update(score=result.score, expected_score=result.expected_score)

@@ -13,12 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from .constraint import MARKER, SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
+from .constraint import SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
 from .engine import Engine, Generation, Job, JudgeFuture, choose_parallel
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
+from .families import FAMILIES, SCALES
 from .hub import resolve_model
 from .llama import LlamaRuntime, Sampling, label_distribution, supports_gpu_offload
-from .models import ModelInfo, read_model_info, resolve_prompt_format
+from .models import (
+    SYNTHETIC_MODEL_NOTE,
+    ModelInfo,
+    judge_family,
+    read_model_info,
+    resolve_prompt_format,
+)
 from .prompts import Prompt, build_prompt
 from .results import (
     CompareRequest,
@@ -153,6 +160,8 @@ class Judge:
     ) -> None:
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
+        if self.info.synthetic:
+            log.warning("%s: %s", path, SYNTHETIC_MODEL_NOTE)
         self.prompt_format, self.prompt_format_reason = choose_prompt_format(
             prompt_format, self.info
         )
@@ -267,20 +276,18 @@ class Judge:
         if isinstance(request, Prompt):
             if request.mode not in ("absolute", "relative"):
                 raise PromptError(f"prompt mode must be absolute or relative, not {request.mode!r}")
-            relative = request.mode == "relative"
             tokens, truncated = self.runtime.tokenize_prompt(request), 0
             self._check_fits(tokens)
             request_id = None
         else:
-            relative = isinstance(request, CompareRequest)
             request, tokens, truncated = self._fit(request)
             request_id = request.id
         if max_new_tokens is not None and max_new_tokens < 8:
             raise PromptError("max_new_tokens must be at least 8 (feedback plus '[RESULT] N')")
-        labels = WINNER_LABELS if relative else SCORE_LABELS
+        labels = self._labels(request)
 
         def finish(gen: Generation) -> Grade | Comparison:
-            return self._result(gen, relative, request_id, truncated, started)
+            return self._result(gen, labels, request_id, truncated, started)
 
         return Job(
             tokens=tokens,
@@ -322,19 +329,17 @@ class Judge:
         before the label (a whole answer, label included, scores all its tokens).
         """
         if isinstance(request, Prompt):
-            relative = request.mode == "relative"
             tokens = self.runtime.tokenize_prompt(request)
             self._check_fits(tokens)
         else:
-            relative = isinstance(request, CompareRequest)
             _, tokens, _ = self._fit(request)
-        constraint = self.constraint(WINNER_LABELS if relative else SCORE_LABELS)
+        constraint = self.constraint(self._labels(request))
         answer = [int(t) for t in answer_tokens]
         state = ConstraintState()
         for t in answer:
             nxt = constraint.advance(state, t)
             if nxt is None:
-                raise PromptError("the answer tokens leave the Prometheus output format")
+                raise PromptError(f"the answer tokens leave the {self.family} output format")
             state = nxt
         if len(tokens) + len(answer) > self.runtime.n_ctx:
             raise PromptTooLongError(
@@ -362,13 +367,15 @@ class Judge:
         return self.engine.run(job)
 
     def _result(
-        self, gen: Generation, relative: bool, request_id: str | None, truncated: int,
+        self, gen: Generation, labels: tuple[str, ...], request_id: str | None, truncated: int,
         started: float,
     ) -> Grade | Comparison:
-        labels = WINNER_LABELS if relative else SCORE_LABELS
-        raw = gen.text.decode("utf-8", errors="replace")
-        feedback = raw[: raw.rindex(MARKER.decode())].strip()
-        if feedback.startswith("Feedback:"):
+        fmt = FAMILIES[self.family].output
+        written = gen.text.decode("utf-8", errors="replace")
+        body = written[len(fmt.opener) :] if written.startswith(fmt.opener.decode()) else written
+        end = (fmt.closer or fmt.marker).decode()
+        feedback = body[: body.rindex(end)].strip()
+        if self.family in ("prometheus", "m-prometheus") and feedback.startswith("Feedback:"):
             feedback = feedback[len("Feedback:") :].lstrip()
         probs = {label: gen.label_probs.get(label, 0.0) for label in labels}
         usage = Usage(
@@ -389,14 +396,21 @@ class Judge:
             model=self.model_name,
             prompt_format=self.prompt_format,
             id=request_id,
-            raw_output=raw,
+            raw_output=written,
             output_tokens=tuple(gen.tokens),
+            raw=written + fmt.suffix,
+            family=self.family,
         )
         assert gen.label is not None
-        if relative:
+        if labels == WINNER_LABELS:
             return Comparison(winner=gen.label, **common)  # type: ignore[arg-type]
-        expected = sum(int(label) * p for label, p in probs.items())
-        return Grade(score=int(gen.label), expected_score=expected, **common)
+        scale = next(sc for sc in SCALES.values() if sc.labels == labels)
+        values = dict(zip(scale.labels, scale.values or map(float, scale.labels), strict=True))
+        expected = sum(values[label] * p for label, p in probs.items())
+        return Grade(
+            score=int(values[gen.label]), expected_score=expected, label=gen.label,
+            scale=scale.name, **common,  # type: ignore[arg-type]
+        )
 
     def batch(self, requests: Iterable[Request]) -> Iterator[Result]:
         """Judge many requests, up to ``n_parallel`` at once, yielding results in input order.
@@ -432,12 +446,30 @@ class Judge:
                 future.cancel()
 
     # -- internals --------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The judge family whose output format this judge writes (families.FAMILIES)."""
+        return judge_family(self.prompt_format, self.info.family)
+
+    def _labels(self, request: Request | Prompt) -> tuple[str, ...]:
+        """The labels an answer to ``request`` ends with: A/B, or the rubric's scale."""
+        if isinstance(request, Prompt):
+            return request.labels
+        if isinstance(request, CompareRequest):
+            return WINNER_LABELS
+        return load_rubric(request.rubric).labels
+
     def constraint(self, labels: tuple[str, ...]) -> OutputConstraint:
-        """The output constraint for this model and label set (built once, then cached)."""
-        c = self._constraints.get(labels)
+        """The output constraint for this model, its family's format and a label set
+        (built once, then cached)."""
+        fmt = FAMILIES[self.family].output
+        c = self._constraints.get((fmt.name, *labels))
         if c is None:
-            c = OutputConstraint(self.runtime.pieces, self.runtime.banned, labels)
-            self._constraints[labels] = c
+            try:
+                c = OutputConstraint(self.runtime.pieces, self.runtime.banned, labels, fmt)
+            except ValueError as e:
+                raise PromptError(str(e)) from None
+            self._constraints[(fmt.name, *labels)] = c
         return c
 
     def _check_fits(self, tokens: list[int], *, hint: str = "shorten the inputs") -> None:

@@ -26,16 +26,28 @@ import gguf
 import numpy as np
 
 from .errors import InvalidModelFileError, PromptError
-from .gguf_keys import PROMPT_FORMAT_KEY, PROMPT_FORMAT_VALUES
+from .families import FAMILIES
+from .gguf_keys import (
+    FAMILY_KEY,
+    FAMILY_VALUES,
+    PROMPT_FORMAT_KEY,
+    PROMPT_FORMAT_VALUES,
+    SYNTHETIC_KEY,
+)
 from .hub import EMBEDDED_MODEL_NOTE, is_embedded_model
 from .prompts import PromptFormat
 from .releases import RELEASES, Release
 
 __all__ = [
     "ModelInfo",
+    "SYNTHETIC_MODEL_NOTE",
     "TensorInfo",
+    "decide_family",
     "decide_prompt_format",
+    "detect_family",
+    "describe_output",
     "detect_prompt_format",
+    "judge_family",
     "format_info",
     "prometheus_version",
     "read_model_info",
@@ -84,6 +96,10 @@ class ModelInfo:
     general: dict[str, Any] = field(default_factory=dict)  # scalar general.* metadata
     tensors: tuple[TensorInfo, ...] = ()
     is_embedded: bool = False
+    synthetic: bool = False  # prometheus.synthetic: random weights, for timings only
+    family_key: str | None = None  # value of prometheus.family, if present
+    family: str = "prometheus"  # the judge family (families.FAMILIES)
+    family_reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (paths as strings)."""
@@ -283,6 +299,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     if vocab is None and (tokens := reader.get_field(gguf.Keys.Tokenizer.LIST)) is not None:
         vocab = len(tokens.data)
     fmt_key = _scalar(reader, PROMPT_FORMAT_KEY)
+    family_key = _scalar(reader, FAMILY_KEY)
     add_bos = _scalar(reader, gguf.Keys.Tokenizer.ADD_BOS)
     info = ModelInfo(
         path=p,
@@ -317,7 +334,11 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
             for t in reader.tensors
         ),
         is_embedded=is_embedded_model(p),
+        synthetic=bool(_scalar(reader, SYNTHETIC_KEY)),
+        family_key=None if family_key is None else str(family_key),
     )
+    family, family_reason = detect_family(info)
+    info = replace(info, family=family, family_reason=family_reason)
     fmt, reason = detect_prompt_format(info)
     return replace(info, prompt_format_detected=fmt, prompt_format_reason=reason)
 
@@ -365,6 +386,8 @@ def prometheus_version(text: str) -> str | None:
     words = _words(s)
     joined = "-".join(words)
     for release in RELEASES:
+        if release.family != "prometheus":
+            continue
         for known in (release.name, release.source_repo.rsplit("/", 1)[-1]):
             if "-".join(_words(known)) in joined:
                 return release.prompt_format
@@ -379,6 +402,69 @@ def prometheus_version(text: str) -> str | None:
     return None
 
 
+# Names of the other judge families, as words of a model name (any case and separators):
+# "M-Prometheus-7B", "Selene-1-Mini-Llama-3.1-8B", "Flow-Judge-v0.1" (the authors' repos).
+_FAMILY_WORDS = (
+    ("m-prometheus", ("m-prometheus", "mprometheus")),
+    ("selene", ("selene",)),
+    ("flow-judge", ("flow-judge", "flowjudge")),
+)
+
+
+def family_of_name(text: str) -> str | None:
+    """The judge family other than Prometheus that ``text`` names (a release's short name
+    or authors' repo, or the family's name), else None."""
+    joined = "-".join(_words(text))
+    padded = f"-{joined}-"
+    for release in RELEASES:
+        if release.family == "prometheus":
+            continue
+        for known in (release.name, release.source_repo.rsplit("/", 1)[-1]):
+            if f"-{'-'.join(_words(known))}-" in padded:
+                return release.family
+    for family, spellings in _FAMILY_WORDS:
+        if any(f"-{w}-" in padded for w in spellings):
+            return family
+    return None
+
+
+def decide_family(names: Sequence[tuple[str, Any]], *, key: str | None = None) -> tuple[str, str]:
+    """Which judge family a model belongs to: (a key of families.FAMILIES, why).
+
+    Our ``prometheus.family`` key (``key``) wins; then an M-Prometheus, Selene or
+    Flow-Judge release or family named in ``names`` ((where, text) pairs, most specific
+    first); anything else is "prometheus" (Prometheus, or a model that is not a judge,
+    which is given the Prometheus prompts)."""
+    if key in FAMILY_VALUES:
+        return key, f"metadata key {FAMILY_KEY} = {key!r}"  # type: ignore[return-value]
+    if key is not None:
+        logger.warning("Ignoring %s = %r (expected one of %s)", FAMILY_KEY, key, FAMILY_VALUES)
+    for where, value in names:
+        if isinstance(value, str) and (family := family_of_name(value)):
+            return family, f"{where} {value!r} names a {family} model"
+    return "prometheus", "no other judge family named"
+
+
+def describe_output(family: str) -> str:
+    """One line on what a family's judge writes: its answer's shape, scales and pairs."""
+    fam = FAMILIES[family]
+    out = fam.output
+    sep = out.closer + b"\n" if out.closer else out.close_separator
+    shape = (out.opener + b"FEEDBACK" + sep + out.marker + out.close_prefix).decode()
+    shape += "LABEL" + out.suffix
+    pairs = "; compares A/B" if fam.pairwise else "; no pairwise"
+    return f"{shape!r}; scales {', '.join(fam.scales)}{pairs}"
+
+
+def judge_family(prompt_format: str, family: str) -> str:
+    """The family whose output format a judge uses: the Selene and Flow-Judge prompt
+    formats bring their own; the Prometheus ones (v1, v2, chat) the Prometheus format,
+    for M-Prometheus too (``family``, the model's own, tells those two apart)."""
+    if prompt_format in ("selene", "flow-judge"):
+        return prompt_format
+    return family if FAMILIES[family].output is FAMILIES["prometheus"].output else "prometheus"
+
+
 def _built_like_release(
     architecture: str, tokenizer_model: str | None, chat_template: str | None
 ) -> Release | None:
@@ -388,7 +474,9 @@ def _built_like_release(
         return None
     if chat_template and "[INST]" not in chat_template:
         return None
-    return next((r for r in RELEASES if r.architecture == architecture), None)
+    return next(
+        (r for r in RELEASES if r.family == "prometheus" and r.architecture == architecture), None
+    )
 
 
 def decide_prompt_format(
@@ -398,10 +486,16 @@ def decide_prompt_format(
     key: str | None = None,
     architecture: str | None = None,
     tokenizer_model: str | None = None,
+    family: str | None = None,
+    family_key: str | None = None,
 ) -> tuple[str, str]:
-    """Which prompt a model wants: ("v1" | "v2" | "chat", why). The one place that decides.
+    """Which prompt a model wants: ("v1" | "v2" | "chat" | "selene" | "flow-judge", why).
+    The one place that decides.
 
-    In order: our ``prometheus.prompt_format`` key (``key``: a file we converted); a
+    First the family (``family``, or :func:`decide_family` of ``names`` and
+    ``family_key``): Selene and Flow-Judge models speak their own templates. Then, in
+    order: our ``prometheus.prompt_format`` key (``key``: a file we converted); for
+    M-Prometheus, the v2 text in its own chat template ("chat"); a
     Prometheus release named in ``names`` ((where, text) pairs); for a checkpoint being
     converted (``architecture``, its config's ``architectures[0]``, and
     ``tokenizer_model``, "llama" for SentencePiece or "gpt2" for byte-level BPE), being
@@ -409,12 +503,22 @@ def decide_prompt_format(
     Prometheus model: "chat", its own chat template with the v2 prompt text, or "v2",
     the Prometheus 2 wrapper, when it has no chat template.
     """
+    if family is None:
+        family, why = decide_family(names, key=family_key)
+    else:
+        why = f"family {family}"
+    if family in ("selene", "flow-judge"):
+        return family, f"a {family} model ({why}): its own templates"
     if key in PROMPT_FORMAT_VALUES:
         return key, f"metadata key {PROMPT_FORMAT_KEY} = {key!r}"  # type: ignore[return-value]
     if key is not None:
         logger.warning(
             "Ignoring %s = %r (expected one of %s)", PROMPT_FORMAT_KEY, key, PROMPT_FORMAT_VALUES
         )
+    if family == "m-prometheus":
+        if chat_template:
+            return "chat", f"an M-Prometheus model ({why}): the v2 text in its own chat template"
+        return "v2", f"an M-Prometheus model ({why}) without a chat template: the v2 wrapper"
     for where, value in names:
         if isinstance(value, str) and (version := prometheus_version(value)):
             return version, f"{where} {value!r} names a Prometheus {version} release"
@@ -445,6 +549,14 @@ def detect_prompt_format(info: ModelInfo) -> tuple[str, str]:
     or the Hugging Face repo it was cached from. Anything else is "chat" (the model's
     own chat template with the v2 prompt text), or "v2" if the file has no chat template.
     """
+    return decide_prompt_format(
+        _name_sources(info), chat_template=info.chat_template, key=info.prompt_format_key,
+        family=info.family,
+    )
+
+
+def _name_sources(info: ModelInfo) -> list[tuple[str, Any]]:
+    """(where, text) pairs of a GGUF that can name the model, most specific first."""
     sources: list[tuple[str, Any]] = [(k, info.general.get(k)) for k in _NAME_FIELDS]
     # convert_hf_to_gguf splits "prometheus-8x7b-v2.0" into basename/size_label/version.
     parts = [info.general.get(k) for k in _NAME_PARTS]
@@ -453,9 +565,12 @@ def detect_prompt_format(info: ModelInfo) -> tuple[str, str]:
     sources += [(k, v) for k, v in info.general.items() if _BASE_MODEL_FIELD.fullmatch(k)]
     sources.append(("file name", info.path.name))
     sources += [("cache folder", part) for part in info.path.parts if part.startswith("models--")]
-    return decide_prompt_format(
-        sources, chat_template=info.chat_template, key=info.prompt_format_key
-    )
+    return sources
+
+
+def detect_family(info: ModelInfo) -> tuple[str, str]:
+    """Which judge family a GGUF file belongs to, and why (see :func:`decide_family`)."""
+    return decide_family(_name_sources(info), key=info.family_key)
 
 
 _CHAT_WITHOUT_TEMPLATE_WARNED: set[Path] = set()
@@ -507,6 +622,13 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
+SYNTHETIC_MODEL_NOTE = (
+    "SYNTHETIC model (prometheus.synthetic = true): a release's shape and tokenizer with "
+    "random weights, made by `prometheus-lite convert --synthetic`. Its timings and memory are "
+    "the real model's; its grades mean nothing."
+)
+
+
 def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | None = None) -> str:
     """A summary for ``prometheus-lite info`` (``tensors=True`` adds the tensor table;
     ``cpu_backend`` a line on how llama.cpp's CPU backend loads models here)."""
@@ -532,12 +654,16 @@ def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | No
         ),
         ("Chat template", template),
         ("Prompt format", f"{info.prompt_format_detected}: {info.prompt_format_reason}"),
+        ("Judge family", f"{info.family}: {info.family_reason}"),
+        ("Output format", describe_output(judge_family(info.prompt_format_detected, info.family))),
     ]
     if cpu_backend is not None:
         rows.append(("CPU backend", cpu_backend))
     lines = [f"{label + ':':<16}{value}" for label, value in rows]
     if info.is_embedded:
         lines += ["", "Note: " + EMBEDDED_MODEL_NOTE]
+    if info.synthetic:
+        lines += ["", "Note: " + SYNTHETIC_MODEL_NOTE]
     if tensors:
         width = max((len(t.name) for t in info.tensors), default=4)
         lines += ["", f"{'tensor':<{width}}  {'type':<8}  {'shape':<20}  size"]

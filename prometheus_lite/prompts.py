@@ -27,6 +27,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import templates as T
 from .errors import PromptError, RubricError
+from .families import WINNER_LABELS
+from .family_prompts import check_scale, render_flow_judge, render_selene
 from .rubrics import Rubric, parse_rendered_rubric
 
 __all__ = [
@@ -45,12 +47,15 @@ _warned_no_template = False
 
 
 class PromptFormat(str, Enum):
-    """Prompt text + wrapping: Prometheus v1, Prometheus 2, or the model's own chat
-    template with the Prometheus 2 text (for non-Prometheus models)."""
+    """Prompt text + wrapping: Prometheus v1, Prometheus 2, the model's own chat template
+    with the Prometheus 2 text (M-Prometheus, and non-judge models), or the Selene /
+    Flow-Judge templates as one user message in the model's chat template."""
 
     V1 = "v1"
     V2 = "v2"
     CHAT = "chat"
+    SELENE = "selene"
+    FLOW_JUDGE = "flow-judge"
 
     def __str__(self) -> str:
         return self.value
@@ -65,6 +70,14 @@ class Prompt:
     segments: tuple[tuple[str, bool], ...]
     format: PromptFormat
     mode: str
+    # The labels the answer ends with; () means the mode's Prometheus labels (see ``labels``).
+    label_set: tuple[str, ...] = ()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        if self.label_set:
+            return self.label_set
+        return WINNER_LABELS if self.mode == "relative" else ("1", "2", "3", "4", "5")
 
     def __post_init__(self) -> None:
         if "".join(piece for piece, _ in self.segments) != self.text:
@@ -305,15 +318,26 @@ def _chat_segments(
 
 
 def _chat_prompt(
-    chat_template: str, system: str, user: str, mode: str, bos_token: str, eos_token: str
+    chat_template: str,
+    system: str | None,
+    user: str,
+    mode: str,
+    bos_token: str,
+    eos_token: str,
+    fmt: PromptFormat = PromptFormat.CHAT,
+    labels: tuple[str, ...] = (),
 ) -> Prompt:
     """Render [system, user]; if the template refuses a system role (or drops it), one
-    user turn ``system + "\\n\\n" + user`` as on the Prometheus 2 model cards.
+    user turn ``system + "\\n\\n" + user`` as on the Prometheus 2 model cards. Without a
+    system prompt (Selene, Flow-Judge), one user turn.
 
     Graded text is always plain text: if the template's output cannot be split into
     its own pieces and the contents, the prompt fails with a PromptError."""
     tmpl = _compile(chat_template)
-    attempts = [(("system", "user"), (system, user)), (("user",), (system + "\n\n" + user,))]
+    if system is None:
+        attempts: list[tuple[tuple[str, ...], tuple[str, ...]]] = [(("user",), (user,))]
+    else:
+        attempts = [(("system", "user"), (system, user)), (("user",), (system + "\n\n" + user,))]
     for n, (roles, contents) in enumerate(attempts):
         last = n == len(attempts) - 1
         try:
@@ -337,7 +361,7 @@ def _chat_prompt(
                 "does not use it: use --prompt-format v2 instead"
             ) from None
         if segments is not None:
-            return Prompt(text, segments, PromptFormat.CHAT, mode)
+            return Prompt(text, segments, fmt, mode, labels)
         if not last:
             logger.debug("chat template drops the system message; merging it")
     raise PromptError(
@@ -370,6 +394,12 @@ def build_prompt(
     except ValueError:
         valid = ", ".join(f.value for f in PromptFormat)
         raise PromptError(f"unknown prompt format {format!r}; use one of: {valid}") from None
+    if fmt in (PromptFormat.SELENE, PromptFormat.FLOW_JUDGE):
+        return _family_prompt(
+            fmt, mode, instruction, response, response_a, response_b, rubric,
+            reference_answer, chat_template, bos_token, eos_token,
+        )
+    check_scale("prometheus", mode, _rubric(rubric))
     version = "v1" if fmt is PromptFormat.V1 else "v2"
     if mode == "relative" and version == "v1":
         raise PromptError(
@@ -392,6 +422,44 @@ def build_prompt(
         fmt = PromptFormat.V2
     segments = _wrap(_WRAPPER[version], system, user)
     return Prompt("".join(p for p, _ in segments), segments, fmt, mode)
+
+
+def _family_prompt(
+    fmt: PromptFormat,
+    mode: str,
+    instruction: str,
+    response: str | None,
+    response_a: str | None,
+    response_b: str | None,
+    rubric: Rubric,
+    reference_answer: str | None,
+    chat_template: str | None,
+    bos_token: str,
+    eos_token: str,
+) -> Prompt:
+    """A Selene or Flow-Judge prompt: the filled template as one user message."""
+    rubric = _rubric(rubric)
+    instruction = _text("instruction", instruction)
+    if reference_answer is not None:
+        reference_answer = _text("reference_answer", reference_answer)
+    if mode == "absolute":
+        responses: tuple[str, ...] = (_text("response", response),)
+    else:
+        responses = (_text("response_a", response_a), _text("response_b", response_b))
+    if fmt is PromptFormat.SELENE:
+        user = render_selene(mode, instruction, responses, rubric, reference_answer)
+    else:
+        if mode == "relative":
+            check_scale("flow-judge", mode, rubric)
+        user = render_flow_judge(instruction, responses[0], rubric, reference_answer)
+    labels = WINNER_LABELS if mode == "relative" else rubric.labels
+    if not chat_template:
+        raise PromptError(
+            f"--prompt-format {fmt.value} sends its prompt as a user message in the model's "
+            "chat template, and this model has none; use a GGUF with a chat template "
+            "(tokenizer.chat_template), or --prompt-format v2"
+        )
+    return _chat_prompt(chat_template, None, user, mode, bos_token, eos_token, fmt, labels)
 
 
 # --------------------------------------------------------------------------- parsing

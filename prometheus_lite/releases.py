@@ -1,4 +1,5 @@
-"""Known Prometheus GGUF releases that users can name by a short name (data only).
+"""Known judge releases (Prometheus, M-Prometheus, Selene, Flow-Judge) that users can name
+by a short name (data only).
 
 ``prometheus-lite`` accepts ``<short name>[:<QUANT>]`` wherever it takes a model, e.g.
 ``prometheus-7b-v2.0:Q4_K_M``; :func:`prometheus_lite.hub.resolve_model` turns that
@@ -49,10 +50,12 @@ class GGUFRepo:
 
 @dataclass(frozen=True)
 class Release:
-    """A released Prometheus judge checkpoint and where its GGUF files live."""
+    """A released judge checkpoint and where its GGUF files live."""
 
     name: str  # short name users type, lower case
-    prompt_format: str  # "v1" or "v2": see shared/reference/prometheus-format.md
+    # "v1", "v2" (shared/reference/prometheus-format.md), "chat" (the v2 text in the model's
+    # own chat template), "selene" or "flow-judge" (shared/reference/judges/SUMMARY.md).
+    prompt_format: str
     source_repo: str  # the authors' Hugging Face checkpoint
     base_model: str
     # config.json ``architectures[0]`` of the checkpoint (prometheus-format.md, "Models"). A
@@ -62,6 +65,7 @@ class Release:
     paper: str  # arXiv id
     gguf_repos: tuple[GGUFRepo, ...]
     default_quant: str = DEFAULT_QUANT
+    family: str = "prometheus"  # a key of families.FAMILIES
 
 
 RELEASES: tuple[Release, ...] = (
@@ -173,6 +177,101 @@ RELEASES: tuple[Release, ...] = (
                 source=(
                     "huggingface.co/vsevolodl/prometheus-8x7b-v2.0-GGUF/tree/"
                     "22d2bfe7f687cfa70f5efcf5041d3f42611d8374"
+                ),
+            ),
+        ),
+    ),
+    # M-Prometheus (Unbabel; arXiv 2504.04953): Qwen2.5-Instruct bases (third-party
+    # summaries of the paper; the cards say "prompted in the same way as Prometheus-2"), HF
+    # tag qwen2 (shared/reference/judges/SUMMARY.md section 3). No GGUF repo listing was
+    # found for any size: convert the checkpoint with `prometheus-lite convert`.
+    Release(
+        name="m-prometheus-3b",
+        prompt_format="chat",
+        source_repo="Unbabel/M-Prometheus-3B",
+        base_model="Qwen2.5-3B-Instruct",
+        architecture="Qwen2ForCausalLM",
+        paper="2504.04953",
+        gguf_repos=(),
+        family="m-prometheus",
+    ),
+    Release(
+        name="m-prometheus-7b",
+        prompt_format="chat",
+        source_repo="Unbabel/M-Prometheus-7B",
+        base_model="Qwen2.5-7B-Instruct",
+        architecture="Qwen2ForCausalLM",
+        paper="2504.04953",
+        gguf_repos=(),
+        family="m-prometheus",
+    ),
+    Release(
+        name="m-prometheus-14b",
+        prompt_format="chat",
+        source_repo="Unbabel/M-Prometheus-14B",
+        base_model="Qwen2.5-14B-Instruct",
+        architecture="Qwen2ForCausalLM",
+        paper="2504.04953",
+        gguf_repos=(),
+        family="m-prometheus",
+    ),
+    # Selene-1-Mini (Atla; arXiv 2501.17195): "Post-trained from Llama-3.1-8B" (README).
+    Release(
+        name="selene-1-mini",
+        prompt_format="selene",
+        source_repo="AtlaAI/Selene-1-Mini-Llama-3.1-8B",
+        base_model="Llama-3.1-8B",
+        architecture="LlamaForCausalLM",
+        paper="2501.17195",
+        family="selene",
+        gguf_repos=(
+            GGUFRepo(  # the authors' own quantization
+                repo_id="AtlaAI/Selene-1-Mini-Llama-3.1-8B-Q4_K_M-GGUF",
+                file_pattern="selene-1-mini-llama-3.1-8b-{quant}.gguf",
+                quants=("Q4_K_M",),
+                lowercase_quant=True,
+                source=(
+                    "huggingface.co/AtlaAI/Selene-1-Mini-Llama-3.1-8B-Q4_K_M-GGUF/tree/"
+                    "dd712e84027fdd797164426709d1bb480d2936e4"
+                ),
+            ),
+            GGUFRepo(
+                repo_id="DevQuasar/AtlaAI.Selene-1-Mini-Llama-3.1-8B-GGUF",
+                file_pattern="AtlaAI.Selene-1-Mini-Llama-3.1-8B.{quant}.gguf",
+                quants=tuple("Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K Q8_0".split()),
+                source="huggingface.co/DevQuasar/AtlaAI.Selene-1-Mini-Llama-3.1-8B-GGUF/tree/main",
+            ),
+        ),
+    ),
+    # Flow-Judge-v0.1 (Flow AI; no paper): Phi-3.5-mini-instruct base (card; the W4A16
+    # variant's config.json: Phi3ForCausalLM).
+    Release(
+        name="flow-judge-v0.1",
+        prompt_format="flow-judge",
+        source_repo="flowaicom/Flow-Judge-v0.1",
+        base_model="Phi-3.5-mini-instruct",
+        architecture="Phi3ForCausalLM",
+        paper="",
+        family="flow-judge",
+        gguf_repos=(
+            GGUFRepo(
+                repo_id="mradermacher/Flow-Judge-v0.1-GGUF",
+                file_pattern="Flow-Judge-v0.1.{quant}.gguf",
+                quants=tuple(
+                    "IQ3_M IQ3_S Q2_K Q3_K_L Q3_K_M Q3_K_S Q4_K_M Q4_K_S Q6_K Q8_0".split()
+                ),
+                source=(
+                    "huggingface.co/mradermacher/Flow-Judge-v0.1-GGUF/tree/"
+                    "56ee23c9cfae6fbadc01380ff8deba2e7bfdbfde"
+                ),
+            ),
+            GGUFRepo(
+                repo_id="QuantFactory/Flow-Judge-v0.1-GGUF",
+                file_pattern="Flow-Judge-v0.1.{quant}.gguf",
+                quants=tuple("Q4_0 Q4_1 Q4_K_M Q5_K_M Q5_K_S Q6_K Q8_0".split()),
+                source=(
+                    "huggingface.co/QuantFactory/Flow-Judge-v0.1-GGUF/tree/"
+                    "2d410347f3437bb79f356b9e111343445b3b32ee"
                 ),
             ),
         ),

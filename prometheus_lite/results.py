@@ -64,12 +64,14 @@ class Usage:
 
 @dataclass(frozen=True)
 class Grade:
-    """An absolute grade: feedback, the score and the model's distribution over 1-5."""
+    """An absolute grade: feedback, the score and the model's distribution over the
+    rubric's scale (1-5 by default; 1-3, 0-1 or yes-no where the judge family has them)."""
 
     feedback: str
+    # The label as a number: "1".."5" -> 1..5, "0"/"1" -> 0/1; yes-no: "No" -> 0, "Yes" -> 1.
     score: int
-    probabilities: dict[str, float]  # keys "1".."5", sums to 1
-    expected_score: float
+    probabilities: dict[str, float]  # one key per label of the scale ("1".."5"), sums to 1
+    expected_score: float  # on the scale's numbers (yes-no: P(Yes))
     usage: Usage
     model: str
     prompt_format: str
@@ -77,6 +79,12 @@ class Grade:
     raw_output: str = field(default="", repr=False)  # exactly what the model generated
     # The generated token ids (for teacher-forced comparisons between quantization levels).
     output_tokens: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    # The answer as the family's own parser reads it: raw_output plus any text the format
+    # needs after the label (Flow-Judge's "</score>").
+    raw: str = field(default="", repr=False)
+    label: str = ""  # the label as written ("4", "Yes")
+    scale: str = "1-5"  # families.SCALES key
+    family: str = "prometheus"  # families.FAMILIES key: whose format the answer is in
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +103,8 @@ class Comparison:
     id: str | None = None
     raw_output: str = field(default="", repr=False)
     output_tokens: tuple[int, ...] = field(default=(), repr=False, compare=False)
+    raw: str = field(default="", repr=False)  # as in Grade
+    family: str = "prometheus"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

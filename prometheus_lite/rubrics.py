@@ -1,4 +1,11 @@
-"""Score rubrics: the ``Rubric`` type, the five Prometheus 2 presets, loading and parsing."""
+"""Score rubrics: the ``Rubric`` type, the five Prometheus 2 presets, loading and parsing.
+
+A rubric states its scale (``families.SCALES``): "1-5" (the default; Prometheus,
+M-Prometheus, Selene, Flow-Judge 5-point), "1-3" and "0-1" (Flow-Judge 3-point and
+binary) or "yes-no" (Selene classification). Each scale has its own description fields:
+``score1_description``.. for numeric scales (``score0_description`` for binary's 0), and
+``yes_description`` / ``no_description``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,13 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Union
 
 from .errors import RubricError
+from .families import SCALES, Scale
 from .templates import PRESET_RUBRICS, RUBRIC_TEMPLATE
 
 __all__ = [
@@ -19,12 +27,33 @@ __all__ = [
     "RUBRIC_FIELDS",
     "Rubric",
     "get_preset",
+    "get_scale",
     "load_rubric",
     "parse_rendered_rubric",
     "preset_names",
 ]
 
 RUBRIC_FIELDS: tuple[str, ...] = ("criteria",) + tuple(f"score{i}_description" for i in range(1, 6))
+# Every description field of every scale.
+_ALL_DESCRIPTIONS = tuple(dict.fromkeys(f for sc in SCALES.values() for f in sc.fields))
+
+
+def get_scale(name: Any) -> Scale:
+    """A scale by name or alias ("1-5", "5-point", "binary", "yes/no", ...)."""
+    key = str(name).strip().lower().replace("_", "-").replace(" ", "-")
+    for scale in SCALES.values():
+        if key == scale.name or key in scale.aliases:
+            return scale
+    names = ", ".join(f"{sc.name!r}" for sc in SCALES.values())
+    raise RubricError(f"unknown rubric scale {name!r}; use one of {names}")
+
+
+def _what(name: str) -> str:
+    if name == "criteria":
+        return "the criteria (the question the judge answers)"
+    if name in ("yes_description", "no_description"):
+        return f"a description of what the answer {name.split('_')[0].capitalize()} means"
+    return f"a description of what a score of {name[5]} means"
 
 RubricSpec = Union[str, "os.PathLike[str]", Mapping[str, Any], "Rubric"]
 
@@ -44,13 +73,17 @@ class Rubric:
     score3_description: str = ""
     score4_description: str = ""
     score5_description: str = ""
+    score0_description: str = ""
+    yes_description: str = ""
+    no_description: str = ""
+    scale: str = "1-5"
 
     def __post_init__(self) -> None:
-        for name in RUBRIC_FIELDS:
+        scale = get_scale(self.scale)
+        object.__setattr__(self, "scale", scale.name)
+        for name in ("criteria", *scale.fields):
             value = getattr(self, name)
-            what = "the criteria (the question the judge answers)"
-            if name != "criteria":
-                what = f"a description of what a score of {name[5]} means"
+            what = _what(name)
             if value is None:
                 raise RubricError(f"rubric field '{name}' is missing; give {what}")
             if not isinstance(value, str):
@@ -67,19 +100,42 @@ class Rubric:
                     f"rubric field '{name}' is not valid Unicode: {value[exc.start]!r} at "
                     f"character {exc.start} is half of a surrogate pair; fix that text"
                 ) from None
+        extra = [f for f in _ALL_DESCRIPTIONS if f not in scale.fields and getattr(self, f)]
+        if extra:
+            raise RubricError(
+                f"rubric field(s) {', '.join(extra)} do not belong to scale '{scale.name}' "
+                f"(labels {', '.join(scale.labels)}: fields {', '.join(scale.fields)}); "
+                "remove them or state the scale that has them with 'scale'"
+            )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The scale's labels, lowest first ("1".."5", "0"/"1", "No"/"Yes", ...)."""
+        return SCALES[self.scale].labels
+
+    def descriptions(self) -> dict[str, str]:
+        """Label -> what it means, lowest first."""
+        scale = SCALES[self.scale]
+        return {lb: getattr(self, f) for lb, f in zip(scale.labels, scale.fields, strict=True)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Rubric:
-        """Build from ``criteria``/``scoreN_description`` keys (or the Feedback
-        Collection's ``orig_*`` names); other keys are ignored."""
+        """Build from ``criteria`` and the scale's description keys (``score1_description``..;
+        or the Feedback Collection's ``orig_*`` names), with an optional ``scale`` (default
+        "1-5"). A flow-judge metric's ``rubric: [{score, description}, ..]`` list works
+        too (its scores give the scale). Other keys are ignored."""
         if not isinstance(d, Mapping):
             raise RubricError(
                 f"a rubric must be a JSON object / mapping, got {type(d).__name__}; "
                 f"expected keys: {', '.join(RUBRIC_FIELDS)}"
             )
-        values: dict[str, Any] = {}
+        if isinstance(d.get("rubric"), list) and "criteria" in d:
+            return cls._from_items(d["criteria"], d["rubric"], d.get("scale"))
+        scale = get_scale(d.get("scale", "1-5"))
+        fields = ("criteria", *scale.fields)
+        values: dict[str, Any] = {"scale": scale.name}
         missing: list[str] = []
-        for name in RUBRIC_FIELDS:
+        for name in fields:
             if name in d:
                 values[name] = d[name]
             elif f"orig_{name}" in d:
@@ -87,18 +143,55 @@ class Rubric:
             else:
                 missing.append(name)
         if missing:
+            hint = ""
+            if scale.name == "1-5":
+                others = [sc for sc in SCALES.values() if all(f in d for f in sc.fields)]
+                if others:
+                    hint = f"; this looks like a '{others[0].name}' rubric: add \"scale\": "
+                    hint += f"\"{others[0].name}\""
             raise RubricError(
-                f"rubric is missing {', '.join(missing)}; a rubric needs the keys "
-                f"{', '.join(RUBRIC_FIELDS)} (or the same names prefixed with 'orig_')"
+                f"rubric is missing {', '.join(missing)}; a '{scale.name}' rubric needs the "
+                f"keys {', '.join(fields)} (or the same names prefixed with 'orig_'){hint}"
             )
         return cls(**values)
 
+    @classmethod
+    def _from_items(cls, criteria: Any, items: list[Any], scale_name: Any) -> Rubric:
+        """flow-judge's Metric shape: ``[{"score": 0, "description": ".."}, ..]``."""
+        try:
+            by_score = {str(int(it["score"])): it["description"] for it in items}
+        except (TypeError, KeyError, ValueError):
+            raise RubricError(
+                "a rubric list must hold objects with an integer 'score' and a 'description'"
+            ) from None
+        scales = [sc for sc in SCALES.values() if set(sc.labels) == set(by_score)]
+        if scale_name is not None:
+            scales = [get_scale(scale_name)]
+        if not scales or set(scales[0].labels) != set(by_score):
+            raise RubricError(
+                f"rubric scores {sorted(by_score)} are not a scale prometheus-lite knows; "
+                "use scores 0-1, 1-3 or 1-5"
+            )
+        scale = scales[0]
+        fields = dict(zip(scale.fields, (by_score[lb] for lb in scale.labels), strict=True))
+        return cls(criteria=criteria, scale=scale.name, **fields)
+
     def to_dict(self) -> dict[str, str]:
-        """The six fields as a plain dict (``from_dict`` reads it back)."""
-        return asdict(self)
+        """The criteria and the scale's descriptions (plus ``scale`` unless "1-5");
+        ``from_dict`` reads it back."""
+        data = {name: getattr(self, name) for name in ("criteria", *SCALES[self.scale].fields)}
+        if self.scale != "1-5":
+            data["scale"] = self.scale
+        return data
 
     def render(self) -> str:
         """The official rubric template: ``[criteria]`` then ``Score 1: ..`` .. ``Score 5: ..``."""
+        if self.scale != "1-5":
+            raise RubricError(
+                f"the Prometheus rubric template has scores 1-5, this rubric's scale is "
+                f"'{self.scale}'; use a model whose family supports it (Flow-Judge: 0-1, 1-3; "
+                "Selene: yes-no) or a 1-5 rubric"
+            )
         values = self.to_dict()
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], RUBRIC_TEMPLATE)
 

@@ -318,3 +318,195 @@ def numpy_checkpoint(dst: Path, spm_model: Path | None, *, layers: int = 1, voca
     if spm_model is not None:
         write_tokenizer_files(dst, spm_model)
     return dst
+
+
+# ---------------------------------------------------------------------------- other families
+
+# Qwen2's pre-tokenizer regex (llama.cpp LLAMA_VOCAB_PRE_TYPE_QWEN2, "qwen2"): digits one by one.
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Qwen2.5-Instruct's added tokens: three special ones and two that are not (<tool_call>, and
+# <|fim_prefix|>, which llama.cpp's converter makes CONTROL because it looks special).
+QWEN2_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+QWEN2_PLAIN_ADDED = ("<tool_call>", "<|fim_prefix|>")  # not special; the second looks it
+# ChatML, as Qwen2.5-Instruct's tokenizer_config.json writes it (system prompt default dropped).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# Phi-3.5-mini-instruct's chat template and its added tokens (ids after the SentencePiece pieces).
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+    "{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}"
+    "{{'<|user|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+PHI3_ADDED = ("<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|system|>", "<|end|>",
+              "<|user|>")
+
+
+def write_qwen2_tokenizer(dst: Path, chat_template: str | None = CHATML_TEMPLATE) -> int:
+    """A Qwen2-style byte-level BPE tokenizer (NFC normalizer, Qwen2's regex, no BOS, its added
+    tokens after the trained vocabulary) plus tokenizer_config.json; returns the token count."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=440, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_training_text(), trainer)
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True)
+                            for t in QWEN2_SPECIALS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in QWEN2_PLAIN_ADDED])
+    dst.mkdir(parents=True, exist_ok=True)
+    tok.save(str(dst / "tokenizer.json"))
+    cfg: dict[str, Any] = {"bos_token": None, "eos_token": "<|im_end|>",
+                           "pad_token": "<|endoftext|>", "add_prefix_space": False,
+                           "tokenizer_class": "Qwen2Tokenizer", "model_max_length": 256}
+    if chat_template:
+        cfg["chat_template"] = chat_template
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return tok.get_vocab_size()
+
+
+def write_phi3_tokenizer(dst: Path, spm_model: Path, chat_template: str | None = PHI3_TEMPLATE
+                         ) -> int:
+    """Phi-3.5-mini's tokenizer layout on a trained SentencePiece model: tokenizer.model,
+    added_tokens.json, and tokenizer_config.json (added_tokens_decoder with <unk>, <s>, </s>
+    and the added tokens, all special; add_bos_token false); returns the token count."""
+    import shutil
+
+    import sentencepiece as spm
+
+    n_spm = spm.SentencePieceProcessor(model_file=str(spm_model)).vocab_size()
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy(spm_model, dst / "tokenizer.model")
+    added = {t: n_spm + i for i, t in enumerate(PHI3_ADDED)}
+    (dst / "added_tokens.json").write_text(json.dumps(added))
+    decoder = {"0": {"content": "<unk>", "special": True}, "1": {"content": "<s>", "special": True},
+               "2": {"content": "</s>", "special": False}}
+    decoder.update({str(i): {"content": t, "special": True} for t, i in added.items()})
+    cfg: dict[str, Any] = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>",
+                           "eos_token": "<|endoftext|>", "unk_token": "<unk>",
+                           "pad_token": "<|endoftext|>", "add_bos_token": False,
+                           "add_eos_token": False, "legacy": False,
+                           "added_tokens_decoder": decoder}
+    if chat_template:
+        cfg["chat_template"] = chat_template
+    (dst / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return n_spm + len(PHI3_ADDED)
+
+
+# Llama-3.1-8B's rope scaling (config.json), kept for the tiny llama3 model.
+LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def build_family_model(kind: str, vocab: int, seed: int = 0, **overrides: Any) -> Any:
+    """A random transformers model of another judge family, 256 wide (K-quant rows), 2 layers:
+    qwen2 (q/k/v biases, GQA), phi3 (fused qkv/gate_up, longrope with random factors,
+    original context 256 of 512: llama.cpp pads a context to 256, so tests at n_ctx <= 256 get
+    the short factors), llama3 (Llama-3.1's llama3 rope scaling, theta 500000)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, initializer_range=0.05,
+                  tie_word_embeddings=False, rms_norm_eps=1e-6)
+    g = torch.Generator().manual_seed(seed + 1)
+    longrope = {"rope_type": "longrope",
+                "short_factor": (1 + torch.rand(32, generator=g)).tolist(),
+                "long_factor": (2 + 8 * torch.rand(32, generator=g)).tolist()}
+    per_kind = {
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM,
+                  dict(max_position_embeddings=256, rope_theta=1e6, bos_token_id=None,
+                       eos_token_id=None, use_sliding_window=False, sliding_window=None)),
+        "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM,
+                 dict(max_position_embeddings=512, original_max_position_embeddings=256,
+                      rope_scaling=longrope, rope_theta=10000.0, bos_token_id=1,
+                      eos_token_id=None, pad_token_id=None, sliding_window=2048)),
+        "llama3": (tf.LlamaConfig, tf.LlamaForCausalLM,
+                   dict(max_position_embeddings=1024, rope_theta=500000.0,
+                        rope_scaling=dict(LLAMA31_ROPE), bos_token_id=0, eos_token_id=4)),
+    }
+    config_cls, model_cls, defaults = per_kind[kind]
+    model = model_cls(config_cls(**{**common, **defaults, **overrides}))
+    with torch.no_grad():  # non-trivial norms and biases, so a wrong one shows
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                base = 0.0 if name.endswith(".bias") else 1.0
+                p.copy_(base + 0.3 * torch.randn_like(p))
+    return model.eval()
+
+
+def as_release_config(checkpoint: Path) -> None:
+    """Rewrite config.json the way the released checkpoints spell it (transformers 4):
+    ``rope_scaling`` (without rope_theta) and a top-level ``rope_theta`` instead of
+    transformers 5's ``rope_parameters``."""
+    path = checkpoint / "config.json"
+    config = json.loads(path.read_text())
+    params = dict(config.pop("rope_parameters", None) or {})
+    config["rope_theta"] = params.pop("rope_theta", 10000.0)
+    params.pop("partial_rotary_factor", None)  # transformers' default 1.0 (Phi-3.5's too)
+    kind = params.get("rope_type", "default")
+    if kind == "longrope":  # Phi-3.5: {"long_factor", "short_factor", "type"}, context top level
+        config["original_max_position_embeddings"] = params.pop("original_max_position_embeddings")
+        params["type"] = params.pop("rope_type")
+    config["rope_scaling"] = None if kind == "default" else params
+    path.write_text(json.dumps(config, indent=1))
+
+
+def read_gguf_kv(path: Path) -> dict[str, Any]:
+    """A GGUF file's metadata, read directly (gguf.GGUFReader takes most of a minute on a
+    150k-token vocabulary here). Format: ggml/docs/gguf.md, little-endian, version 2 or 3."""
+    import struct
+
+    scalars = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+               12: "d"}
+    data = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal pos
+        (value,) = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        n = take("Q")
+        pos += n
+        return data[pos - n:pos].decode("utf-8")
+
+    def value(kind: int) -> Any:
+        if kind == 8:
+            return string()
+        if kind == 9:
+            inner, n = take("I"), take("Q")
+            return [value(inner) for _ in range(n)]
+        return take(scalars[kind])
+
+    assert data[:4] == b"GGUF" and take("4s") and take("I") in (2, 3)
+    take("Q")  # tensor count
+    return {string(): value(take("I")) for _ in range(take("Q"))}

@@ -171,4 +171,10 @@ def test_closing_completes_the_marker(
 def test_spell_is_exact_and_reserve_counts_the_close(scores: OutputConstraint) -> None:
     for text in (b" [RESULT] ", b"\xe2\x82\xac x", b""):
         assert b"".join(PIECES[t] for t in scores.spell(text)) == text
-    assert scores.reserve == len(scores.spell(b" [RESULT] ")) + 1
+    # The longest close, e.g. completing "[RE" byte by byte ("S", "U", "L", ...) here.
+    closes = [b" [RESULT] "] + [MARKER[j:] + b" " for j in range(1, len(MARKER))]
+    assert scores.reserve == max(len(scores.spell(t)) for t in closes) + 1
+    for j in range(1, len(MARKER)):  # every partial marker: its close fits the reserve
+        state = run(scores, [b" Good"] + [MARKER[i : i + 1] for i in range(j)])
+        assert state is not None and state.matched == j
+        assert len(scores.closing(state, None)[0]) + 1 <= scores.reserve

@@ -25,7 +25,8 @@ from prometheus_lite.errors import (
     ModelNotFoundError,
     PromptError,
 )
-from prometheus_lite.gguf_keys import PROMPT_FORMAT_KEY
+from prometheus_lite.families import FAMILIES
+from prometheus_lite.gguf_keys import FAMILY_KEY, PROMPT_FORMAT_KEY
 from prometheus_lite.hub import (
     EMBEDDED_MODEL_NOTE,
     embedded_model_path,
@@ -603,25 +604,37 @@ def test_releases_are_consistent() -> None:
     names = [r.name for r in RELEASES]
     assert len(names) == len(set(names))
     assert {"prometheus-13b-v1.0", "prometheus-7b-v2.0", "prometheus-8x7b-v2.0"} <= set(names)
+    assert {"m-prometheus-3b", "m-prometheus-7b", "m-prometheus-14b", "selene-1-mini",
+            "flow-judge-v0.1"} <= set(names)
     for release in RELEASES:
         assert release.name == release.name.lower()
-        assert release.prompt_format in ("v1", "v2")
-        assert release.source_repo.startswith("prometheus-eval/")
-        assert release.gguf_repos
-        assert any(release.default_quant in r.quants for r in release.gguf_repos)
+        assert release.family in FAMILIES
+        assert release.prompt_format in FAMILIES[release.family].prompt_formats
         for repo in release.gguf_repos:
             assert "{quant}" in repo.file_pattern and repo.file_pattern.endswith(".gguf")
             assert repo.source and repo.quants
             assert all(q == q.upper() for q in repo.quants)
-        # every name of the release leads detection to its prompt format
         names = [release.name, release.source_repo, *(r.repo_id for r in release.gguf_repos),
                  *(r.file_pattern.format(quant="Q4_K_M") for r in release.gguf_repos)]
+        if release.family != "prometheus":
+            # every name of the release leads detection to its family and prompt format
+            for name in names:
+                assert models.family_of_name(name) == release.family, name
+                fmt, _ = models.decide_prompt_format([("name", name)], chat_template="x")
+                assert fmt == release.prompt_format, name
+            continue
+        assert release.source_repo.startswith("prometheus-eval/")
+        assert release.gguf_repos
+        assert any(release.default_quant in r.quants for r in release.gguf_repos)
+        # every name of the release leads detection to its prompt format
         for name in names:
             assert models.prometheus_version(name) == release.prompt_format, name
+            assert models.family_of_name(name) is None, name
         assert release.architecture in ARCHITECTURES  # the converter knows how to build it
     # a checkpoint built like a release gets that release's format: they must agree
-    for architecture in {r.architecture for r in RELEASES}:
-        assert len({r.prompt_format for r in RELEASES if r.architecture == architecture}) == 1
+    prometheus = [r for r in RELEASES if r.family == "prometheus"]
+    for architecture in {r.architecture for r in prometheus}:
+        assert len({r.prompt_format for r in prometheus if r.architecture == architecture}) == 1
 
 
 @pytest.mark.parametrize(
@@ -649,3 +662,54 @@ def test_checkpoint_prompt_format(architecture: str, tokenizer: str, template: s
         architecture=architecture, tokenizer_model=tokenizer,
     )
     assert named[0] == "v2" and "names a Prometheus v2 release" in named[1]
+
+
+# ---------------------------------------------------------------------------------------
+# judge families: decided from the GGUF (our key, then names), overridable
+# ---------------------------------------------------------------------------------------
+
+CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "file_name", "family", "fmt", "reason_part"),
+    [
+        ({"extra": {FAMILY_KEY: "flow-judge"}}, "m.gguf", "flow-judge", "flow-judge", FAMILY_KEY),
+        ({"extra": {FAMILY_KEY: "selene"}, "name": "prometheus-7b-v2.0"}, "m.gguf", "selene",
+         "selene", FAMILY_KEY),  # our key wins over names
+        ({"extra": {FAMILY_KEY: "m-prometheus"}, "chat_template": CHATML}, "m.gguf",
+         "m-prometheus", "chat", FAMILY_KEY),
+        ({"extra": {FAMILY_KEY: "m-prometheus"}}, "m.gguf", "m-prometheus", "v2", FAMILY_KEY),
+        ({"name": "M Prometheus 7B", "chat_template": CHATML}, "m.gguf", "m-prometheus", "chat",
+         "general.name"),
+        ({"name": "Qwen2.5 7B"}, "M-Prometheus-14B.Q4_K_M.gguf", "m-prometheus", "v2",
+         "file name"),
+        ({"name": "Llama 3.1 8B"}, "selene-1-mini-llama-3.1-8b-q4_k_m.gguf", "selene", "selene",
+         "file name"),
+        ({"extra": {"general.basename": "Flow-Judge", "general.version": "v0.1"}}, "x.gguf",
+         "flow-judge", "flow-judge", "basename"),
+        ({"name": "prometheus-7b-v2.0"}, "m.gguf", "prometheus", "v2", "no other judge family"),
+        ({"extra": {FAMILY_KEY: "autoj"}}, "m.gguf", "prometheus", "v2", "no other judge family"),
+    ],
+)
+def test_detect_family(tmp_path: Path, kwargs: dict, file_name: str, family: str, fmt: str,
+                       reason_part: str) -> None:
+    info = read_model_info(write_gguf(tmp_path / file_name, **kwargs))
+    assert (info.family, info.prompt_format_detected) == (family, fmt)
+    assert reason_part in info.family_reason
+    text = format_info(info)
+    assert f"Judge family:   {family}: " in text
+    assert "Output format:  " in text
+
+
+def test_prompt_format_override_picks_the_output_family(tmp_path: Path) -> None:
+    """--prompt-format selene/flow-judge switch the whole judge format; v1/v2/chat keep the
+    Prometheus output (M-Prometheus included)."""
+    info = read_model_info(write_gguf(tmp_path / "m.gguf", chat_template=CHATML))
+    assert resolve_prompt_format("selene", info) == ("selene", "chosen with --prompt-format")
+    assert models.judge_family("selene", info.family) == "selene"
+    assert models.judge_family("flow-judge", "m-prometheus") == "flow-judge"
+    assert models.judge_family("chat", "m-prometheus") == "m-prometheus"
+    assert models.judge_family("v2", "selene") == "prometheus"
+    with pytest.raises(PromptError, match="flow-judge"):
+        resolve_prompt_format("flow", info)

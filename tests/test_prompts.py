@@ -88,7 +88,7 @@ def content(prompt: Prompt) -> list[str]:
 
 
 def test_prompt_format_enum() -> None:
-    assert [f.value for f in PromptFormat] == ["v1", "v2", "chat"]
+    assert [f.value for f in PromptFormat] == ["v1", "v2", "chat", "selene", "flow-judge"]
     assert PromptFormat("v2") is PromptFormat.V2
     assert PromptFormat.CHAT == "chat" and str(PromptFormat.V1) == "v1"
 

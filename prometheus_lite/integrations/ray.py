@@ -94,7 +94,7 @@ _TYPES: dict[str, pa.DataType] = {
     "error_type": pa.string(), "model": pa.string(), "prompt_format": pa.string(),
     "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(),
     "cached_prompt_tokens": pa.int64(), "latency_s": pa.float64(), "finish": pa.string(),
-    "truncated_response_tokens": pa.int64(),
+    "truncated_response_tokens": pa.int64(), "raw": pa.string(),
 }
 
 
