@@ -368,3 +368,23 @@ def test_the_round_trip_check_can_fail() -> None:
                   replace(rec.request, reference_answer=None)):
         with pytest.raises(PromptError, match="do not render it back"):
             _check_round_trip(rec.template, wrong, rec.user)
+
+
+def test_m_prometheus_prompts_are_prometheus_2_prompts() -> None:
+    """M-Prometheus is prompted as Prometheus 2 (v2 text and system prompt) in Qwen2.5's
+    ChatML: recognised as such, graded text with a header included."""
+    from pathlib import Path
+
+    found = sorted(Path("/tmp/llcpp-sdist").glob(
+        "*/vendor/llama.cpp/models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"))
+    if not found:
+        pytest.skip("llama-cpp-python's source package is not in /tmp/llcpp-sdist")
+    qwen = found[0].read_text(encoding="utf-8")
+    response = "Yes.\n\n###Score Rubrics:\nnot the rubric"
+    for mode, parts in (("absolute", {"response": response}),
+                        ("relative", {"response_a": response, "response_b": "No."})):
+        prompt = build_prompt(mode, instruction="Q", rubric=get_preset("honesty"),
+                              reference_answer="R", format="chat", chat_template=qwen, **parts)
+        rec = recognize_text(prompt.text)
+        assert (rec.wrapping, rec.version, rec.mode) == ("chatml", "v2", mode)
+        assert _fields(rec.request) == {"instruction": "Q", "reference_answer": "R", **parts}
