@@ -136,6 +136,8 @@ class Job:
     stop_at_eog: bool = True
     forced: list[int] | None = None
     finish: Callable[[Generation], Any] | None = None
+    # Called (in the engine thread; it must be quick) with the bytes of each new token.
+    on_token: Callable[[bytes], None] | None = None
     future: JudgeFuture = field(default_factory=JudgeFuture)
     # -- state while running (the engine's) --
     want: list[int] = field(default_factory=list)  # what prefill brings into the cache
@@ -148,6 +150,7 @@ class Job:
     gen: Generation | None = None
     order: int = 0  # when it took its slot: the newest running job yields first
     tried: int = -1  # the engine's epoch at its last failed start
+    emitted: int = 0  # tokens of ``out`` given to on_token (a restarted job repeats none)
     t_submit: float = 0.0
     t_start: float = 0.0
     t_first: float = 0.0
@@ -647,6 +650,7 @@ class Engine:
             for t in closing:
                 rt.accept(job.chain, t)
             out += closing
+            self._emit(job)
             job.feed = closing
             job.gen.finish = "budget"  # type: ignore[union-attr]
             return
@@ -669,12 +673,14 @@ class Engine:
                         nxt = c.advance(job.state, token)
                         assert nxt is not None and nxt.label == best
                 out.append(token)
+                self._emit(job)
                 job.gen.label, job.gen.label_probs = nxt.label, probs  # type: ignore[union-attr]
                 self._done(slot)
                 return
             job.state = nxt
         rt.accept(job.chain, token)
         out.append(token)
+        self._emit(job)
         if c is None and (
             (job.stop_at_eog and token in self._eog_set) or len(out) >= job.max_new_tokens
         ):
@@ -682,6 +688,16 @@ class Engine:
             self._done(slot)
             return
         job.feed = [token]
+
+    def _emit(self, job: Job) -> None:
+        """Hand ``on_token`` the tokens of ``job.out`` it has not had yet."""
+        if job.on_token is None or len(job.out) <= job.emitted:
+            return
+        new, job.emitted = job.out[job.emitted :], len(job.out)
+        try:
+            job.on_token(b"".join(self.rt.pieces[t] for t in new))
+        except Exception:  # a listener's bug must not stop the engine
+            log.exception("on_token callback failed")
 
     # -- ending a job ---------------------------------------------------------------
     def _release(self, slot: _Slot) -> Job:

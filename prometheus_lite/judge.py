@@ -270,6 +270,7 @@ class Judge:
         sampling: Sampling | None = None,
         seed: int | None = None,
         max_new_tokens: int | None = None,
+        on_token: Callable[[bytes], None] | None = None,
     ) -> Future[Grade | Comparison]:
         """Queue one request; the future gives its Grade or Comparison when done.
 
@@ -277,7 +278,8 @@ class Judge:
         :class:`Prompt` (its ``mode`` says absolute or relative). Sampling, seed and
         budget default to the judge's. Bad input sets a PrometheusLiteError on the
         future; ``future.cancel()`` withdraws a request (a running one stops at its
-        next token). Safe to call from any thread.
+        next token). ``on_token`` gets the bytes of each generated token as it comes
+        (called in the engine thread: keep it quick). Safe to call from any thread.
         """
         try:
             job = self._job(request, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens)
@@ -285,6 +287,7 @@ class Judge:
             future: JudgeFuture = JudgeFuture()
             future.set_exception(exc)
             return future
+        job.on_token = on_token
         return self.engine.submit(job)
 
     def _job(

@@ -10,8 +10,11 @@ any of these back into a :class:`~prometheus_lite.results.GradeRequest` or
 control tokens) and a v1 model gets its v1 wrapping whatever the caller wrapped.
 
 A prompt that is not a Prometheus grading prompt raises :class:`PromptError` saying what
-was expected. The parts round-trip: filling the recognised template with them gives the
-caller's text back byte for byte (checked on every call).
+was expected. The parts round-trip: the request, rendered again from its parts (the
+rubric from its parsed form), gives the caller's text back byte for byte (checked on
+every call). Graded text may contain the template's own section headers: where that
+leaves more than one way to read the prompt, it is refused with a PromptError naming
+the header, never split silently one way.
 """
 
 from __future__ import annotations
@@ -121,25 +124,105 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
-def _parse(template: str, text: str) -> dict[str, str] | None:
-    """The placeholder values if ``text`` is ``template`` filled, else None. The first
-    value ends at the first following header; the others are matched from the end
-    (graded text may contain ``###`` lines; the round trip checks the split)."""
+def _parse(template: str, text: str, mode: Mode) -> dict[str, str] | None:
+    """The placeholder values if ``text`` is ``template`` filled, else None.
+
+    Graded text may contain the template's own section headers (``###Score Rubrics:``
+    in a response); then several splits fill the template to the same text. Of those,
+    the ones whose rubric slot reads as a rubric (``[criteria]`` then the score lines
+    for absolute grading, one ``[criteria]`` line for relative) are kept; if that leaves
+    more than one, the prompt is ambiguous and a PromptError names the header (the
+    caller can send the parts instead, which are never confused).
+    """
     lits, names = _split(template)
     head, foot = lits[0], lits[-1]
     if len(text) < len(head) + len(foot) or not (text.startswith(head) and text.endswith(foot)):
         return None
-    body = text[len(head) : len(text) - len(foot)]
-    values: dict[str, str] = {}
-    values[names[0]], found, body = body.partition(lits[1])
-    if not found:
+    seps = lits[1:-1]
+    splits = _splits(text[len(head) : len(text) - len(foot)], seps)
+    if not splits:
         return None
-    for name, sep in zip(reversed(names[2:]), reversed(lits[2:-1]), strict=True):
-        body, found, values[name] = body.rpartition(sep)
-        if not found:
-            return None
-    values[names[1]] = body
-    return values if _fill(template, values) == text else None
+    if len(splits) > 1:
+        rubric_at = names.index("rubric")
+        plausible = [v for v in splits if _reads_as_rubric(mode, v[rubric_at])]
+        if len(plausible) == 1:
+            splits = plausible
+    if len(splits) > 1:
+        a, b = splits[0], splits[1]
+        k = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+        header = seps[min(k, len(seps) - 1)].strip()
+        inside = [n for n, x, y in zip(names, a, b, strict=True) if x != y]
+        raise PromptError(
+            f"the graded text contains the template's own section header {header!r}, so "
+            f"where {' and '.join(repr(n) for n in inside)} begin and end cannot be told "
+            "apart; send the parts as JSON instead (POST /v1/grade or /v1/compare, or "
+            "Judge.grade / Judge.compare), or remove that header line from the text"
+        )
+    return dict(zip(names, splits[0], strict=True))
+
+
+MAX_SPLITS = 64  # past this many ways to cut a text, it is refused as ambiguous anyway
+
+
+def _splits(body: str, seps: list[str]) -> list[list[str]]:
+    """Every way to cut ``body`` at the separators in order (the values between them),
+    at most MAX_SPLITS + 1 of them."""
+    out: list[list[str]] = []
+
+    def cut(start: int, k: int, values: list[str]) -> None:
+        if k == len(seps):
+            out.append([*values, body[start:]])
+            return
+        i = body.find(seps[k], start)
+        while i >= 0 and len(out) <= MAX_SPLITS:
+            cut(i + len(seps[k]), k + 1, [*values, body[start:i]])
+            i = body.find(seps[k], i + 1)
+
+    cut(0, 0, [])
+    return out
+
+
+def _reads_as_rubric(mode: Mode, slot: str) -> bool:
+    if mode == "relative":
+        return slot.startswith("[") and slot.endswith("]") and "\n" not in slot
+    try:
+        parse_rendered_rubric(slot)
+    except RubricError:
+        return False
+    return True
+
+
+def _rerender(name: str, request: GradeRequest | CompareRequest) -> str:
+    """The template ``name`` filled from the request's parts as the judge reads them
+    (the rubric through its parsed form), independently of how the text was cut."""
+    mode, _, template = KNOWN_TEMPLATES[name]
+    rubric = request.rubric
+    assert isinstance(rubric, Rubric)
+    values = {"instruction": request.instruction,
+              "rubric": rubric.render() if mode == "absolute" else rubric.criteria_line()}
+    if request.reference_answer is not None:
+        values["reference_answer"] = request.reference_answer
+    if isinstance(request, GradeRequest):
+        values["response"] = request.response
+    else:
+        values["response_A"], values["response_B"] = request.response_a, request.response_b
+    if set(_PLACEHOLDER.findall(template)) != set(values):  # e.g. a reference it has no slot for
+        return ""
+    return _fill(template, values)
+
+
+def _check_round_trip(name: str, request: GradeRequest | CompareRequest, user: str) -> None:
+    """The request re-renders the caller's text byte for byte, or a PromptError."""
+    again = _rerender(name, request)
+    if again != user:
+        n = next((i for i, (a, b) in enumerate(zip(again, user, strict=False)) if a != b),
+                 min(len(again), len(user)))
+        raise PromptError(
+            f"recognised the prompt as template {name!r}, but its parts do not render it back "
+            f"(they differ at character {n}: {user[n : n + 40]!r} sent, "
+            f"{again[n : n + 40]!r} re-rendered), so the judge would not grade what was "
+            "sent; send the parts as JSON instead (POST /v1/grade or /v1/compare)"
+        )
 
 
 def _first_difference(text: str) -> str:
@@ -191,8 +274,13 @@ def _parse_user(user: str) -> tuple[str, Mode, str, str, GradeRequest | CompareR
             "does not grade; put the context into the instruction and use ABSOLUTE_PROMPT / "
             "RELATIVE_PROMPT (or their _WO_REF variants)"
         )
+    ambiguous: PromptError | None = None
     for name, (mode, version, template) in KNOWN_TEMPLATES.items():
-        values = _parse(template, user)
+        try:
+            values = _parse(template, user, mode)
+        except PromptError as exc:  # another template may still match without doubt
+            ambiguous = ambiguous or exc
+            continue
         if values is None:
             continue
         rubric = _rubric(mode, values["rubric"])
@@ -205,7 +293,10 @@ def _parse_user(user: str) -> tuple[str, Mode, str, str, GradeRequest | CompareR
             request = CompareRequest(
                 values["instruction"], values["response_A"], values["response_B"], rubric, reference
             )
+        _check_round_trip(name, request, user)
         return user, mode, version, name, request
+    if ambiguous is not None:
+        raise ambiguous
     raise PromptError(
         f"{_EXPECTED}; this text starts like one but matches none of the known templates "
         f"({_first_difference(user)}), or one of its section headers is missing"

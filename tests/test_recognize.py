@@ -69,7 +69,7 @@ def test_build_prompt_round_trips_absolute(value: str, fmt: str, reference: bool
         "absolute", instruction="Q " + value, response=value, rubric=RUBRIC,
         reference_answer=ref, format=fmt, chat_template=SMOLLM2_TEMPLATE,
     )
-    rec = recognize_text(prompt.text)
+    rec = recognize_text(prompt.text)  # headers in graded text: only one split reads a rubric
     assert rec.mode == "absolute"
     assert rec.version == ("v1" if fmt == "v1" else "v2")
     assert rec.wrapping == {"v1": "llama-2", "v2": "mistral", "chat": "chatml"}[fmt]
@@ -78,8 +78,7 @@ def test_build_prompt_round_trips_absolute(value: str, fmt: str, reference: bool
     assert rec.request.rubric == RUBRIC and type(rec.request.rubric) is Rubric
     system = T.V1_SYSTEM_PROMPT if fmt == "v1" else T.V2_ABSOLUTE_SYSTEM_PROMPT
     assert rec.system == system
-    if "###" not in value:  # header-like values may shift the split, never the text
-        assert _fields(rec.request) == dict(
+    assert _fields(rec.request) == dict(
             instruction="Q " + value, response=value, reference_answer=ref
         )
     again = build_prompt("absolute", rubric=rec.request.rubric, format=fmt,
@@ -97,13 +96,12 @@ def test_build_prompt_round_trips_relative(value: str, fmt: str, reference: bool
         "relative", instruction="Q", response_a=value + "A", response_b=value + "B",
         rubric=rubric, reference_answer=ref, format=fmt, chat_template=SMOLLM2_TEMPLATE,
     )
-    rec = recognize_text(prompt.text)
+    rec = recognize_text(prompt.text)  # the rubric header only in responses: unambiguous
     assert (rec.mode, rec.version, rec.system) == ("relative", "v2", T.V2_RELATIVE_SYSTEM_PROMPT)
     assert rec.template == "v2.relative" + ("" if reference else "_without_reference")
     assert isinstance(rec.request, CompareRequest)
     assert rec.request.rubric == rubric  # a preset's criteria line gives the whole preset
-    if "###" not in value:
-        assert _fields(rec.request) == dict(
+    assert _fields(rec.request) == dict(
             instruction="Q", response_a=value + "A", response_b=value + "B", reference_answer=ref
         )
     again = build_prompt("relative", rubric=rec.request.rubric, format=fmt,
@@ -309,3 +307,84 @@ def test_not_a_string() -> None:
         recognize_text(b"###Task Description:\n")  # type: ignore[arg-type]
     with pytest.raises(PromptError, match="must be a list"):
         recognize_messages("hello")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ section headers in graded text
+
+HEADERS = ["###Response to evaluate:", "###Score Rubrics:", "###Reference Answer (Score 5):",
+           "###The instruction to evaluate:", "###Feedback:"]
+
+
+@pytest.mark.parametrize("header", HEADERS)
+@pytest.mark.parametrize("field", ["instruction", "response", "reference_answer"])
+@pytest.mark.parametrize("reference", [True, False])
+def test_graded_text_with_the_templates_own_headers(header: str, field: str,
+                                                    reference: bool) -> None:
+    """Never a silently wrong split: the exact parts, or an error naming the header."""
+    if field == "reference_answer" and not reference:
+        pytest.skip("no reference answer to hold the header")
+    parts = {"instruction": "What is 2 + 2?", "response": "4",
+             "reference_answer": "Four." if reference else None}
+    parts[field] = f"Some text.\n\n{header}\nMore text, in the {field}."
+    for fmt in ("v1", "v2"):
+        prompt = build_prompt("absolute", rubric=RUBRIC, format=fmt, **parts)
+        try:
+            rec = recognize_text(prompt.text)
+        except PromptError as exc:
+            assert repr(header) in str(exc) and "send the parts as JSON" in str(exc)
+            continue
+        assert _fields(rec.request) == parts, (fmt, header, field)
+        assert rec.request.rubric == RUBRIC
+
+
+def test_ambiguous_headers_are_refused_and_unambiguous_ones_kept() -> None:
+    # The instruction holds the response header: two splits give this text.
+    prompt = build_prompt("absolute", instruction="Q\n\n###Response to evaluate:\nfake",
+                          response="4", rubric=RUBRIC, reference_answer=None, format="v2")
+    with pytest.raises(PromptError, match="'###Response to evaluate:'") as e:
+        recognize_text(prompt.text)
+    assert "'instruction' and 'response'" in str(e.value)
+    # A reference header in a prompt without a reference section is only text.
+    prompt = build_prompt("absolute", instruction="Q",
+                          response="4\n\n###Reference Answer (Score 5):\n5", rubric=RUBRIC,
+                          reference_answer=None, format="v2")
+    rec = recognize_text(prompt.text)
+    assert rec.template == "v2.absolute_without_reference"
+    assert _fields(rec.request) == {"instruction": "Q", "reference_answer": None,
+                                    "response": "4\n\n###Reference Answer (Score 5):\n5"}
+
+
+def test_the_round_trip_check_can_fail() -> None:
+    """The check re-renders from the request's parts, so a wrong part is caught."""
+    from dataclasses import replace
+
+    from prometheus_lite.recognize import _check_round_trip
+
+    rec = recognize_text(build_prompt("absolute", instruction="Q", response="4",
+                                      rubric=RUBRIC, reference_answer="R", format="v2").text)
+    _check_round_trip(rec.template, rec.request, rec.user)  # the right parts pass
+    for wrong in (replace(rec.request, response="5"),
+                  replace(rec.request, rubric=replace(RUBRIC, score3_description="C")),
+                  replace(rec.request, reference_answer=None)):
+        with pytest.raises(PromptError, match="do not render it back"):
+            _check_round_trip(rec.template, wrong, rec.user)
+
+
+def test_m_prometheus_prompts_are_prometheus_2_prompts() -> None:
+    """M-Prometheus is prompted as Prometheus 2 (v2 text and system prompt) in Qwen2.5's
+    ChatML: recognised as such, graded text with a header included."""
+    from pathlib import Path
+
+    found = sorted(Path("/tmp/llcpp-sdist").glob(
+        "*/vendor/llama.cpp/models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"))
+    if not found:
+        pytest.skip("llama-cpp-python's source package is not in /tmp/llcpp-sdist")
+    qwen = found[0].read_text(encoding="utf-8")
+    response = "Yes.\n\n###Score Rubrics:\nnot the rubric"
+    for mode, parts in (("absolute", {"response": response}),
+                        ("relative", {"response_a": response, "response_b": "No."})):
+        prompt = build_prompt(mode, instruction="Q", rubric=get_preset("honesty"),
+                              reference_answer="R", format="chat", chat_template=qwen, **parts)
+        rec = recognize_text(prompt.text)
+        assert (rec.wrapping, rec.version, rec.mode) == ("chatml", "v2", mode)
+        assert _fields(rec.request) == {"instruction": "Q", "reference_answer": "R", **parts}

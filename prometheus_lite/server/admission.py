@@ -6,6 +6,7 @@ vLLM do); a batch request instead waits for room item by item, so one long batch
 gets refused halfway. A place is released when the judge's future is *done* (finished or
 cancelled before it started), not when the HTTP handler gives up on it: a judgement that
 keeps running after its client left still holds its slot, so the accounting stays true.
+(What the engine is doing, busy slots and queue depth, the engine itself reports.)
 """
 
 from __future__ import annotations
@@ -34,13 +35,9 @@ class Admission:
         return self._inflight
 
     @property
-    def busy(self) -> int:
-        """Judgements in an engine slot (the engine runs min(inflight, slots) at once)."""
-        return min(self._inflight, self.slots)
-
-    @property
-    def queued(self) -> int:
-        return max(0, self._inflight - self.slots)
+    def waiting(self) -> int:
+        """Batch requests waiting for a place."""
+        return len(self._waiters)
 
     def try_acquire(self, n: int = 1) -> bool:
         """Admit ``n`` judgements at once, or none."""

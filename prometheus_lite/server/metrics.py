@@ -6,7 +6,7 @@ Token throughput is exposed as counters, the Prometheus way: tokens per second i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -60,7 +60,8 @@ class Metrics:
             "prometheus_lite_generated_tokens", "Generated tokens (feedback + result).", registry=r
         )
         self.queue_depth = Gauge(
-            "prometheus_lite_queue_depth", "Admitted judgements waiting for a slot.", registry=r
+            "prometheus_lite_queue_depth", "Judgements in the engine's queue, waiting for a slot.",
+            registry=r,
         )
         self.busy_slots = Gauge(
             "prometheus_lite_busy_slots", "Engine slots running a judgement.", registry=r
@@ -73,7 +74,15 @@ class Metrics:
         )
         self.ready = Gauge("prometheus_lite_ready", "1 when the model is loaded.", registry=r)
 
-    def watch(self, busy: Callable[[], float], queued: Callable[[], float]) -> None:
-        """Read the live queue state at every scrape."""
-        self.busy_slots.set_function(busy)
-        self.queue_depth.set_function(queued)
+    def watch(self, engine: Any) -> None:
+        """Read the engine's live state at every scrape: its busy slots and queue, and
+        its KV cache cells where the engine reports them."""
+        self.busy_slots.set_function(lambda: engine.busy)
+        self.queue_depth.set_function(lambda: engine.queue_depth)
+        for attr, help_text in (
+            ("kv_cells_total", "KV cache cells of the context (all sequences)."),
+            ("kv_cells_used", "KV cache cells in use (running jobs and the prefix cache)."),
+        ):
+            if getattr(engine, attr, None) is not None:
+                gauge = Gauge(f"prometheus_lite_{attr}", help_text, registry=self.registry)
+                gauge.set_function(lambda a=attr: getattr(engine, a))

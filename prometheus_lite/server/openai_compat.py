@@ -14,23 +14,29 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ..batch import result_record
 from ..llama import Sampling
 from ..results import Comparison, Grade
-from .errors import ApiError
+from .errors import ApiError, error_body
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, SamplingFields
 
 __all__ = [
-    "chat_chunks",
+    "DONE",
     "chat_messages",
     "chat_response",
-    "completion_chunks",
     "completion_response",
+    "error_event",
+    "final_event",
     "judge_options",
+    "label_logprobs",
+    "role_event",
+    "stream_base",
+    "text_event",
+    "usage_event",
 ]
 
 NEG_INF_LOGPROB = -9999.0  # what OpenAI reports for a token of probability 0
@@ -210,30 +216,65 @@ def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=True)}\n\n".encode()
 
 
-def chat_chunks(response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    """The finished response as ``chat.completion.chunk`` server-sent events."""
-    base = {k: response[k] for k in ("id", "created", "model", "system_fingerprint")}
-    base["object"] = "chat.completion.chunk"
-    for c in response["choices"]:
-        delta = {"role": "assistant", "content": c["message"]["content"]}
-        yield _sse({**base, "choices": [{"index": c["index"], "delta": delta,
-                                         "logprobs": c["logprobs"], "finish_reason": None}]})
-        yield _sse({**base, "choices": [{"index": c["index"], "delta": {}, "logprobs": None,
-                                         "finish_reason": c["finish_reason"],
-                                         "prometheus": c["prometheus"]}]})
-    if include_usage:
-        yield _sse({**base, "choices": [], "usage": response["usage"]})
-    yield b"data: [DONE]\n\n"
+def stream_base(kind: str, model: str) -> dict[str, Any]:
+    """The fields every event of one streamed response repeats."""
+    chat = kind == "chat"
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": None,
+    }
 
 
-def completion_chunks(response: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    """The finished response as streamed ``text_completion`` events."""
-    base = {k: response[k] for k in ("id", "object", "created", "model", "system_fingerprint")}
-    for c in response["choices"]:
-        yield _sse({**base, "choices": [{**c, "finish_reason": None, "prometheus": None}]})
-        yield _sse({**base, "choices": [{"index": c["index"], "text": "", "logprobs": None,
-                                         "finish_reason": c["finish_reason"],
-                                         "prometheus": c["prometheus"]}]})
-    if include_usage:
-        yield _sse({**base, "choices": [], "usage": response["usage"]})
-    yield b"data: [DONE]\n\n"
+def role_event(base: dict[str, Any], index: int) -> bytes:
+    """A chat stream's first event for one choice (OpenAI's: the role, empty content)."""
+    delta = {"role": "assistant", "content": ""}
+    return _sse({**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                      "finish_reason": None}]})
+
+
+def text_event(
+    base: dict[str, Any], index: int, text: str, logprobs: dict[str, Any] | None = None
+) -> bytes:
+    """New text of one choice (the label's event carries its ``logprobs``)."""
+    if base["object"] == "chat.completion.chunk":
+        choice: dict[str, Any] = {"index": index, "delta": {"content": text},
+                                  "logprobs": logprobs, "finish_reason": None}
+    else:
+        choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": None}
+    return _sse({**base, "choices": [choice]})
+
+
+def label_logprobs(base: dict[str, Any], result: Grade | Comparison, top: int | None
+                   ) -> dict[str, Any] | None:
+    """The label event's ``logprobs`` (None when the request did not ask for them)."""
+    if top is None:
+        return None
+    if base["object"] == "chat.completion.chunk":
+        return _chat_logprobs(result, top)
+    return _completion_logprobs(result, top)
+
+
+def final_event(base: dict[str, Any], index: int, result: Grade | Comparison) -> bytes:
+    """One choice's last event: why it finished and the ``prometheus`` record."""
+    choice: dict[str, Any] = {"index": index, "logprobs": None, "finish_reason": _finish(result),
+                              "prometheus": _extension(result)}
+    if base["object"] == "chat.completion.chunk":
+        choice["delta"] = {}
+    else:
+        choice["text"] = ""
+    return _sse({**base, "choices": [choice]})
+
+
+def usage_event(base: dict[str, Any], results: Sequence[Grade | Comparison]) -> bytes:
+    return _sse({**base, "choices": [], "usage": _usage(results)})
+
+
+def error_event(status: int, message: str, code: str | None = None) -> bytes:
+    """An error after the stream started (the openai client raises it as an APIError)."""
+    return _sse(error_body(status, message, code=code))
+
+
+DONE = b"data: [DONE]\n\n"
