@@ -1,7 +1,8 @@
 """JSONL batch files: parse input lines, judge them, append one result line per item.
 
-Resumable: a rerun with the same output file skips every id already written there
-(results and error records alike) and appends the rest, in input order. To retry
+Resumable: a rerun with the same output file skips every line already written there
+(results and error records alike; a record says which line it is by its ``id`` and
+``line``) and appends the rest, in input order. To retry
 items that failed, delete their lines (``"error": "..."``) from the output and rerun. An
 item that hit a transient llama.cpp failure (``Failure.transient``: out of memory, KV
 cache full) is not written at all, so the rerun retries it. One run at a time per output
@@ -46,10 +47,12 @@ __all__ = [
     "COMPARE_KEYS",
     "GRADE_KEYS",
     "BatchSummary",
+    "Done",
     "Mode",
     "error_record",
     "parse_line",
     "plan_lines",
+    "read_done",
     "read_done_ids",
     "result_record",
     "run_batch",
@@ -58,6 +61,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Mode = Literal["grade", "compare"]
+# What an output already holds: records per (id, line) they say they are (line None when
+# a record has none).
+Done = Counter[tuple[str, int | None]]
 MODES: tuple[str, ...] = ("grade", "compare")
 
 # Output line keys, in the order they are written (same set for every line of a mode).
@@ -338,18 +344,10 @@ def _input_lines(path: Path) -> Iterator[tuple[int, str | None]]:
                 yield lineno, None
 
 
-def read_done_ids(output_path: str | os.PathLike[str], *, repair: bool = True) -> Counter[str]:
-    """How many lines each id has in an existing output file (missing file: none).
-
-    A torn last line (no trailing newline, or not valid JSON) is what a killed run can
-    leave; with ``repair`` it is truncated away so appending starts on a clean line.
-    Any other unreadable line means the file was not written by prometheus-lite (or was
-    edited) and raises ``BatchInputError``.
-    """
-    path = Path(output_path)
-    done: Counter[str] = Counter()
+def _records(path: Path, *, repair: bool) -> Iterator[dict[str, Any]]:
+    """Every record of an existing output file (missing file: none); see ``read_done``."""
     if not path.exists():
-        return done
+        return
     good_end = 0  # byte offset just past the last good line
     bad: tuple[int, str] | None = None  # (line number, why) of the first unreadable line
     try:
@@ -380,7 +378,7 @@ def read_done_ids(output_path: str | os.PathLike[str], *, repair: bool = True) -
             if not isinstance(rec, dict) or "id" not in rec:
                 bad = (lineno, "not a result record (no 'id' field)")
                 continue
-            done[str(rec["id"])] += 1
+            yield rec
             good_end = offset
     if bad is not None:
         logger.warning(
@@ -389,7 +387,28 @@ def read_done_ids(output_path: str | os.PathLike[str], *, repair: bool = True) -
         )
         if repair:
             os.truncate(path, good_end)
-    return done
+
+
+def _line_of(rec: Mapping[str, Any]) -> int | None:
+    line = rec.get("line")
+    return line if isinstance(line, int) and not isinstance(line, bool) else None
+
+
+def read_done(output_path: str | os.PathLike[str], *, repair: bool = True) -> Done:
+    """What an existing output file holds: how many records say they are each
+    ``(id, line)`` (``line`` None for a record without one). Missing file: nothing.
+
+    A torn last line (no trailing newline, or not valid JSON) is what a killed run can
+    leave; with ``repair`` it is truncated away so appending starts on a clean line.
+    Any other unreadable line means the file was not written by prometheus-lite (or was
+    edited) and raises ``BatchInputError``.
+    """
+    return Counter((str(r["id"]), _line_of(r)) for r in _records(Path(output_path), repair=repair))
+
+
+def read_done_ids(output_path: str | os.PathLike[str], *, repair: bool = True) -> Counter[str]:
+    """How many records each id has in an existing output file (see ``read_done``)."""
+    return Counter(str(r["id"]) for r in _records(Path(output_path), repair=repair))
 
 
 class _LineWriter:
@@ -487,21 +506,22 @@ def plan_lines(
     lines: Iterable[tuple[int, str | None]],
     mode: Mode,
     default_rubric: Rubric | None,
-    done: Counter[str],
+    done: Mapping[tuple[str, int | None], int],
 ) -> tuple[dict[int, _Plan], int, int]:
     """First pass: which lines to handle now. Returns (plan by line, total, skipped).
 
-    ``lines`` are (line number, text or None if not UTF-8), as ``_input_lines`` gives.
+    ``lines`` are (line number, text or None if not UTF-8), as ``_input_lines`` gives;
+    ``done`` is what the output holds (``read_done``).
 
-    The k-th input line with a given id counts as done if the output already has k
-    lines with that id, so duplicates keep their error record across resumes too.
+    A line is done when a record says it is that line: same id, same line number. So a
+    line that failed transiently (never written) is judged again even when a later line
+    with the same id has its duplicate-id error record. Records whose line number holds
+    no line with their id (the input was edited above them, or the record has no line
+    number) still count, for the first not-done lines with their id, in input order:
+    an edited input does not get its finished items judged twice.
     """
-    plan: dict[int, _Plan] = {}
-    seen: Counter[str] = Counter()
-    first_line: dict[str, int] = {}
-    total = skipped = 0
+    entries: list[tuple[int, str, str | None]] = []  # (line, id, error), every line
     for lineno, text in lines:
-        total += 1
         error: str | None = None
         if text is None:
             item_id = str(lineno)
@@ -511,10 +531,27 @@ def plan_lines(
                 item_id = parse_line(text, lineno, mode, default_rubric).id  # type: ignore[assignment]
             except BatchInputError as e:
                 item_id, error = _peek_id(text, lineno), str(e)
-        seen[item_id] += 1
+        entries.append((lineno, item_id, error))
+
+    left = Counter({key: n for key, n in done.items() if n > 0})
+    skip: set[int] = set()
+    for lineno, item_id, _ in entries:  # records that name their line
+        if left[(item_id, lineno)] > 0:
+            left[(item_id, lineno)] -= 1
+            skip.add(lineno)
+    unplaced: Counter[str] = Counter()
+    for (item_id, _), n in left.items():
+        unplaced[item_id] += n
+    for lineno, item_id, _ in entries:  # records whose line is not (or no longer) theirs
+        if lineno not in skip and unplaced[item_id] > 0:
+            unplaced[item_id] -= 1
+            skip.add(lineno)
+
+    plan: dict[int, _Plan] = {}
+    first_line: dict[str, int] = {}
+    for lineno, item_id, error in entries:
         first = first_line.setdefault(item_id, lineno)
-        if seen[item_id] <= done[item_id]:
-            skipped += 1
+        if lineno in skip:
             continue
         if first != lineno and error is None:
             error = (
@@ -523,7 +560,7 @@ def plan_lines(
                 "another id"
             )
         plan[lineno] = _Plan(item_id, error)
-    return plan, total, skipped
+    return plan, len(entries), len(skip)
 
 
 def run_batch(
@@ -574,7 +611,7 @@ def run_batch(
     # writes a new file, O_EXCL, once its input has been read.)
     writer = None if dry else _LineWriter(out)
     try:
-        done = Counter[str]() if dry else read_done_ids(out)  # type: ignore[arg-type]
+        done: Done = Counter() if dry else read_done(out)  # type: ignore[arg-type]
         plan, total, skipped = plan_lines(_input_lines(input_path), mode, default_rubric, done)
     except BaseException:
         if writer is not None:

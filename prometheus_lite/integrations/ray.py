@@ -20,8 +20,9 @@ local or on any filesystem pyarrow reads: ``s3://``, ``gs://``, ``hdfs://``) to 
 every item its line number and id, skip the ids the output already holds and turn
 malformed lines and duplicate ids into error records exactly as ``batch.run_batch``
 does. The items to judge go out as blocks of ``batch_size`` rows, one actor task each,
-so an actor killed mid-run costs only its in-flight batch: Ray restarts the actor and
-retries that task. Results stream back to the driver, which alone writes the output, one
+several tasks at once per actor (all feeding its one engine, so its slots stay busy);
+an actor killed mid-run costs only its blocks in flight: Ray restarts the actor and
+retries those tasks. Results stream back to the driver, which alone writes the output, one
 record at a time and never an (id, line) twice; a rerun after any interruption skips
 what is already written.
 """
@@ -48,12 +49,14 @@ from ..batch import (
     COMPARE_KEYS,
     GRADE_KEYS,
     BatchSummary,
+    Done,
     Mode,
     _LineWriter,
+    _lock,
     error_record,
     parse_line,
     plan_lines,
-    read_done_ids,
+    read_done,
     result_record,
 )
 from ..constraint import SCORE_LABELS, WINNER_LABELS
@@ -71,6 +74,7 @@ __all__ = [
     "read_items",
     "record_schema",
     "run_ray_batch",
+    "tasks_in_flight",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,7 +115,8 @@ def record_schema(mode: Mode) -> pa.Schema:
 
 
 class JudgeActor:
-    """The ``map_batches`` callable: one Judge per actor, built once in its process.
+    """The ``map_batches`` callable: one Judge per actor, built once in its process;
+    thread-safe (several blocks are judged at once).
 
     Takes pyarrow batches of either task rows (``TASK_SCHEMA``, from a file run) or raw
     items (any columns with the batch JSONL field names; ``planned=False``) and returns
@@ -138,6 +143,9 @@ class JudgeActor:
         self.judge = Judge(model, **judge_options)
         self.model_name = self.judge.model_name
         self.prompt_format = self.judge.prompt_format
+        # Several calls run at once (one thread each, see _map): build the cached output
+        # constraint here, not twice in racing threads.
+        self.judge.constraint(WINNER_LABELS if mode == "compare" else SCORE_LABELS)
 
     def _tasks(
         self, rows: list[dict[str, Any]]
@@ -167,6 +175,9 @@ class JudgeActor:
                 yield line, item_id, str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Judge one block. Several blocks run at once in one actor (threads): each one
+        queues its items in the same engine, so the slots stay busy while a block waits
+        for its slowest item."""
         tasks = list(self._tasks(batch.to_pylist()))
         requests = [req for _, _, req in tasks if not isinstance(req, str)]
         results = iter(self.judge.batch(requests))
@@ -267,11 +278,12 @@ def plan_items(
     items: Iterable[tuple[int, str | None]],
     mode: Mode,
     default_rubric: Rubric | None,
-    done: Counter[str],
+    done: Mapping[tuple[str, int | None], int],
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Which items to handle now, as task rows (``TASK_SCHEMA``); returns (tasks, total,
-    skipped). Same rules as ``batch.run_batch``: the k-th item with an id is done if the
-    output has k records with that id; a later duplicate id is an error record."""
+    skipped). Same rules as ``batch.run_batch`` (``batch.plan_lines``): an item is done
+    when a record says it is that item (its id and line or row number); a later
+    duplicate id is an error record."""
     texts = dict(items)  # the driver holds the input once either way (the tasks)
     plan, total, skipped = plan_lines(texts.items(), mode, default_rubric, done)
     tasks = [
@@ -294,9 +306,11 @@ def judge_dataset(
     gpus_per_worker: float = 0,
     memory_per_worker: int | None = None,
     batch_size: int = 8,
+    tasks_per_worker: int | None = None,
     default_rubric: Rubric | None = None,
     skip_ids: Collection[str] = (),
     ray_remote_args: Mapping[str, Any] | None = None,
+    actor: type[JudgeActor] = JudgeActor,
     **judge_options: Any,
 ) -> ray.data.Dataset:
     """A Dataset of result records (:func:`record_schema`) for ``data``, judged by
@@ -311,6 +325,13 @@ def judge_dataset(
     ``memory_per_worker`` bytes of memory; ``ray_remote_args`` go to ``map_batches``
     as they are (e.g. ``accelerator_type``, ``max_restarts``). Lazy: nothing is judged
     until the Dataset is consumed (``iter_rows``, ``write_parquet``, ``take_all``...).
+
+    Each actor judges ``tasks_per_worker`` blocks of ``batch_size`` items at once, all
+    queued in its one engine, so its ``n_parallel`` slots stay busy while a block waits
+    for its slowest item (default: enough blocks for twice the slots,
+    :func:`tasks_in_flight`). A killed actor costs its blocks in flight (Ray retries
+    them). ``actor`` is :class:`JudgeActor` or a subclass (e.g. one that monitors the
+    engine).
     """
     import ray.data
 
@@ -323,8 +344,9 @@ def judge_dataset(
     return _map(data, mode, model, planned=planned, workers=workers,
                 threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
                 memory_per_worker=memory_per_worker, batch_size=batch_size,
-                default_rubric=default_rubric, skip_ids=skip_ids,
-                ray_remote_args=ray_remote_args, judge_options=judge_options)
+                tasks_per_worker=tasks_per_worker, default_rubric=default_rubric,
+                skip_ids=skip_ids, ray_remote_args=ray_remote_args, actor=actor,
+                judge_options=judge_options)
 
 
 def tasks_dataset(tasks: list[dict[str, Any]], batch_size: int) -> ray.data.Dataset:
@@ -349,10 +371,12 @@ def _map(
     gpus_per_worker: float,
     memory_per_worker: int | None,
     batch_size: int,
+    tasks_per_worker: int | None,
     default_rubric: Rubric | None,
     skip_ids: Collection[str],
     ray_remote_args: Mapping[str, Any] | None,
     judge_options: Mapping[str, Any],
+    actor: type[JudgeActor] = JudgeActor,
 ) -> ray.data.Dataset:
     import ray.data
 
@@ -364,8 +388,13 @@ def _map(
         remote["num_gpus"] = gpus_per_worker
     if memory_per_worker:
         remote["memory"] = memory_per_worker
+    if tasks_per_worker is None:
+        tasks_per_worker = tasks_in_flight(batch_size, options.get("n_parallel", "auto"),
+                                           gpu=bool(gpus_per_worker))
+    if tasks_per_worker < 1:
+        raise ValueError(f"tasks_per_worker must be at least 1, got {tasks_per_worker}")
     return ds.map_batches(
-        JudgeActor,
+        actor,
         fn_constructor_kwargs=dict(
             mode=mode,
             model=None if model is None else os.fspath(model),
@@ -376,11 +405,34 @@ def _map(
         ),
         batch_size=batch_size,
         batch_format="pyarrow",
-        # One batch in flight per actor: a killed actor loses (and Ray retries) only it.
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        compute=_actor_pool(workers, tasks_per_worker, remote),
         num_cpus=threads_per_worker,
         **remote,
     )
+
+
+def tasks_in_flight(batch_size: int, n_parallel: int | str, *, gpu: bool) -> int:
+    """Blocks each actor judges at once by default: enough to queue twice its engine's
+    slots (``n_parallel``; for "auto", ``engine.choose_parallel``'s defaults of 16 slots
+    with a GPU and 8 on CPUs), so the slots never wait for a block's slowest item."""
+    slots = n_parallel if isinstance(n_parallel, int) else (16 if gpu else 8)
+    return max(2, -(-2 * slots // batch_size))
+
+
+def _actor_pool(workers: int, in_flight: int, remote: dict[str, Any]) -> Any:
+    """A fixed pool of ``workers`` actors, each running ``in_flight`` calls at once (in
+    threads: the UDF is thread-safe and llama.cpp works outside the GIL)."""
+    import inspect
+
+    import ray.data
+
+    params = inspect.signature(ray.data.ActorPoolStrategy).parameters
+    if "enable_true_multi_threading" in params:  # Ray >= 2.5x: threads are opt-in
+        return ray.data.ActorPoolStrategy(
+            size=workers, max_tasks_in_flight_per_actor=in_flight,
+            max_concurrent_calls_per_actor=in_flight, enable_true_multi_threading=True)
+    remote["max_concurrency"] = in_flight  # older Ray Data: a threaded actor
+    return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=in_flight)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -391,7 +443,11 @@ def _is_jsonl(uri: str) -> bool:
 
 
 class _JsonlOutput:
-    """A local JSONL file, appended one durable line per record (``batch``'s writer)."""
+    """A local JSONL file, appended one durable line per record (``batch``'s writer).
+
+    Opening it takes the file's lock (``flock``, held until ``close``) before anything is
+    read or repaired: a second run on the same file refuses at once and touches nothing.
+    """
 
     def __init__(self, path: str) -> None:
         if "://" in path:
@@ -404,20 +460,21 @@ class _JsonlOutput:
         except OSError as e:
             raise BatchInputError(f"cannot create the folder of output file '{path}': "
                                   f"{e.strerror}; choose a writable --output") from None
-        self.done = read_done_ids(self.path)
-        self._writer: _LineWriter | None = None
+        self._writer = _LineWriter(self.path)  # locks, or refuses
+        try:
+            self.done = read_done(self.path)
+        except BaseException:
+            self._writer.close()
+            raise
 
     def write(self, rec: dict[str, Any]) -> None:
-        if self._writer is None:
-            self._writer = _LineWriter(self.path)
         rec = dict(rec)
         if rec.get("line") is None:
             rec.pop("line", None)
         self._writer.write(rec)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self._writer.close()
 
 
 class _ParquetOutput:
@@ -427,6 +484,10 @@ class _ParquetOutput:
     interruption loses at most that much finished work. Locally a shard is written to a
     hidden temporary name and renamed, so a shard either exists complete or not at all;
     on object stores (S3, GCS) an object only appears once fully uploaded.
+
+    A local folder is locked for the run (``flock`` on the folder, taken before anything
+    in it is read or removed): a second run on it refuses at once and touches nothing.
+    Object stores have no such lock: there, make sure only one run writes to a folder.
     """
 
     def __init__(self, uri: str, mode: Mode, *, shard_rows: int = 256,
@@ -441,29 +502,57 @@ class _ParquetOutput:
             raise BatchInputError(f"output '{uri}' is a file; Parquet output is a folder of "
                                   "shards (give a folder, or a .jsonl file for JSONL)")
         self.fs.create_dir(self.dir, recursive=True)
-        self.done = self._done_ids()
+        self._lock_fd = self._lock() if self.local else None
+        try:
+            self.done = self._done()
+        except BaseException:
+            self._unlock()
+            raise
         self.run = uuid.uuid4().hex[:8]
         self.n = 0
         self._rows: list[dict[str, Any]] = []
         self._since = time.monotonic()
 
-    def _done_ids(self) -> Counter[str]:
-        done: Counter[str] = Counter()
+    def _lock(self) -> int:
+        """Lock the folder for this run (``flock`` on the folder itself, held until
+        ``close``; the kernel drops it however the run ends), or refuse at once."""
+        try:
+            fd = os.open(self.dir, os.O_RDONLY)
+        except OSError as e:
+            raise BatchInputError(f"cannot open output folder '{self.uri}': {e.strerror}; "
+                                  "choose a readable --output") from None
+        try:
+            _lock(fd, Path(self.uri))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _done(self) -> Done:
+        done: Done = Counter()
         for info in self.fs.get_file_info(pafs.FileSelector(self.dir)):
             name = info.base_name
             if name.startswith(".") and name.endswith(".tmp") and self.local:
-                self.fs.delete_file(info.path)  # left by a killed run: never a finished shard
+                # Left by a killed run (a live one would hold the folder's lock): never a
+                # finished shard.
+                self.fs.delete_file(info.path)
                 continue
             if info.type != pafs.FileType.File or not name.endswith(".parquet"):
                 continue
             try:
                 with self.fs.open_input_file(info.path) as f:
-                    ids = pq.read_table(f, columns=["id"]).column("id").to_pylist()
+                    table = pq.read_table(f, columns=["id", "line"])
             except (pa.ArrowInvalid, OSError, KeyError) as e:
                 raise BatchInputError(
                     f"output folder '{self.uri}': shard '{name}' is not a prometheus-lite "
                     f"result file ({e}); delete it or choose another --output") from None
-            done.update(str(i) for i in ids)
+            done.update((str(i), line) for i, line in zip(
+                table.column("id").to_pylist(), table.column("line").to_pylist(), strict=True))
         return done
 
     def write(self, rec: dict[str, Any]) -> None:
@@ -488,7 +577,10 @@ class _ParquetOutput:
         self._rows = []
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._unlock()
 
 
 # --------------------------------------------------------------------------- running
@@ -553,6 +645,7 @@ def run_ray_batch(
     gpus_per_worker: float = 0,
     memory_per_worker: int | None = None,
     batch_size: int = 8,
+    tasks_per_worker: int | None = None,
     default_rubric: Rubric | None = None,
     progress: bool = True,
     shard_rows: int = 256,
@@ -570,23 +663,27 @@ def run_ray_batch(
     if local and os.path.isfile(input_uri) and os.path.isfile(output_uri) \
             and os.path.samefile(input_uri, output_uri):
         raise BatchInputError("--output must not be the input file; choose another path")
+    # Opened (and locked) before anything else: a second run on the same output refuses
+    # here, before reading it, planning or starting any actor.
     out: _JsonlOutput | _ParquetOutput = (
         _JsonlOutput(output_uri) if _is_jsonl(output_uri)
         else _ParquetOutput(output_uri, mode, shard_rows=shard_rows)
     )
-    tasks, total, skipped = plan_items(read_items(input_uri), mode, default_rubric, out.done)
-    n_judge = sum(1 for t in tasks if t["error"] is None)
-    logger.info("%s: %d items, %d already done, %d to judge, %d input errors",
-                input_uri, total, skipped, n_judge, len(tasks) - n_judge)
     counts = {"done": 0, "errors": 0, "retry": 0}
     written: set[tuple[str, int | None]] = set()
     try:
+        tasks, total, skipped = plan_items(read_items(input_uri), mode, default_rubric,
+                                           out.done)
+        n_judge = sum(1 for t in tasks if t["error"] is None)
+        logger.info("%s: %d items, %d already done, %d to judge, %d input errors",
+                    input_uri, total, skipped, n_judge, len(tasks) - n_judge)
         if n_judge:
             _judge_tasks(tasks, out, mode, counts, written, address=address, model=model,
                          workers=workers, threads_per_worker=threads_per_worker,
                          gpus_per_worker=gpus_per_worker, memory_per_worker=memory_per_worker,
-                         batch_size=batch_size, default_rubric=default_rubric,
-                         progress=progress, judge_options=judge_options)
+                         batch_size=batch_size, tasks_per_worker=tasks_per_worker,
+                         default_rubric=default_rubric, progress=progress,
+                         judge_options=judge_options)
         else:  # only error records left: no cluster, no model needed
             for t in tasks:
                 rec = error_record(mode, t["id"], t["line"], t["error"], "BatchInputError")
