@@ -378,7 +378,6 @@ def _map(
     judge_options: Mapping[str, Any],
     actor: type[JudgeActor] = JudgeActor,
 ) -> ray.data.Dataset:
-    import ray.data
 
     options = {**judge_options, "n_threads": threads_per_worker}
     if not gpus_per_worker and options.get("n_gpu_layers") is None:
