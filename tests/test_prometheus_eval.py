@@ -237,10 +237,9 @@ def test_sampling_params_are_honoured(fresh: CountingGGUF) -> None:
 
 def test_ctrl_c_while_waiting_cancels_what_the_call_queued(fresh: CountingGGUF) -> None:
     """A real SIGINT (Ctrl-C) while ``completions`` waits: KeyboardInterrupt reaches the
-    caller, and the engine stops: its queue empties and no slot stays busy within a few
-    seconds, with at most a token or two per running slot generated after the interrupt
-    (the old code went on grading all 40 prompts in the background)."""
-    import os
+    caller, and the engine stops: its queue empties and no slot stays busy once the step
+    in progress ends, with at most a token or two per slot generated after the interrupt
+    (the old code went on grading all 24 prompts in the background)."""
     import signal
     import threading
     import time
@@ -248,13 +247,13 @@ def test_ctrl_c_while_waiting_cancels_what_the_call_queued(fresh: CountingGGUF) 
     engine = fresh.judge.engine
     prompts = [mistral(ABS_SYSTEM_PROMPT, ABSOLUTE_PROMPT.format(
         instruction=f"Question {i}: what is {i} + {i}?", response=f"It is {2 * i + 1}.",
-        rubric=RUBRIC, reference_answer=str(2 * i))) for i in range(40)]
-    start_tokens = engine.generated_tokens_total
+        rubric=RUBRIC, reference_answer=str(2 * i))) for i in range(24)]
+    assert (engine.queue_depth, engine.busy) == (0, 0)
 
     def interrupt_once_running() -> None:
         deadline = time.monotonic() + 120
-        while engine.generated_tokens_total == start_tokens and time.monotonic() < deadline:
-            time.sleep(0.01)
+        while not engine.busy and time.monotonic() < deadline:
+            time.sleep(0.005)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
 
     assert threading.current_thread() is threading.main_thread()
@@ -264,12 +263,11 @@ def test_ctrl_c_while_waiting_cancels_what_the_call_queued(fresh: CountingGGUF) 
         fresh.completions(prompts, use_tqdm=False, max_tokens=64, temperature=0)
     trigger.join(timeout=10)
     at_interrupt = engine.generated_tokens_total
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # the step in progress may be a long prefill
     while (engine.queue_depth or engine.busy) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (engine.queue_depth, engine.busy) == (0, 0), "the engine went on grading"
     after = engine.generated_tokens_total - at_interrupt
     assert after <= 2 * engine.n_parallel, f"{after} tokens generated after the interrupt"
-    assert os.getpid()  # still here: the interrupt was handled, not fatal
     assert len(fresh.completions(prompts[:1], use_tqdm=False, max_tokens=16,
                                  temperature=0)) == 1  # the model works after it
