@@ -275,11 +275,11 @@ def test_actor_killed_mid_run(cluster: str, grade_input: Path, reference: dict[s
     assert _judge_actors()[victim]["NumRestarts"] >= 1  # Ray restarted it and retried
 
 
-def cli_command(inp: Path, out: Path, cluster: str) -> list[str]:
+def cli_command(inp: Path, out: Path, cluster: str, workers: int = 2) -> list[str]:
     """The CLI's Ray batch run with JUDGE's settings (one slot: bit-identical results)."""
     exe = Path(sys.executable).with_name("prometheus-lite")
-    return [str(exe), "grade", "--input", str(inp), "--output", str(out),
-            "--ray", cluster, "--workers", "2", "--threads-per-worker", "1", "--batch-size", "1",
+    return [str(exe), "grade", "--input", str(inp), "--output", str(out), "--ray", cluster,
+            "--workers", str(workers), "--threads-per-worker", "1", "--batch-size", "1",
             "--greedy", "--seed", str(JUDGE["seed"]), "--max-tokens", str(MAX_TOKENS),
             "--parallel", "1", "--n-gpu-layers", "0", "--no-progress"]
 
@@ -318,13 +318,13 @@ def test_a_second_run_on_the_same_output_refuses_at_once(
     old code judged everything and died at its first write, or, for Parquet, ran on and
     deleted the first run's temporary shard); the first run then finishes as if alone."""
     out = tmp_path / ("out.jsonl" if kind == "jsonl" else "shards")
-    ids = [f"g{i}" for i in range(40)]  # long enough to still be running during the second
+    ids = [f"g{i}" for i in range(12)]  # long enough to still be running during the second
     inp = tmp_path / "items.jsonl"
     inp.write_text("".join(
         json.dumps({"id": i, "instruction": f"Explain {TOPICS[k % 8]}.",
                     "response": f"Here is a short explanation of {TOPICS[k % 8]}.",
                     "rubric": "helpfulness"}) + "\n" for k, i in enumerate(ids)))
-    cmd = cli_command(inp, out, cluster)
+    cmd = cli_command(inp, out, cluster, workers=1)
     actors_before = set(_judge_actors())
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
