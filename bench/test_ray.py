@@ -193,7 +193,7 @@ def test_ray_actor_busy_slots(benchmark: Any, cluster: None, shared_dir: Any,
                               tmp_path: Path) -> None:
     smoke = benchmark.disabled
     data = shared_dir / "data" / "prometheus-benchmarks"
-    n, tokens = (4, 8) if smoke else (ITEMS, TOKENS)
+    n, tokens = (2, 8) if smoke else (ITEMS, TOKENS)
     items = load_items(n, data, lengths="shortest" if smoke else "spread")
     rows = [{"id": str(i), "instruction": it.request.instruction,
              "response": it.request.response, "reference_answer": it.request.reference_answer,

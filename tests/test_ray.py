@@ -144,7 +144,9 @@ def test_parquet_in_and_sharded_parquet_out(cluster: str, grade_input: Path,
                             progress=False, shard_rows=3, **JUDGE)
     assert (summary.total, summary.done, summary.errors) == (8, 8, 0)
     shards = sorted(out.glob("part-*.parquet"))
-    assert len(shards) == 3  # 8 records, 3 per shard
+    # 8 records, at most 3 per shard (a shard is also flushed after 30 s: more under load)
+    rows = [pq.read_metadata(s).num_rows for s in shards]
+    assert sum(rows) == 8 and max(rows) <= 3 and len(shards) >= 3, rows
     table = pa.concat_tables([pq.read_table(s) for s in shards])
     assert table.schema == record_schema("grade")
     got = by_id(table.to_pylist())
