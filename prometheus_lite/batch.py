@@ -1,7 +1,8 @@
 """JSONL batch files: parse input lines, judge them, append one result line per item.
 
-Resumable: a rerun with the same output file skips every id already written there
-(results and error records alike) and appends the rest, in input order. To retry
+Resumable: a rerun with the same output file skips every line already written there
+(results and error records alike; a record says which line it is by its ``id`` and
+``line``) and appends the rest, in input order. To retry
 items that failed, delete their lines (``"error": "..."``) from the output and rerun. An
 item that hit a transient llama.cpp failure (``Failure.transient``: out of memory, KV
 cache full) is not written at all, so the rerun retries it. One run at a time per output
@@ -9,85 +10,56 @@ file: a run holds an OS lock on it (``flock``) from start to end, and a second r
 same file refuses at once. No llama_cpp import here: the judge comes from a factory,
 called only if there is work left.
 
-Input line (one JSON object per line)::
-
-    {"id": "q1", "instruction": "...", "response": "...",            # grade
-     "reference_answer": "...", "rubric": "helpfulness" | {criteria, score1_description..}}
-    {"id": "q2", "instruction": "...", "response_a": "...", "response_b": "...", ...}  # compare
-
-The Feedback Collection names (``orig_instruction``, ``orig_response``,
-``orig_reference_answer``, ``orig_criteria``, ``orig_score1_description``..) work as they
-are, as do the Preference Collection's ``orig_response_A`` / ``orig_response_B``.
+The input lines (``batch_input``: parsing, with errors naming line and field) and the
+output records and file (``batch_output``: keys, durable writer, lock, resume) have
+their own modules; this one plans a run and runs it. Their public names are here too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any
 
-from .errors import BatchInputError, PrometheusLiteError, RubricError
-from .results import CompareRequest, Comparison, Failure, Grade, GradeRequest, Request, Result
-from .rubrics import PRESETS, Rubric, get_preset
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; runs on one output are not guarded there
-    fcntl = None  # type: ignore[assignment]
+from .batch_input import MODES, Mode, _input_lines, _peek_id, parse_line
+from .batch_output import (
+    COMPARE_KEYS,
+    DRY_RUN_KEYS,
+    GRADE_KEYS,
+    Done,
+    _LineWriter,
+    error_record,
+    read_done,
+    read_done_ids,
+    result_record,
+)
+from .errors import BatchInputError, PrometheusLiteError
+from .results import Failure, Request
+from .rubrics import Rubric
 
 __all__ = [
     "COMPARE_KEYS",
+    "DRY_RUN_KEYS",
     "GRADE_KEYS",
+    "MODES",
     "BatchSummary",
+    "Done",
     "Mode",
     "error_record",
     "parse_line",
     "plan_lines",
+    "read_done",
     "read_done_ids",
     "result_record",
     "run_batch",
 ]
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["grade", "compare"]
-MODES: tuple[str, ...] = ("grade", "compare")
-
-# Output line keys, in the order they are written (same set for every line of a mode).
-GRADE_KEYS: tuple[str, ...] = (
-    "id", "line", "feedback", "score", "probabilities", "expected_score", "error",
-    "error_type", "model", "prompt_format", "prompt_tokens", "completion_tokens",
-    "cached_prompt_tokens", "latency_s", "finish", "truncated_response_tokens",
-    "raw",  # the answer as the judge family's own parser reads it (results.Grade.raw)
-)
-COMPARE_KEYS: tuple[str, ...] = tuple(
-    "winner" if k == "score" else k for k in GRADE_KEYS if k != "expected_score"
-)
-DRY_RUN_KEYS: tuple[str, ...] = ("id", "line", "prompt", "error", "error_type")
-
-# Accepted names per field, first match wins: our names, then the Feedback /
-# Preference Collection names.
-_FIELD_NAMES: dict[str, tuple[str, ...]] = {
-    "instruction": ("instruction", "orig_instruction"),
-    "response": ("response", "orig_response"),
-    "response_a": ("response_a", "orig_response_A", "orig_response_a"),
-    "response_b": ("response_b", "orig_response_B", "orig_response_b"),
-    "reference_answer": ("reference_answer", "orig_reference_answer"),
-}
-_WHAT: dict[str, str] = {
-    "instruction": "the instruction the response answers",
-    "response": "the response to grade",
-    "response_a": "the first response to compare",
-    "response_b": "the second response to compare",
-    "reference_answer": "a reference answer that would get a score of 5",
-}
 
 
 @dataclass(frozen=True)
@@ -101,376 +73,6 @@ class BatchSummary:
     output: Path | None  # None: a dry run printed to stdout
     # Items that hit a transient llama.cpp failure: not written, so a rerun retries them.
     transient: int = 0
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return f"a number ({value!r})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _loads(line: str, lineno: int) -> dict[str, Any]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BatchInputError(
-            f"line {lineno}: invalid JSON ({e.msg} at column {e.colno}); each line must be "
-            "one JSON object, e.g. {\"instruction\": \"...\", \"response\": \"...\"}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise BatchInputError(
-            f"line {lineno}: expected a JSON object, got {_json_type(obj)}; each line must be "
-            "one object with fields such as \"instruction\" and \"response\""
-        )
-    return obj
-
-
-def _id_of(obj: Mapping[str, Any], lineno: int) -> str:
-    """The item's id as a string: the ``id`` field's str(), or the 1-based line number."""
-    value = obj.get("id")
-    if value is None:
-        return str(lineno)
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise BatchInputError(
-        f"line {lineno}, field 'id': expected a string or a number, got {_json_type(value)}; "
-        "give a unique string id or leave it out (the line number is used)"
-    )
-
-
-def _peek_id(line: str, lineno: int) -> str:
-    """The id of a line that may be malformed: its own id if readable, else the line number."""
-    try:
-        return _id_of(_loads(line, lineno), lineno)
-    except BatchInputError:
-        return str(lineno)
-
-
-def _field(obj: Mapping[str, Any], name: str, lineno: int, *, required: bool) -> str | None:
-    for key in _FIELD_NAMES[name]:
-        if key in obj and (obj[key] is not None or not required):
-            value = obj[key]
-            if value is None:
-                return None
-            if not isinstance(value, str):
-                raise BatchInputError(
-                    f"line {lineno}, field '{key}': expected a string, got {_json_type(value)}; "
-                    f"give {_WHAT[name]} as JSON text in quotes"
-                )
-            return value
-    if not required:
-        return None
-    hint = ""
-    if name == "response" and "response_a" in obj:
-        hint = " (this line has 'response_a': is it a compare item? use 'prometheus-lite compare')"
-    elif name.startswith("response_") and "response" in obj:
-        hint = " (this line has 'response': is it a grade item? use 'prometheus-lite grade')"
-    names = " or ".join(f"'{k}'" for k in _FIELD_NAMES[name][:2])
-    raise BatchInputError(
-        f"line {lineno}: missing field {names}; add {_WHAT[name]} (a string; "
-        f"\"\" is allowed){hint}"
-    )
-
-
-def _rubric(obj: Mapping[str, Any], lineno: int, default: Rubric | None) -> Rubric:
-    presets = ", ".join(PRESETS)
-    if "rubric" in obj and obj["rubric"] is not None:
-        spec = obj["rubric"]
-        try:
-            if isinstance(spec, str):
-                return get_preset(spec)
-            if isinstance(spec, dict):
-                return Rubric.from_dict(spec)
-        except RubricError as e:
-            raise BatchInputError(f"line {lineno}, field 'rubric': {e}") from None
-        raise BatchInputError(
-            f"line {lineno}, field 'rubric': expected a preset name ({presets}) or an object "
-            f"with 'criteria' and 'score1_description'..'score5_description', "
-            f"got {_json_type(spec)}"
-        )
-    if "orig_criteria" in obj or "criteria" in obj:
-        try:
-            return Rubric.from_dict(obj)
-        except RubricError as e:
-            raise BatchInputError(f"line {lineno}, rubric fields: {e}") from None
-    if default is not None:
-        return default
-    raise BatchInputError(
-        f"line {lineno}: no rubric; add a 'rubric' field (a preset name: {presets}; or an "
-        "object with 'criteria' and 'score1_description'..'score5_description'), or the "
-        "'orig_criteria'/'orig_score1_description'.. fields, or pass --rubric for all lines"
-    )
-
-
-def parse_line(
-    line: str | dict[str, Any], lineno: int, mode: Mode, default_rubric: Rubric | None = None
-) -> Request:
-    """One JSONL input line (or its already parsed object) as a request; raises
-    ``BatchInputError`` naming the line number and the field, and saying how to fix it."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be 'grade' or 'compare', got {mode!r}")
-    obj = line if isinstance(line, dict) else _loads(line, lineno)
-    item_id = _id_of(obj, lineno)
-    instruction = _field(obj, "instruction", lineno, required=True)
-    reference = _field(obj, "reference_answer", lineno, required=False)
-    if mode == "grade":
-        response = _field(obj, "response", lineno, required=True)
-        rubric = _rubric(obj, lineno, default_rubric)
-        return GradeRequest(instruction, response, rubric, reference, id=item_id)  # type: ignore[arg-type]
-    response_a = _field(obj, "response_a", lineno, required=True)
-    response_b = _field(obj, "response_b", lineno, required=True)
-    rubric = _rubric(obj, lineno, default_rubric)
-    return CompareRequest(
-        instruction, response_a, response_b, rubric, reference, id=item_id  # type: ignore[arg-type]
-    )
-
-
-# --------------------------------------------------------------------------- records
-
-
-def result_record(
-    result: Result,
-    mode: Mode,
-    *,
-    id: str | None = None,
-    line: int | None = None,
-    model: str | None = None,
-    prompt_format: str | None = None,
-) -> dict[str, Any]:
-    """The output line for one result, keys in ``GRADE_KEYS``/``COMPARE_KEYS`` order
-    (``line`` left out when None). Failures get nulls in the result fields."""
-    keys = GRADE_KEYS if mode == "grade" else COMPARE_KEYS
-    rec: dict[str, Any] = dict.fromkeys(keys)
-    rec["id"] = id if id is not None else result.id
-    rec["line"] = line
-    if isinstance(result, Failure):
-        rec.update(error=result.error, error_type=result.error_type,
-                   model=model, prompt_format=prompt_format)
-    else:
-        u = result.usage
-        rec.update(
-            feedback=result.feedback,
-            probabilities=dict(result.probabilities),
-            model=result.model,
-            prompt_format=result.prompt_format,
-            prompt_tokens=u.prompt_tokens,
-            completion_tokens=u.completion_tokens,
-            cached_prompt_tokens=u.cached_prompt_tokens,
-            latency_s=round(u.latency_s, 4),
-            finish=u.finish,
-            truncated_response_tokens=u.truncated_response_tokens,
-            raw=result.raw,
-        )
-        if isinstance(result, Grade):
-            rec.update(score=result.score, expected_score=result.expected_score)
-        elif isinstance(result, Comparison):
-            rec["winner"] = result.winner
-    if line is None:
-        del rec["line"]
-    return rec
-
-
-def error_record(
-    mode: Mode | Literal["dry-run"],
-    id: str,
-    line: int,
-    error: str,
-    error_type: str,
-    *,
-    model: str | None = None,
-    prompt_format: str | None = None,
-) -> dict[str, Any]:
-    """The output line for an item that could not be judged (same keys as a result)."""
-    if mode == "dry-run":
-        return {"id": id, "line": line, "prompt": None, "error": error, "error_type": error_type}
-    rec = result_record(Failure(error, error_type, id), mode, id=id, line=line,
-                        model=model, prompt_format=prompt_format)
-    return rec
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _dumps(rec: Mapping[str, Any]) -> bytes:
-    """One JSON line (strict JSON: NaN/inf become null), newline included."""
-    rec = _finite(rec)
-    try:
-        return (json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from the input: escape them instead
-        return (json.dumps(rec, ensure_ascii=True, allow_nan=False) + "\n").encode("ascii")
-
-
-# --------------------------------------------------------------------------- files
-
-
-def _input_lines(path: Path) -> Iterator[tuple[int, str | None]]:
-    """(1-based line number, text or None if not UTF-8) for every non-blank line;
-    streamed, never the whole file in memory."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise BatchInputError(f"cannot read input file '{path}': {e.strerror}") from None
-    with f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                yield lineno, None
-
-
-def read_done_ids(output_path: str | os.PathLike[str], *, repair: bool = True) -> Counter[str]:
-    """How many lines each id has in an existing output file (missing file: none).
-
-    A torn last line (no trailing newline, or not valid JSON) is what a killed run can
-    leave; with ``repair`` it is truncated away so appending starts on a clean line.
-    Any other unreadable line means the file was not written by prometheus-lite (or was
-    edited) and raises ``BatchInputError``.
-    """
-    path = Path(output_path)
-    done: Counter[str] = Counter()
-    if not path.exists():
-        return done
-    good_end = 0  # byte offset just past the last good line
-    bad: tuple[int, str] | None = None  # (line number, why) of the first unreadable line
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise BatchInputError(f"cannot read output file '{path}': {e.strerror}") from None
-    with f:
-        offset = 0
-        for lineno, raw in enumerate(f, start=1):
-            offset += len(raw)
-            if bad is not None:  # an unreadable line followed by more lines: not torn
-                raise BatchInputError(
-                    f"output file '{path}', line {bad[0]}: {bad[1]}; this file was not "
-                    "written by prometheus-lite or was edited: fix or delete that line, "
-                    "or choose another --output"
-                )
-            if not raw.strip():
-                good_end = offset
-                continue
-            if not raw.endswith(b"\n"):
-                bad = (lineno, "line has no newline at the end")
-                continue
-            try:
-                rec = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                bad = (lineno, "not valid JSON")
-                continue
-            if not isinstance(rec, dict) or "id" not in rec:
-                bad = (lineno, "not a result record (no 'id' field)")
-                continue
-            done[str(rec["id"])] += 1
-            good_end = offset
-    if bad is not None:
-        logger.warning(
-            "output file '%s': line %d is torn (%s), left by an interrupted run; %s",
-            path, bad[0], bad[1], "removing it" if repair else "ignoring it",
-        )
-        if repair:
-            os.truncate(path, good_end)
-    return done
-
-
-class _LineWriter:
-    """Appends whole JSON lines to a file, each durable before the next item starts.
-
-    Why one ``os.write`` per line on an ``O_APPEND`` fd, then ``fsync``: there is no
-    user-space buffer, so a kill -9 can only lose the line being built, never leave
-    half of an earlier line behind in a Python buffer; the kernel appends each write
-    at the current end of file as a unit; and ``fsync`` makes every written line
-    survive a crash of the machine as well. The rare short write (disk full, a fatal
-    signal in the middle of a very long line) leaves a torn last line without a
-    newline, which ``read_done_ids`` truncates away on the next run.
-    """
-
-    def __init__(self, path: Path | None, *, exclusive: bool = False) -> None:
-        self.path = path
-        self._fd: int | None = None
-        if path is not None:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_EXCL if exclusive else 0)
-            try:
-                self._fd = os.open(path, flags, 0o644)
-            except FileExistsError:
-                raise BatchInputError(
-                    f"output file '{path}' already exists; a dry run does not overwrite "
-                    "files: delete it or leave out --output to print to stdout"
-                ) from None
-            except OSError as e:
-                raise BatchInputError(
-                    f"cannot open output file '{path}' for appending: {e.strerror}; "
-                    "check that its folder exists and is writable"
-                ) from None
-            try:
-                _lock(self._fd, path)
-            except BaseException:
-                self.close()
-                raise
-
-    def write(self, rec: Mapping[str, Any]) -> None:
-        data = _dumps(rec)
-        if self._fd is None:
-            out: IO[str] = sys.stdout
-            out.write(data.decode("utf-8"))
-            out.flush()
-            return
-        view = memoryview(data)
-        while view:  # one write() in practice; loop only for a short write
-            n = os.write(self._fd, view)
-            view = view[n:]
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _lock(fd: int, path: Path) -> None:
-    """Take the output file's lock for this run, or refuse at once if another run has it.
-
-    ``flock`` on the file itself: the kernel releases it when the process ends, however
-    it ends (kill -9 included), so a crashed run never leaves a stale lock behind; and
-    unlike ``fcntl``/``lockf`` record locks it survives this process opening and closing
-    the file again (``read_done_ids`` does).
-    """
-    if fcntl is None:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise BatchInputError(
-            f"output file '{path}' is in use by another prometheus-lite run (it holds the "
-            "file's lock); two runs on one output would grade the same items twice. Wait "
-            "for that run to finish (then rerun to resume), or choose another --output"
-        ) from None
-    except OSError as e:  # a file system without flock support (some network mounts)
-        logger.warning(
-            "cannot lock output file '%s' (%s); make sure no other run writes to it",
-            path, e.strerror,
-        )
 
 
 # --------------------------------------------------------------------------- running
@@ -489,21 +91,22 @@ def plan_lines(
     lines: Iterable[tuple[int, str | None]],
     mode: Mode,
     default_rubric: Rubric | None,
-    done: Counter[str],
+    done: Mapping[tuple[str, int | None], int],
 ) -> tuple[dict[int, _Plan], int, int]:
     """First pass: which lines to handle now. Returns (plan by line, total, skipped).
 
-    ``lines`` are (line number, text or None if not UTF-8), as ``_input_lines`` gives.
+    ``lines`` are (line number, text or None if not UTF-8), as ``_input_lines`` gives;
+    ``done`` is what the output holds (``read_done``).
 
-    The k-th input line with a given id counts as done if the output already has k
-    lines with that id, so duplicates keep their error record across resumes too.
+    A line is done when a record says it is that line: same id, same line number. So a
+    line that failed transiently (never written) is judged again even when a later line
+    with the same id has its duplicate-id error record. Records whose line number holds
+    no line with their id (the input was edited above them, or the record has no line
+    number) still count, for the first not-done lines with their id, in input order:
+    an edited input does not get its finished items judged twice.
     """
-    plan: dict[int, _Plan] = {}
-    seen: Counter[str] = Counter()
-    first_line: dict[str, int] = {}
-    total = skipped = 0
+    entries: list[tuple[int, str, str | None]] = []  # (line, id, error), every line
     for lineno, text in lines:
-        total += 1
         error: str | None = None
         if text is None:
             item_id = str(lineno)
@@ -513,10 +116,27 @@ def plan_lines(
                 item_id = parse_line(text, lineno, mode, default_rubric).id  # type: ignore[assignment]
             except BatchInputError as e:
                 item_id, error = _peek_id(text, lineno), str(e)
-        seen[item_id] += 1
+        entries.append((lineno, item_id, error))
+
+    left = Counter({key: n for key, n in done.items() if n > 0})
+    skip: set[int] = set()
+    for lineno, item_id, _ in entries:  # records that name their line
+        if left[(item_id, lineno)] > 0:
+            left[(item_id, lineno)] -= 1
+            skip.add(lineno)
+    unplaced: Counter[str] = Counter()
+    for (item_id, _), n in left.items():
+        unplaced[item_id] += n
+    for lineno, item_id, _ in entries:  # records whose line is not (or no longer) theirs
+        if lineno not in skip and unplaced[item_id] > 0:
+            unplaced[item_id] -= 1
+            skip.add(lineno)
+
+    plan: dict[int, _Plan] = {}
+    first_line: dict[str, int] = {}
+    for lineno, item_id, error in entries:
         first = first_line.setdefault(item_id, lineno)
-        if seen[item_id] <= done[item_id]:
-            skipped += 1
+        if lineno in skip:
             continue
         if first != lineno and error is None:
             error = (
@@ -525,7 +145,7 @@ def plan_lines(
                 "another id"
             )
         plan[lineno] = _Plan(item_id, error)
-    return plan, total, skipped
+    return plan, len(entries), len(skip)
 
 
 def run_batch(
@@ -576,7 +196,7 @@ def run_batch(
     # writes a new file, O_EXCL, once its input has been read.)
     writer = None if dry else _LineWriter(out)
     try:
-        done = Counter[str]() if dry else read_done_ids(out)  # type: ignore[arg-type]
+        done: Done = Counter() if dry else read_done(out)  # type: ignore[arg-type]
         plan, total, skipped = plan_lines(_input_lines(input_path), mode, default_rubric, done)
     except BaseException:
         if writer is not None:

@@ -1,4 +1,5 @@
-"""JSONL batch files: parsing every field form, error records, resume (no model needed)."""
+"""JSONL batch files: parsing every field form, error records, resume (a fake judge; the
+embedded model for the real transient-failure path at the end)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prometheus_lite.batch import (
     COMPARE_KEYS,
     GRADE_KEYS,
     parse_line,
+    read_done,
     read_done_ids,
     run_batch,
 )
@@ -443,6 +445,51 @@ def test_transient_failures_are_not_recorded_and_retried(tmp_path: Path) -> None
     assert sorted(r["id"] for r in read_jsonl(out)) == ["a", "b", "c", "d"]
 
 
+def test_transient_failure_of_a_duplicate_ids_first_line_is_retried(tmp_path: Path) -> None:
+    """Two lines share id x; line 1 fails transiently (nothing written) and line 2 gets its
+    duplicate-id error record. The rerun must judge line 1: the record of line 2 says it
+    is line 2, not 'one of the x lines'."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(
+        line(id=i, instruction="i", response=r, rubric="honesty") + "\n"
+        for i, r in [("x", "TRANSIENT"), ("x", "ok"), ("y", "ok")]
+    ))
+    s = run_batch(Factory(transient=1), inp, out, "grade", progress=False)
+    assert (s.done, s.errors, s.transient) == (1, 1, 1)
+    assert [(r["id"], r["line"]) for r in read_jsonl(out)] == [("x", 2), ("y", 3)]
+    factory = Factory()
+    s = run_batch(factory, inp, out, "grade", progress=False)
+    assert (s.total, s.skipped, s.done, s.errors, s.transient) == (3, 2, 1, 0, 0)
+    assert factory.judges[0].seen == ["x"]
+    recs = read_jsonl(out)
+    assert [(r["id"], r["line"], r["error"] is None) for r in recs] == [
+        ("x", 2, False), ("y", 3, True), ("x", 1, True)]
+    s = run_batch(Factory(), inp, out, "grade", progress=False)
+    assert (s.skipped, s.done, s.errors) == (3, 0, 0)
+
+
+def test_resume_keys_on_id_and_line(tmp_path: Path) -> None:
+    """read_done counts records per (id, line); a record whose line moved (the input was
+    edited above it) or that has no line still counts for its id, so nothing is judged
+    twice."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_items(inp, 3)
+    run_batch(Factory(), inp, out, "grade", progress=False)
+    assert read_done(out) == {("item0", 1): 1, ("item1", 2): 1, ("item2", 3): 1}
+    items = inp.read_text()
+    inp.write_text(line(id="new", instruction="i", response="n", rubric="honesty") + "\n"
+                   + items)  # every old item moved down one line
+    factory = Factory()
+    s = run_batch(factory, inp, out, "grade", progress=False)
+    assert (s.total, s.skipped, s.done) == (4, 3, 1) and factory.judges[0].seen == ["new"]
+    out.write_text(out.read_text() + '{"id": "old"}\n')  # a record without a line number
+    inp.write_text(inp.read_text() + line(id="old", instruction="i", response="o",
+                                          rubric="honesty") + "\n")
+    assert read_done(out)[("old", None)] == 1
+    s = run_batch(Factory(), inp, out, "grade", progress=False)
+    assert (s.total, s.skipped, s.done) == (5, 5, 0)
+
+
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
     """While another open file description holds the output's flock (as another process
     running on it does), a run refuses before reading, repairing or writing anything."""
@@ -531,3 +578,73 @@ def test_progress_bar_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[st
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "grading" in captured.err and "3/3" in captured.err
+
+
+# --------------------------------------------------------------------------- a real judge
+
+
+class _SharedJudge:
+    """A real Judge (embedded model) for several runs: run_batch's close() leaves it open.
+
+    ``flaky`` items (their response) get a token id past the vocabulary appended to their
+    prompt, once each: llama.cpp rejects that batch, the engine fails the item with a
+    DecodeError and Judge.batch yields it as a transient Failure, the real path of a
+    transient llama.cpp failure."""
+
+    def __init__(self, judge: Any) -> None:
+        self.judge = judge
+        self.model_name, self.prompt_format = judge.model_name, judge.prompt_format
+        self.flaky: set[str] = set()
+        runtime = judge.runtime
+        tokenize = runtime.tokenize_prompt
+
+        def tokenize_prompt(prompt: Any) -> list[int]:
+            tokens = tokenize(prompt)
+            hit = next((r for r in self.flaky if r in prompt.text), None)
+            if hit is None:
+                return tokens
+            self.flaky.discard(hit)
+            return tokens[:-1] + [runtime.n_vocab + 7]
+
+        runtime.tokenize_prompt = tokenize_prompt
+
+    def batch(self, requests: Iterable[Any]) -> Iterator[Any]:
+        return self.judge.batch(requests)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def real_judge() -> Iterator[_SharedJudge]:
+    from prometheus_lite import Judge
+
+    judge = Judge(None, n_threads=1, n_parallel=1, greedy=True, max_new_tokens=16, seed=3,
+                  n_gpu_layers=0)
+    try:
+        yield _SharedJudge(judge)
+    finally:
+        judge.close()
+
+
+def test_real_transient_failure_of_a_duplicate_ids_first_line_is_retried(
+    tmp_path: Path, real_judge: _SharedJudge
+) -> None:
+    """The same situation with the real engine: line 1's llama_decode fails (transient,
+    not written), line 2 (same id) gets its duplicate-id record; the rerun judges line 1."""
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(
+        line(id=i, instruction="Say hi.", response=r, rubric="honesty") + "\n"
+        for i, r in [("x", "Hello there (flaky)."), ("x", "Hi."), ("y", "Hey.")]
+    ))
+    real_judge.flaky = {"Hello there (flaky)."}
+    s = run_batch(lambda: real_judge, inp, out, "grade", progress=False)
+    assert (s.done, s.errors, s.transient) == (1, 1, 1)
+    assert not real_judge.flaky  # the failure was injected
+    assert [(r["id"], r["line"], r["error_type"]) for r in read_jsonl(out)] == [
+        ("x", 2, "BatchInputError"), ("y", 3, None)]
+    s = run_batch(lambda: real_judge, inp, out, "grade", progress=False)  # the real rerun
+    assert (s.skipped, s.done, s.errors, s.transient) == (2, 1, 0, 0)
+    recs = read_jsonl(out)
+    assert [(r["id"], r["line"]) for r in recs] == [("x", 2), ("y", 3), ("x", 1)]
+    assert recs[2]["error"] is None and recs[2]["score"] in (1, 2, 3, 4, 5)

@@ -230,3 +230,44 @@ def test_sampling_params_are_honoured(fresh: CountingGGUF) -> None:
                                 sampling=fresh.judge.sampling.__class__(1.0, 0.9, 1.03)
                                 ).result().raw_output for s in (3, 4)]
     assert best[0] in seeds
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+def test_ctrl_c_while_waiting_cancels_what_the_call_queued(fresh: CountingGGUF) -> None:
+    """A real SIGINT (Ctrl-C) while ``completions`` waits: KeyboardInterrupt reaches the
+    caller, and the engine stops: its queue empties and no slot stays busy once the step
+    in progress ends, with at most a token or two per slot generated after the interrupt
+    (the old code went on grading all 24 prompts in the background)."""
+    import signal
+    import threading
+    import time
+
+    engine = fresh.judge.engine
+    prompts = [mistral(ABS_SYSTEM_PROMPT, ABSOLUTE_PROMPT.format(
+        instruction=f"Question {i}: what is {i} + {i}?", response=f"It is {2 * i + 1}.",
+        rubric=RUBRIC, reference_answer=str(2 * i))) for i in range(24)]
+    assert (engine.queue_depth, engine.busy) == (0, 0)
+
+    def interrupt_once_running() -> None:
+        deadline = time.monotonic() + 120
+        while not engine.busy and time.monotonic() < deadline:
+            time.sleep(0.005)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    assert threading.current_thread() is threading.main_thread()
+    trigger = threading.Thread(target=interrupt_once_running, daemon=True)
+    trigger.start()
+    with pytest.raises(KeyboardInterrupt):
+        fresh.completions(prompts, use_tqdm=False, max_tokens=64, temperature=0)
+    trigger.join(timeout=10)
+    at_interrupt = engine.generated_tokens_total
+    deadline = time.monotonic() + 60  # the step in progress may be a long prefill
+    while (engine.queue_depth or engine.busy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (engine.queue_depth, engine.busy) == (0, 0), "the engine went on grading"
+    after = engine.generated_tokens_total - at_interrupt
+    assert after <= 2 * engine.n_parallel, f"{after} tokens generated after the interrupt"
+    assert len(fresh.completions(prompts[:1], use_tqdm=False, max_tokens=16,
+                                 temperature=0)) == 1  # the model works after it

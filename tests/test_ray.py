@@ -144,7 +144,9 @@ def test_parquet_in_and_sharded_parquet_out(cluster: str, grade_input: Path,
                             progress=False, shard_rows=3, **JUDGE)
     assert (summary.total, summary.done, summary.errors) == (8, 8, 0)
     shards = sorted(out.glob("part-*.parquet"))
-    assert len(shards) == 3  # 8 records, 3 per shard
+    # 8 records, at most 3 per shard (a shard is also flushed after 30 s: more under load)
+    rows = [pq.read_metadata(s).num_rows for s in shards]
+    assert sum(rows) == 8 and max(rows) <= 3 and len(shards) >= 3, rows
     table = pa.concat_tables([pq.read_table(s) for s in shards])
     assert table.schema == record_schema("grade")
     got = by_id(table.to_pylist())
@@ -181,6 +183,56 @@ def test_dataset_api_compare_equals_single_machine(cluster: str, tmp_path: Path)
             actual = dict(got[item["id"]])
             actual.pop("line")  # a Dataset row has no line number
             assert actual == expected, item["id"]
+
+
+def _watching_actor(log: Path) -> type:
+    """A JudgeActor that records, in ``log``, the most blocks it judged at once and the
+    most engine slots busy at once (sampled every 2 ms). Made in a function so Ray ships
+    the class by value."""
+    import threading
+
+    from prometheus_lite.integrations.ray import JudgeActor
+
+    class WatchingActor(JudgeActor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.lock = threading.Lock()
+            self.calls = self.most_calls = self.most_busy = 0
+            threading.Thread(target=self.sample, daemon=True).start()
+
+        def sample(self) -> None:
+            while True:
+                self.most_busy = max(self.most_busy, self.judge.engine.busy)
+                time.sleep(0.002)
+
+        def __call__(self, batch: Any) -> Any:
+            with self.lock:
+                self.calls += 1
+                self.most_calls = max(self.most_calls, self.calls)
+            try:
+                return super().__call__(batch)
+            finally:
+                with self.lock:
+                    self.calls -= 1
+                    log.write_text(json.dumps([self.most_calls, self.most_busy]))
+
+    return WatchingActor
+
+
+def test_an_actor_keeps_its_slots_busy_across_blocks(cluster: str, tmp_path: Path) -> None:
+    """Blocks of one item, two slots: the actor judges several blocks at once, all in its
+    one engine, so both slots work (the old code ran one block at a time: one slot)."""
+    log = tmp_path / "watch.json"
+    items = [{"id": f"s{i}", "instruction": f"Explain {t}.", "response": f"{t}: yes.",
+              "rubric": "helpfulness"} for i, t in enumerate(TOPICS[:4])]
+    rows = judge_dataset(ray.data.from_items(items, override_num_blocks=4), "grade", workers=1,
+                         threads_per_worker=1,
+                         batch_size=1, actor=_watching_actor(log),
+                         **{**JUDGE, "n_parallel": 2}).take_all()
+    assert sorted(r["id"] for r in rows) == ["s0", "s1", "s2", "s3"]
+    assert all(r["error"] is None for r in rows)
+    most_calls, most_busy = json.loads(log.read_text())
+    assert most_calls >= 2 and most_busy == 2, (most_calls, most_busy)
 
 
 # --------------------------------------------------------------------------- failures
@@ -225,14 +277,19 @@ def test_actor_killed_mid_run(cluster: str, grade_input: Path, reference: dict[s
     assert _judge_actors()[victim]["NumRestarts"] >= 1  # Ray restarted it and retried
 
 
+def cli_command(inp: Path, out: Path, cluster: str, workers: int = 2) -> list[str]:
+    """The CLI's Ray batch run with JUDGE's settings (one slot: bit-identical results)."""
+    exe = Path(sys.executable).with_name("prometheus-lite")
+    return [str(exe), "grade", "--input", str(inp), "--output", str(out), "--ray", cluster,
+            "--workers", str(workers), "--threads-per-worker", "1", "--batch-size", "1",
+            "--greedy", "--seed", str(JUDGE["seed"]), "--max-tokens", str(MAX_TOKENS),
+            "--parallel", "1", "--n-gpu-layers", "0", "--no-progress"]
+
+
 def test_cli_rerun_after_interrupted_run(cluster: str, grade_input: Path,
                                          reference: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    exe = Path(sys.executable).with_name("prometheus-lite")
-    cmd = [str(exe), "grade", "--input", str(grade_input), "--output", str(out),
-           "--ray", cluster, "--workers", "2", "--threads-per-worker", "1", "--batch-size", "1",
-           "--greedy", "--seed", str(JUDGE["seed"]), "--max-tokens", str(MAX_TOKENS),
-           "--n-gpu-layers", "0", "--no-progress"]
+    cmd = cli_command(grade_input, out, cluster)
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
@@ -253,6 +310,57 @@ def test_cli_rerun_after_interrupted_run(cluster: str, grade_input: Path,
         in err, err[-2000:]
     assert f"{len(partial)} already done" in err
     assert by_id(read_jsonl(out)) == reference
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_second_run_on_the_same_output_refuses_at_once(
+        cluster: str, tmp_path: Path, kind: str) -> None:
+    """Two real CLI runs on one output: while the first is judging, the second refuses
+    before reading, repairing or removing anything and before starting any actor (the
+    old code judged everything and died at its first write, or, for Parquet, ran on and
+    deleted the first run's temporary shard); the first run then finishes as if alone."""
+    out = tmp_path / ("out.jsonl" if kind == "jsonl" else "shards")
+    ids = [f"g{i}" for i in range(12)]  # long enough to still be running during the second
+    inp = tmp_path / "items.jsonl"
+    inp.write_text("".join(
+        json.dumps({"id": i, "instruction": f"Explain {TOPICS[k % 8]}.",
+                    "response": f"Here is a short explanation of {TOPICS[k % 8]}.",
+                    "rubric": "helpfulness"}) + "\n" for k, i in enumerate(ids)))
+    cmd = cli_command(inp, out, cluster, workers=1)
+    actors_before = set(_judge_actors())
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None and not [
+                a for k, a in _judge_actors().items()
+                if k not in actors_before and a["State"] == "ALIVE"]:
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()[1].decode()[-2000:]
+        other_tmp = out / ".part-0ther000-00000.parquet.tmp"  # as a live run's shard
+        if kind == "parquet":
+            other_tmp.write_bytes(b"being written")
+        actors_mid = set(_judge_actors())
+        second = subprocess.run(cmd, capture_output=True, timeout=180)
+        still_running = first.poll() is None
+        err = second.stderr.decode()
+        assert second.returncode == 1, err[-2000:]
+        assert "is in use by another prometheus-lite run" in err, err[-2000:]
+        assert set(_judge_actors()) == actors_mid, "the refused run started actors"
+        if kind == "parquet":
+            assert other_tmp.read_bytes() == b"being written"
+        assert still_running, "the first run ended before the second: nothing was checked"
+        assert first.wait(timeout=400) == 0, first.communicate()[1].decode()[-2000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(timeout=60)
+    if kind == "jsonl":
+        records = read_jsonl(out)
+    else:
+        records = pq.read_table(out).to_pylist()  # hidden .tmp files are not read
+    got = by_id(records)  # every id exactly once
+    assert sorted(got) == sorted(ids)
+    assert all(r["error"] is None for r in got.values())
 
 
 # --------------------------------------------------------------------------- usage

@@ -156,12 +156,21 @@ class GGUF:
             raise PromptError("completions takes a list of prompt strings, got one string")
         inputs = [self._prepare(i, p) for i, p in enumerate(prompts)]  # all checked first
         base = self.judge.seed if seed is None else seed
-        futures = [
-            [self.judge.submit(inp, sampling=sampling, seed=base + k, max_new_tokens=max_tokens)
-             for k in range(best_of)]
-            for inp in inputs
-        ]
-        results = self._collect(futures, inputs, use_tqdm)
+        futures: list[list[Future[Grade | Comparison]]] = []
+        try:
+            for inp in inputs:
+                futures.append([])
+                for k in range(best_of):
+                    futures[-1].append(self.judge.submit(
+                        inp, sampling=sampling, seed=base + k, max_new_tokens=max_tokens))
+            results = self._collect(futures, inputs, use_tqdm)
+        finally:
+            # Ctrl-C (or any error) while waiting: withdraw what this call queued, and stop
+            # what is running, so the engine does not go on grading in the background.
+            # (Finished futures ignore cancel().)
+            for group in futures:
+                for f in group:
+                    f.cancel()
         self.last_results = results
         self.last_prompts = inputs
         return [r.raw_output for r in results]

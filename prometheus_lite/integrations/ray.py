@@ -20,8 +20,9 @@ local or on any filesystem pyarrow reads: ``s3://``, ``gs://``, ``hdfs://``) to 
 every item its line number and id, skip the ids the output already holds and turn
 malformed lines and duplicate ids into error records exactly as ``batch.run_batch``
 does. The items to judge go out as blocks of ``batch_size`` rows, one actor task each,
-so an actor killed mid-run costs only its in-flight batch: Ray restarts the actor and
-retries that task. Results stream back to the driver, which alone writes the output, one
+several tasks at once per actor (all feeding its one engine, so its slots stay busy);
+an actor killed mid-run costs only its blocks in flight: Ray restarts the actor and
+retries those tasks. Results stream back to the driver, which alone writes the output, one
 record at a time and never an (id, line) twice; a rerun after any interruption skips
 what is already written.
 """
@@ -32,8 +33,6 @@ import json
 import logging
 import os
 import socket
-import time
-import uuid
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,24 +40,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from ..batch import (
-    COMPARE_KEYS,
-    GRADE_KEYS,
     BatchSummary,
     Mode,
-    _LineWriter,
     error_record,
     parse_line,
     plan_lines,
-    read_done_ids,
     result_record,
 )
 from ..constraint import SCORE_LABELS, WINNER_LABELS
 from ..errors import BatchInputError, ClusterError, PrometheusLiteError
 from ..rubrics import Rubric
+from .ray_files import JsonlOutput, ParquetOutput, is_jsonl, read_items, record_schema
 
 if TYPE_CHECKING:
     import ray.data
@@ -71,6 +65,7 @@ __all__ = [
     "read_items",
     "record_schema",
     "run_ray_batch",
+    "tasks_in_flight",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,30 +83,12 @@ TASK_SCHEMA = pa.schema(
     ]
 )
 
-_TYPES: dict[str, pa.DataType] = {
-    "id": pa.string(), "line": pa.int64(), "feedback": pa.string(), "score": pa.int64(),
-    "winner": pa.string(), "expected_score": pa.float64(), "error": pa.string(),
-    "error_type": pa.string(), "model": pa.string(), "prompt_format": pa.string(),
-    "prompt_tokens": pa.int64(), "completion_tokens": pa.int64(),
-    "cached_prompt_tokens": pa.int64(), "latency_s": pa.float64(), "finish": pa.string(),
-    "truncated_response_tokens": pa.int64(), "raw": pa.string(),
-}
-
-
-def record_schema(mode: Mode) -> pa.Schema:
-    """The Arrow schema of result records: ``batch.GRADE_KEYS``/``COMPARE_KEYS`` in order,
-    ``probabilities`` a struct over the labels ("1".."5" or "A", "B")."""
-    keys = GRADE_KEYS if mode == "grade" else COMPARE_KEYS
-    labels = SCORE_LABELS if mode == "grade" else WINNER_LABELS
-    probs = pa.struct([(label, pa.float64()) for label in labels])
-    return pa.schema([(k, probs if k == "probabilities" else _TYPES[k]) for k in keys])
-
-
 # --------------------------------------------------------------------------- actors
 
 
 class JudgeActor:
-    """The ``map_batches`` callable: one Judge per actor, built once in its process.
+    """The ``map_batches`` callable: one Judge per actor, built once in its process;
+    thread-safe (several blocks are judged at once).
 
     Takes pyarrow batches of either task rows (``TASK_SCHEMA``, from a file run) or raw
     items (any columns with the batch JSONL field names; ``planned=False``) and returns
@@ -138,6 +115,9 @@ class JudgeActor:
         self.judge = Judge(model, **judge_options)
         self.model_name = self.judge.model_name
         self.prompt_format = self.judge.prompt_format
+        # Several calls run at once (one thread each, see _map): build the cached output
+        # constraint here, not twice in racing threads.
+        self.judge.constraint(WINNER_LABELS if mode == "compare" else SCORE_LABELS)
 
     def _tasks(
         self, rows: list[dict[str, Any]]
@@ -167,6 +147,9 @@ class JudgeActor:
                 yield line, item_id, str(e)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Judge one block. Several blocks run at once in one actor (threads): each one
+        queues its items in the same engine, so the slots stay busy while a block waits
+        for its slowest item."""
         tasks = list(self._tasks(batch.to_pylist()))
         requests = [req for _, _, req in tasks if not isinstance(req, str)]
         results = iter(self.judge.batch(requests))
@@ -188,90 +171,16 @@ class JudgeActor:
             judge.close()
 
 
-# --------------------------------------------------------------------------- input
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-            raise BatchInputError(f"cannot open '{uri}': {e}") from None
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def _is_parquet(path: str) -> bool:
-    return path.endswith((".parquet", ".pq"))
-
-
-def _input_files(uri: str) -> tuple[pafs.FileSystem, list[str], str]:
-    """(filesystem, files in order, "jsonl" | "parquet") of an input path."""
-    fs, path = _filesystem(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise BatchInputError(f"input '{uri}' does not exist; give a JSONL or Parquet file, "
-                              "or a folder of Parquet files")
-    if info.type == pafs.FileType.Directory:
-        files = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(path, recursive=True))
-                       if i.type == pafs.FileType.File and _is_parquet(i.path))
-        if not files:
-            raise BatchInputError(f"input folder '{uri}' has no .parquet files; give a JSONL "
-                                  "file, a Parquet file or a folder of Parquet files")
-        return fs, files, "parquet"
-    return fs, [path], "parquet" if _is_parquet(path) else "jsonl"
-
-
-def _split_lines(stream: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
-    """The lines of a pyarrow input stream (which has no readline), newline kept."""
-    rest = b""
-    while True:
-        data = stream.read(chunk)
-        if not data:
-            break
-        parts = (rest + data).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            yield part + b"\n"
-    if rest:
-        yield rest
-
-
-def read_items(uri: str) -> Iterator[tuple[int, str | None]]:
-    """(1-based line or row number, the item as JSON text or None if not UTF-8) for every
-    item of a JSONL file (blank lines skipped; ``.gz`` and other compressed files are read
-    by their extension) or of a Parquet file or folder (null fields left out), streamed."""
-    fs, files, kind = _input_files(uri)
-    if kind == "jsonl":
-        with fs.open_input_stream(files[0]) as f:
-            for lineno, raw in enumerate(_split_lines(f), start=1):
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
-                    raw = raw[3:]
-                if not raw.strip():
-                    continue
-                try:
-                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    yield lineno, None
-        return
-    row = 0
-    for path in files:
-        with fs.open_input_file(path) as f:
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
-                for item in batch.to_pylist():
-                    row += 1
-                    yield row, json.dumps({k: v for k, v in item.items() if v is not None},
-                                          ensure_ascii=False, default=str)
-
-
 def plan_items(
     items: Iterable[tuple[int, str | None]],
     mode: Mode,
     default_rubric: Rubric | None,
-    done: Counter[str],
+    done: Mapping[tuple[str, int | None], int],
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Which items to handle now, as task rows (``TASK_SCHEMA``); returns (tasks, total,
-    skipped). Same rules as ``batch.run_batch``: the k-th item with an id is done if the
-    output has k records with that id; a later duplicate id is an error record."""
+    skipped). Same rules as ``batch.run_batch`` (``batch.plan_lines``): an item is done
+    when a record says it is that item (its id and line or row number); a later
+    duplicate id is an error record."""
     texts = dict(items)  # the driver holds the input once either way (the tasks)
     plan, total, skipped = plan_lines(texts.items(), mode, default_rubric, done)
     tasks = [
@@ -294,9 +203,11 @@ def judge_dataset(
     gpus_per_worker: float = 0,
     memory_per_worker: int | None = None,
     batch_size: int = 8,
+    tasks_per_worker: int | None = None,
     default_rubric: Rubric | None = None,
     skip_ids: Collection[str] = (),
     ray_remote_args: Mapping[str, Any] | None = None,
+    actor: type[JudgeActor] = JudgeActor,
     **judge_options: Any,
 ) -> ray.data.Dataset:
     """A Dataset of result records (:func:`record_schema`) for ``data``, judged by
@@ -311,6 +222,13 @@ def judge_dataset(
     ``memory_per_worker`` bytes of memory; ``ray_remote_args`` go to ``map_batches``
     as they are (e.g. ``accelerator_type``, ``max_restarts``). Lazy: nothing is judged
     until the Dataset is consumed (``iter_rows``, ``write_parquet``, ``take_all``...).
+
+    Each actor judges ``tasks_per_worker`` blocks of ``batch_size`` items at once, all
+    queued in its one engine, so its ``n_parallel`` slots stay busy while a block waits
+    for its slowest item (default: enough blocks for twice the slots,
+    :func:`tasks_in_flight`). A killed actor costs its blocks in flight (Ray retries
+    them). ``actor`` is :class:`JudgeActor` or a subclass (e.g. one that monitors the
+    engine).
     """
     import ray.data
 
@@ -323,8 +241,9 @@ def judge_dataset(
     return _map(data, mode, model, planned=planned, workers=workers,
                 threads_per_worker=threads_per_worker, gpus_per_worker=gpus_per_worker,
                 memory_per_worker=memory_per_worker, batch_size=batch_size,
-                default_rubric=default_rubric, skip_ids=skip_ids,
-                ray_remote_args=ray_remote_args, judge_options=judge_options)
+                tasks_per_worker=tasks_per_worker, default_rubric=default_rubric,
+                skip_ids=skip_ids, ray_remote_args=ray_remote_args, actor=actor,
+                judge_options=judge_options)
 
 
 def tasks_dataset(tasks: list[dict[str, Any]], batch_size: int) -> ray.data.Dataset:
@@ -349,12 +268,13 @@ def _map(
     gpus_per_worker: float,
     memory_per_worker: int | None,
     batch_size: int,
+    tasks_per_worker: int | None,
     default_rubric: Rubric | None,
     skip_ids: Collection[str],
     ray_remote_args: Mapping[str, Any] | None,
     judge_options: Mapping[str, Any],
+    actor: type[JudgeActor] = JudgeActor,
 ) -> ray.data.Dataset:
-    import ray.data
 
     options = {**judge_options, "n_threads": threads_per_worker}
     if not gpus_per_worker and options.get("n_gpu_layers") is None:
@@ -364,8 +284,13 @@ def _map(
         remote["num_gpus"] = gpus_per_worker
     if memory_per_worker:
         remote["memory"] = memory_per_worker
+    if tasks_per_worker is None:
+        tasks_per_worker = tasks_in_flight(batch_size, options.get("n_parallel", "auto"),
+                                           gpu=bool(gpus_per_worker))
+    if tasks_per_worker < 1:
+        raise ValueError(f"tasks_per_worker must be at least 1, got {tasks_per_worker}")
     return ds.map_batches(
-        JudgeActor,
+        actor,
         fn_constructor_kwargs=dict(
             mode=mode,
             model=None if model is None else os.fspath(model),
@@ -376,119 +301,34 @@ def _map(
         ),
         batch_size=batch_size,
         batch_format="pyarrow",
-        # One batch in flight per actor: a killed actor loses (and Ray retries) only it.
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+        compute=_actor_pool(workers, tasks_per_worker, remote),
         num_cpus=threads_per_worker,
         **remote,
     )
 
 
-# --------------------------------------------------------------------------- outputs
+def tasks_in_flight(batch_size: int, n_parallel: int | str, *, gpu: bool) -> int:
+    """Blocks each actor judges at once by default: enough to queue twice its engine's
+    slots (``n_parallel``; for "auto", ``engine.choose_parallel``'s defaults of 16 slots
+    with a GPU and 8 on CPUs), so the slots never wait for a block's slowest item."""
+    slots = n_parallel if isinstance(n_parallel, int) else (16 if gpu else 8)
+    return max(2, -(-2 * slots // batch_size))
 
 
-def _is_jsonl(uri: str) -> bool:
-    return uri.endswith((".jsonl", ".ndjson", ".json"))
+def _actor_pool(workers: int, in_flight: int, remote: dict[str, Any]) -> Any:
+    """A fixed pool of ``workers`` actors, each running ``in_flight`` calls at once (in
+    threads: the UDF is thread-safe and llama.cpp works outside the GIL)."""
+    import inspect
 
+    import ray.data
 
-class _JsonlOutput:
-    """A local JSONL file, appended one durable line per record (``batch``'s writer)."""
-
-    def __init__(self, path: str) -> None:
-        if "://" in path:
-            raise BatchInputError(
-                f"JSONL output must be a local file, got '{path}'; for object stores write "
-                "Parquet shards to a folder (an --output without .jsonl)")
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BatchInputError(f"cannot create the folder of output file '{path}': "
-                                  f"{e.strerror}; choose a writable --output") from None
-        self.done = read_done_ids(self.path)
-        self._writer: _LineWriter | None = None
-
-    def write(self, rec: dict[str, Any]) -> None:
-        if self._writer is None:
-            self._writer = _LineWriter(self.path)
-        rec = dict(rec)
-        if rec.get("line") is None:
-            rec.pop("line", None)
-        self._writer.write(rec)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-class _ParquetOutput:
-    """A folder of Parquet shards ``part-<run>-<n>.parquet``, each written whole.
-
-    A shard is flushed every ``shard_rows`` records or ``shard_seconds`` seconds, so an
-    interruption loses at most that much finished work. Locally a shard is written to a
-    hidden temporary name and renamed, so a shard either exists complete or not at all;
-    on object stores (S3, GCS) an object only appears once fully uploaded.
-    """
-
-    def __init__(self, uri: str, mode: Mode, *, shard_rows: int = 256,
-                 shard_seconds: float = 30.0) -> None:
-        self.fs, self.dir = _filesystem(uri)
-        self.uri = uri
-        self.schema = record_schema(mode)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
-        self.shard_rows, self.shard_seconds = shard_rows, shard_seconds
-        info = self.fs.get_file_info(self.dir)
-        if info.type == pafs.FileType.File:
-            raise BatchInputError(f"output '{uri}' is a file; Parquet output is a folder of "
-                                  "shards (give a folder, or a .jsonl file for JSONL)")
-        self.fs.create_dir(self.dir, recursive=True)
-        self.done = self._done_ids()
-        self.run = uuid.uuid4().hex[:8]
-        self.n = 0
-        self._rows: list[dict[str, Any]] = []
-        self._since = time.monotonic()
-
-    def _done_ids(self) -> Counter[str]:
-        done: Counter[str] = Counter()
-        for info in self.fs.get_file_info(pafs.FileSelector(self.dir)):
-            name = info.base_name
-            if name.startswith(".") and name.endswith(".tmp") and self.local:
-                self.fs.delete_file(info.path)  # left by a killed run: never a finished shard
-                continue
-            if info.type != pafs.FileType.File or not name.endswith(".parquet"):
-                continue
-            try:
-                with self.fs.open_input_file(info.path) as f:
-                    ids = pq.read_table(f, columns=["id"]).column("id").to_pylist()
-            except (pa.ArrowInvalid, OSError, KeyError) as e:
-                raise BatchInputError(
-                    f"output folder '{self.uri}': shard '{name}' is not a prometheus-lite "
-                    f"result file ({e}); delete it or choose another --output") from None
-            done.update(str(i) for i in ids)
-        return done
-
-    def write(self, rec: dict[str, Any]) -> None:
-        self._rows.append(rec)
-        if (len(self._rows) >= self.shard_rows
-                or time.monotonic() - self._since >= self.shard_seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        self._since = time.monotonic()
-        if not self._rows:
-            return
-        table = pa.Table.from_pylist(self._rows, schema=self.schema)
-        name = f"part-{self.run}-{self.n:05d}.parquet"
-        final = f"{self.dir}/{name}"
-        target = f"{self.dir}/.{name}.tmp" if self.local else final
-        with self.fs.open_output_stream(target) as f:
-            pq.write_table(table, f)
-        if self.local:
-            self.fs.move(target, final)
-        self.n += 1
-        self._rows = []
-
-    def close(self) -> None:
-        self.flush()
+    params = inspect.signature(ray.data.ActorPoolStrategy).parameters
+    if "enable_true_multi_threading" in params:  # Ray >= 2.5x: threads are opt-in
+        return ray.data.ActorPoolStrategy(
+            size=workers, max_tasks_in_flight_per_actor=in_flight,
+            max_concurrent_calls_per_actor=in_flight, enable_true_multi_threading=True)
+    remote["max_concurrency"] = in_flight  # older Ray Data: a threaded actor
+    return ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=in_flight)
 
 
 # --------------------------------------------------------------------------- running
@@ -553,6 +393,7 @@ def run_ray_batch(
     gpus_per_worker: float = 0,
     memory_per_worker: int | None = None,
     batch_size: int = 8,
+    tasks_per_worker: int | None = None,
     default_rubric: Rubric | None = None,
     progress: bool = True,
     shard_rows: int = 256,
@@ -570,23 +411,27 @@ def run_ray_batch(
     if local and os.path.isfile(input_uri) and os.path.isfile(output_uri) \
             and os.path.samefile(input_uri, output_uri):
         raise BatchInputError("--output must not be the input file; choose another path")
-    out: _JsonlOutput | _ParquetOutput = (
-        _JsonlOutput(output_uri) if _is_jsonl(output_uri)
-        else _ParquetOutput(output_uri, mode, shard_rows=shard_rows)
+    # Opened (and locked) before anything else: a second run on the same output refuses
+    # here, before reading it, planning or starting any actor.
+    out: JsonlOutput | ParquetOutput = (
+        JsonlOutput(output_uri) if is_jsonl(output_uri)
+        else ParquetOutput(output_uri, mode, shard_rows=shard_rows)
     )
-    tasks, total, skipped = plan_items(read_items(input_uri), mode, default_rubric, out.done)
-    n_judge = sum(1 for t in tasks if t["error"] is None)
-    logger.info("%s: %d items, %d already done, %d to judge, %d input errors",
-                input_uri, total, skipped, n_judge, len(tasks) - n_judge)
     counts = {"done": 0, "errors": 0, "retry": 0}
     written: set[tuple[str, int | None]] = set()
     try:
+        tasks, total, skipped = plan_items(read_items(input_uri), mode, default_rubric,
+                                           out.done)
+        n_judge = sum(1 for t in tasks if t["error"] is None)
+        logger.info("%s: %d items, %d already done, %d to judge, %d input errors",
+                    input_uri, total, skipped, n_judge, len(tasks) - n_judge)
         if n_judge:
             _judge_tasks(tasks, out, mode, counts, written, address=address, model=model,
                          workers=workers, threads_per_worker=threads_per_worker,
                          gpus_per_worker=gpus_per_worker, memory_per_worker=memory_per_worker,
-                         batch_size=batch_size, default_rubric=default_rubric,
-                         progress=progress, judge_options=judge_options)
+                         batch_size=batch_size, tasks_per_worker=tasks_per_worker,
+                         default_rubric=default_rubric, progress=progress,
+                         judge_options=judge_options)
         else:  # only error records left: no cluster, no model needed
             for t in tasks:
                 rec = error_record(mode, t["id"], t["line"], t["error"], "BatchInputError")
@@ -604,7 +449,7 @@ def run_ray_batch(
 
 def _judge_tasks(
     tasks: list[dict[str, Any]],
-    out: _JsonlOutput | _ParquetOutput,
+    out: JsonlOutput | ParquetOutput,
     mode: Mode,
     counts: dict[str, int],
     written: set[tuple[str, int | None]],
