@@ -144,13 +144,16 @@ class Judge:
         sampling: temperature, top_p and repetition penalty (default: the official settings).
         greedy: deterministic decoding (argmax) instead of sampling.
         max_new_tokens: the answer's budget (feedback + result), as in the official library.
-        prompt_format: "auto" (from GGUF metadata), "v1", "v2" or "chat".
+        prompt_format: "auto" (from GGUF metadata), "v1", "v2", "chat", "selene" or
+            "flow-judge".
         truncate_response: shorten over-long responses to fit the context instead of failing.
         n_parallel: sequences judged at once ("auto": see :func:`engine.choose_parallel`);
             1 makes every result bit-identical to a fresh run of the same request.
         kv_cells: cells of the shared KV pool (default: see :mod:`capacity`).
         cache_type_k, cache_type_v: KV cache types as llama.cpp names them: ``f16``,
             ``q8_0`` or ``q4_0`` (a quantized V cache needs flash attention).
+        batch_invariant: every result is the same bits whatever else is in the batch
+            (see ``llama.LlamaRuntime``; costs speed on CPUs with repacked kernels).
     """
 
     def __init__(
@@ -170,6 +173,7 @@ class Judge:
         kv_cells: int | None = None,
         cache_type_k: str = "f16",
         cache_type_v: str = "f16",
+        batch_invariant: bool = False,
     ) -> None:
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
@@ -210,7 +214,7 @@ class Judge:
         self.runtime = LlamaRuntime(
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
             n_batch=n_batch, max_batch=max_batch, cache_type_k=cache_type_k,
-            cache_type_v=cache_type_v,
+            cache_type_v=cache_type_v, batch_invariant=batch_invariant,
         )
         self.n_parallel: int = decided[0].n_parallel
         self.parallel_reason: str = decided[0].why

@@ -16,8 +16,12 @@ from typing import Any
 
 import click
 
+from .gguf_keys import PROMPT_FORMAT_VALUES
 from .prompts import Prompt
 from .results import Request
+
+# llama.cpp's KV cache type names (prometheus_lite.llama.KV_CACHE_TYPES; a test checks they agree).
+KV_CACHE_TYPE_NAMES = ("f16", "q8_0", "q4_0")
 
 __all__ = ["ModelOptions", "model_options", "Parallel", "StderrHandler"]
 
@@ -55,6 +59,9 @@ class ModelOptions:
     truncate_response: bool
     dry_run: bool
     parallel: int | str = "auto"
+    cache_type_k: str = "f16"
+    cache_type_v: str = "f16"
+    batch_invariant: bool = False
 
     def make_judge(self, *, n_parallel: int | str | None = None) -> Any:
         from .judge import Judge  # loads llama.cpp: only when judging
@@ -86,6 +93,9 @@ class ModelOptions:
             prompt_format=self.prompt_format,
             truncate_response=self.truncate_response,
             n_parallel=self.parallel if n_parallel is None else n_parallel,
+            cache_type_k=self.cache_type_k,
+            cache_type_v=self.cache_type_v,
+            batch_invariant=self.batch_invariant,
         )
 
     def renderer(self) -> Callable[[Request], Prompt]:
@@ -123,10 +133,12 @@ _MODEL_OPTIONS: list[Callable[[Any], Any]] = [
     ),
     click.option(
         "--prompt-format",
-        type=click.Choice(["auto", "v1", "v2", "chat"]),
+        type=click.Choice(["auto", *PROMPT_FORMAT_VALUES]),
         default="auto",
         show_default=True,
-        help="Prompt wrapping; auto reads it from the GGUF metadata.",
+        help="Prompt and output format: v1/v2 (Prometheus wrappers), chat (the v2 text in "
+        "the model's own chat template, as M-Prometheus), selene, flow-judge; auto decides "
+        "from the GGUF (family, metadata, name).",
     ),
     click.option(
         "--n-ctx",
@@ -191,6 +203,26 @@ _MODEL_OPTIONS: list[Callable[[Any], Any]] = [
         "every result bit-identical to a fresh run of that item.",
     ),
     click.option(
+        "--cache-type-k",
+        type=click.Choice(KV_CACHE_TYPE_NAMES),
+        default="f16",
+        show_default=True,
+        help="KV cache type for K, as llama.cpp names it (q8_0 halves its memory).",
+    ),
+    click.option(
+        "--cache-type-v",
+        type=click.Choice(KV_CACHE_TYPE_NAMES),
+        default="f16",
+        show_default=True,
+        help="KV cache type for V (a quantized V cache needs flash attention).",
+    ),
+    click.option(
+        "--batch-invariant",
+        is_flag=True,
+        help="Grades independent of what else is in the batch (same bits as alone), at a "
+        "measured speed cost; see the README.",
+    ),
+    click.option(
         "--dry-run",
         is_flag=True,
         help="Print the exact prompt text without loading the model "
@@ -216,6 +248,9 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "truncate_response",
         "dry_run",
         "parallel",
+        "cache_type_k",
+        "cache_type_v",
+        "batch_invariant",
     ]
 
     @functools.wraps(f)
