@@ -156,13 +156,14 @@ def _rubric(obj: Mapping[str, Any], lineno: int, default: Rubric | None) -> Rubr
 
 
 def parse_line(
-    line: str, lineno: int, mode: Mode, default_rubric: Rubric | None = None
+    line: str | Mapping[str, Any], lineno: int, mode: Mode, default_rubric: Rubric | None = None
 ) -> Request:
-    """One JSONL input line as a request; raises ``BatchInputError`` naming the line
-    number and the field, and saying how to fix it."""
+    """One JSONL input line (its text, or the object already parsed, as the service has
+    it) as a request; raises ``BatchInputError`` naming the line number and the field,
+    and saying how to fix it."""
     if mode not in MODES:
         raise ValueError(f"mode must be 'grade' or 'compare', got {mode!r}")
-    obj = _loads(line, lineno)
+    obj = line if isinstance(line, Mapping) else _loads(line, lineno)
     item_id = _id_of(obj, lineno)
     instruction = _field(obj, "instruction", lineno, required=True)
     reference = _field(obj, "reference_answer", lineno, required=False)

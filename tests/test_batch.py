@@ -648,3 +648,11 @@ def test_real_transient_failure_of_a_duplicate_ids_first_line_is_retried(
     recs = read_jsonl(out)
     assert [(r["id"], r["line"]) for r in recs] == [("x", 2), ("y", 3), ("x", 1)]
     assert recs[2]["error"] is None and recs[2]["score"] in (1, 2, 3, 4, 5)
+
+
+def test_parse_line_takes_text_or_the_parsed_object() -> None:
+    """The service parses a request body once and hands the object over."""
+    from prometheus_lite.batch import parse_line
+
+    obj = {"id": "a", "instruction": "q", "response": "r", "rubric": "helpfulness"}
+    assert parse_line(obj, 1, "grade") == parse_line(json.dumps(obj), 1, "grade")
