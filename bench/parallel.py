@@ -10,6 +10,9 @@ them side by side and reports ratios. Scenarios:
   answers (prefill-dominated, like a 7B judge on a laptop), in ``order`` shuffled or
   consecutive. ``legacy`` runs the engine as it was before parallel slots: one sequence,
   reusing only the previous prompt's prefix.
+- ``short``: ``items`` one-sentence items (instruction and response of a sentence each,
+  the preset rubrics in turn), official sampling or greedy (``greedy``), ``max_new_tokens``
+  new tokens: the decode-bound case, where slots share every forward pass.
 - ``determinism``: the same items greedy at ``n_parallel`` and at 1 in one process:
   same-score share, same-text share, largest probability difference.
 """
@@ -31,6 +34,29 @@ from prometheus_lite.rubrics import PRESETS
 
 from .data import load_items
 from .system import rss_bytes
+
+# One-sentence items (issue 16's "short items"): instruction, response.
+SHORT_ITEMS = [
+    ("What is the capital of Australia?", "The capital of Australia is Sydney."),
+    ("Translate 'good morning' into French.", "Bonjour."),
+    ("Name a prime number greater than 10.", "Eleven is a prime number greater than ten."),
+    ("What does a thermometer measure?", "A thermometer measures temperature."),
+    ("Give a synonym for 'happy'.", "A synonym for happy is joyful."),
+    ("How many legs does a spider have?", "A spider has six legs."),
+    ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius."),
+    ("Who wrote 'Romeo and Juliet'?", "William Shakespeare wrote Romeo and Juliet."),
+]
+
+
+def short_requests(n: int) -> list[Any]:
+    from prometheus_lite.results import GradeRequest
+
+    names = list(PRESETS)
+    return [
+        GradeRequest(*SHORT_ITEMS[i % len(SHORT_ITEMS)], PRESETS[names[i % len(names)]],
+                     id=f"short{i}")
+        for i in range(n)
+    ]
 
 
 def _judge(spec: dict[str, Any], *, n_parallel: int, greedy: bool, max_new: int) -> Judge:
@@ -83,6 +109,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         judge = _judge(spec, n_parallel=n, greedy=False, max_new=spec.get("max_new_tokens", 1024))
         wall, results = _timed(judge, [replace(it.request, id=it.id) for it in items])
         out = _summary(judge, wall, results)
+    elif scenario == "short":
+        judge = _judge(spec, n_parallel=n, greedy=spec.get("greedy", False),
+                       max_new=spec.get("max_new_tokens", 128))
+        wall, results = _timed(judge, short_requests(spec["items"]))
+        out = _summary(judge, wall, results)
+        out["scores"] = [getattr(r, "score", None) for r in results]
     elif scenario == "rubrics":
         items = load_items(spec["responses"], data, lengths=spec.get("lengths", "spread"))
         requests = [
