@@ -1,167 +1,63 @@
 """THE decode loop: many judge sequences in one llama.cpp context.
 
 One engine owns the context (:class:`~prometheus_lite.llama.LlamaRuntime`) and is the
-only caller of ``llama_decode``. Requests are plain data (:class:`Job`) handed to
-:meth:`Engine.submit` from any thread; each gets a :class:`JudgeFuture`. One thread runs
-the loop, as llama.cpp's server does with its slots:
+only caller of ``llama_decode``. Requests are plain data (:class:`~prometheus_lite.jobs.Job`)
+handed to :meth:`Engine.submit` from any thread; each gets a
+:class:`~prometheus_lite.jobs.JudgeFuture`. One thread runs the loop, as llama.cpp's server
+does with its slots:
 
-- **Slots.** The context holds ``n_seq`` sequences (KV streams). Up to ``n_parallel``
-  of them run a job at once; the rest, and every finished slot, keep their last
-  prompt as a prefix cache (least recently used first out).
+- **One KV pool.** The context's cache is unified (llama-server's ``--kv-unified``): its
+  cells are used by the tokens that exist, not reserved per sequence, and
+  ``llama_memory_seq_cp`` shares cells instead of copying them. Up to ``n_parallel``
+  sequences run a job at once; the others keep their last prompt as a prefix cache. When
+  the pool is full, cached prompts are evicted (least recently used first), then new work
+  waits; if running jobs outgrow the pool, the newest restarts later. A prompt that fits
+  ``n_ctx`` alone always runs.
+- **One forward pass per step.** With one KV stream llama.cpp splits a batch only by
+  ``n_ubatch`` (``split_simple``), whatever the order of the sequences and however prefill
+  chunks and one-token decodes are mixed; ``n_ubatch`` is the largest batch, so each step
+  is one graph. (With per-sequence streams llama.cpp's ``split_equal`` cut a shuffled
+  8-sequence step into several passes.)
 - **Shared prefixes.** A new job starts from the longest prefix it shares with any
-  slot's tokens: in place if that slot is idle, else by copying that sequence
-  (``llama_memory_seq_cp``) into a free slot and cutting it. Reuse is in whole
-  ``n_batch`` chunks from position 0 and prompts are prefilled in the same aligned
-  chunks, so with one slot a grade is bit-identical to a fresh run.
+  slot's tokens: in place if that slot is idle, else by sharing that sequence's cells and
+  cutting the copy. Reuse is in whole ``n_batch`` chunks from position 0 and prompts are
+  prefilled in the same aligned chunks.
 - **Continuous batching.** Each step packs every decoding slot's next token, then
-  fills the batch with prompt chunks of slots still prefilling, in one
-  ``llama_decode``. A finished slot takes the next job at once.
+  fills the batch with prompt chunks of slots still prefilling, in one ``llama_decode``.
 - **Per sequence**, exactly as a single run: its own sampler chain and seed, the
   output constraint checked on each sampled token (resampling from the allowed
-  tokens only when it is rejected), the closing ``[RESULT]`` written when the feedback
+  tokens only when it is rejected), the closing marker written when the feedback
   budget runs out, and the label distribution where the label is written.
 
-Determinism: with ``n_parallel = 1`` results are bit-identical to a fresh run of the
-same request. With more slots, a sequence's tokens share matrix multiplications with
-other sequences', and llama.cpp's kernels round differently for different batch
-shapes: on the embedded 4-bit model label probabilities move by up to ~0.05, and a
-near-tie token (and the text after it) can change; ``bench/test_parallel.py`` measures
-how often.
+Determinism: with ``n_parallel = 1`` the context holds one sequence, whose cells lie
+exactly where a fresh run puts them, so results are bit-identical to a fresh run of the
+same request. With more slots, llama.cpp's CPU kernels round differently for different
+batch shapes and cell placements (flash attention groups cells by their index in the
+pool; repacked and tiled matmuls switch with the number of columns):
+``LlamaRuntime(batch_invariant=True)`` removes the batch-shape part
+(``bench/invariance.py`` measures each cause).
 """
-
 from __future__ import annotations
 
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .capacity import choose_parallel
-from .constraint import ConstraintState, OutputConstraint
+from .constraint import ConstraintState
 from .errors import DecodeError
-from .llama import BatchEntry, LlamaRuntime, Sampling, label_distribution
+from .jobs import Generation, Job, JudgeFuture
+from .llama import BatchEntry, LlamaRuntime, label_distribution
 
 __all__ = ["Engine", "Generation", "Job", "JudgeFuture", "choose_parallel"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Generation:
-    """What one job produced."""
-
-    tokens: list[int]
-    text: bytes
-    label: str | None  # the constrained label, None for unconstrained runs
-    label_probs: dict[str, float] = field(default_factory=dict)
-    finish: str = "model"  # "model" | "budget" | "eos" (unconstrained) | "length" (unconstrained)
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    prefill_s: float = 0.0  # from taking a slot to the first sampled token
-    decode_s: float = 0.0  # from then to the end
-    queue_s: float = 0.0  # waiting for a slot
-    logits: np.ndarray | None = None  # teacher forcing: (len(forced) + 1, n_vocab) float32
-
-
-class JudgeFuture(Future):
-    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running job.
-
-    Exactly Future's state machine, plus one transition: ``cancel()`` on a RUNNING future
-    cancels it at once (``cancelled()`` is True, waiters of ``wait``/``as_completed`` and
-    done-callbacks are notified, ``result()`` raises CancelledError) and asks the engine to
-    free the slot at its next step; whatever the engine produces afterwards is dropped.
-    So ``cancel()`` returning True always means the future ends cancelled.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cancel_requested = False
-
-    def cancel(self) -> bool:
-        # concurrent.futures' state names are stable since Python 3.2 (Lib/concurrent/
-        # futures/_base.py); this is Future.cancel with RUNNING allowed.
-        from concurrent.futures import _base
-
-        with self._condition:
-            if self._state == _base.FINISHED:
-                return False
-            if self._state in (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED):
-                return True
-            if self._state == _base.RUNNING:
-                self.cancel_requested = True
-                self._state = _base.CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
-                    waiter.add_cancelled(self)
-            else:
-                self._state = _base.CANCELLED
-            self._condition.notify_all()
-        self._invoke_callbacks()
-        return True
-
-    def set_result(self, result: Any) -> None:
-        try:
-            super().set_result(result)
-        except InvalidStateError:
-            if not self.cancelled():
-                raise
-
-    def set_exception(self, exception: BaseException | None) -> None:
-        try:
-            super().set_exception(exception)
-        except InvalidStateError:
-            if not self.cancelled():
-                raise
-
-
-@dataclass(eq=False)
-class Job:
-    """One request for the engine: a prompt and how to answer it.
-
-    ``forced`` (teacher forcing) reads the prompt plus these tokens and returns every
-    position's logits instead of sampling. ``finish`` turns the Generation into the
-    future's result (in the engine thread; it must be quick).
-    """
-
-    tokens: list[int]
-    constraint: OutputConstraint | None
-    sampling: Sampling
-    seed: int
-    max_new_tokens: int
-    stop_at_eog: bool = True
-    forced: list[int] | None = None
-    finish: Callable[[Generation], Any] | None = None
-    # Called (in the engine thread; it must be quick) with the bytes of each new token.
-    on_token: Callable[[bytes], None] | None = None
-    future: JudgeFuture = field(default_factory=JudgeFuture)
-    # -- state while running (the engine's) --
-    want: list[int] = field(default_factory=list)  # what prefill brings into the cache
-    n_past: int = 0  # tokens of this job in its sequence's cache
-    feed: list[int] = field(default_factory=list)  # decoded next step; the last needs logits
-    out: list[int] = field(default_factory=list)
-    state: ConstraintState = field(default_factory=ConstraintState)
-    chain: Any = None
-    budget: int = 0
-    gen: Generation | None = None
-    order: int = 0  # when it took its slot: the newest running job yields first
-    tried: int = -1  # the engine's epoch at its last failed start
-    emitted: int = 0  # tokens of ``out`` given to on_token (a restarted job repeats none)
-    t_submit: float = 0.0
-    t_start: float = 0.0
-    t_first: float = 0.0
-
-    @property
-    def all_tokens(self) -> list[int]:
-        return self.tokens + self.forced if self.forced is not None else self.tokens
-
-    @property
-    def prefilling(self) -> bool:
-        return self.n_past < len(self.want)
 
 
 @dataclass(eq=False)

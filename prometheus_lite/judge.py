@@ -15,10 +15,11 @@ import numpy as np
 
 from .capacity import Capacity, choose_parallel
 from .constraint import SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
-from .engine import Engine, Generation, Job, JudgeFuture
+from .engine import Engine
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .families import FAMILIES, SCALES
 from .hub import resolve_model
+from .jobs import Generation, Job, JudgeFuture
 from .llama import (
     LlamaRuntime,
     Sampling,
