@@ -5,14 +5,18 @@ only caller of ``llama_decode``. Requests are plain data (:class:`Job`) handed t
 :meth:`Engine.submit` from any thread; each gets a :class:`JudgeFuture`. One thread runs
 the loop, as llama.cpp's server does with its slots:
 
-- **Slots.** The context holds ``n_seq`` sequences (KV streams). Up to ``n_parallel``
-  of them run a job at once; the rest, and every finished slot, keep their last
-  prompt as a prefix cache (least recently used first out).
+- **Slots and one KV pool.** The context holds ``n_seq`` sequences in ONE pool of KV
+  cells (llama.cpp's unified cache): up to ``n_parallel`` sequences run a job at once;
+  the others, and every finished one, keep their last prompt as a prefix cache. Cells
+  are used only by tokens that exist (``_Slot.cells`` models which, for ``kv_cells_used``).
+  When the pool is short, cached prompts are evicted (least recently used first), then a
+  new job waits, and if running jobs outgrow the pool the newest one starts again later:
+  a prompt that fits ``n_ctx`` always runs, at worst alone.
 - **Shared prefixes.** A new job starts from the longest prefix it shares with any
-  slot's tokens: in place if that slot is idle, else by copying that sequence
-  (``llama_memory_seq_cp``) into a free slot and cutting it. Reuse is in whole
-  ``n_batch`` chunks from position 0 and prompts are prefilled in the same aligned
-  chunks, so with one slot a grade is bit-identical to a fresh run.
+  sequence's tokens: in place if that sequence is idle, else by copying it
+  (``llama_memory_seq_cp``, which shares the cells) into a free one and cutting it. Reuse
+  is in whole ``n_batch`` chunks from position 0, never past the last prompt token, and
+  prompts are prefilled in the same aligned chunks.
 - **Continuous batching.** Each step packs every decoding slot's next token, then
   fills the batch with prompt chunks of slots still prefilling, in one
   ``llama_decode``. A finished slot takes the next job at once.
@@ -21,9 +25,14 @@ the loop, as llama.cpp's server does with its slots:
   tokens only when it is rejected), the closing ``[RESULT]`` written when the feedback
   budget runs out, and the label distribution where the label is written.
 
-Determinism: with ``n_parallel = 1`` results are bit-identical to a fresh run of the
-same request. With more slots, a sequence's tokens share matrix multiplications with
-other sequences', and llama.cpp's kernels round differently for different batch
+Determinism: with ``n_parallel = 1`` the context holds one sequence (its cache is the
+previous prompt, reused in place), so its cells sit at positions 0.. exactly as in a fresh
+run, and results are bit-identical to a fresh run of the same request
+(tests/test_parallel.py). This matters with flash attention on the CPU: its kernels group
+KV cells by index (64-cell tiles for prompt chunks; for one-token steps over >= 512
+cells, one chunk of cells per thread), so where a sequence's cells lie in a shared pool
+changes the rounding. With more slots, a sequence's tokens also share matrix
+multiplications with other sequences', and kernels round differently for different batch
 shapes: on the embedded 4-bit model label probabilities move by up to ~0.05, and a
 near-tie token (and the text after it) can change; ``bench/test_parallel.py`` measures
 how often.
