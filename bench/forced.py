@@ -144,6 +144,9 @@ def measure_forced(spec: dict[str, Any], progress: Callable[[int, int], None] = 
         # One slot: the reference's greedy answers, and so every figure, are then the same
         # in every run (with more slots they would depend on how items were batched).
         n_parallel=1,
+        # KV cache types as llama.cpp names them (f16, q8_0, q4_0): their fidelity cost.
+        cache_type_k=spec.get("cache_type_k", "f16"),
+        cache_type_v=spec.get("cache_type_v", "f16"),
     )
     progress(1, total)
     started = time.perf_counter()

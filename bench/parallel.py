@@ -5,7 +5,8 @@ SPEC.json``) so that its peak RSS is its own; the suite ``bench/test_parallel.py
 them side by side and reports ratios. Scenarios:
 
 - ``official``: benchmark items, one rubric each, official sampling (temperature 1.0,
-  top_p 0.9, repetition penalty 1.03, 1,024 new tokens): grades/min at ``n_parallel``.
+  top_p 0.9, repetition penalty 1.03; ``max_new_tokens``, default 1,024; ``greedy`` for
+  issue 16's 7B configuration): grades/min at ``n_parallel``.
 - ``rubrics``: ``responses`` benchmark items x the five preset rubrics, greedy, short
   answers (prefill-dominated, like a 7B judge on a laptop), in ``order`` shuffled or
   consecutive. ``legacy`` runs the engine as it was before parallel slots: one sequence,
@@ -69,6 +70,9 @@ def _judge(spec: dict[str, Any], *, n_parallel: int, greedy: bool, max_new: int)
         max_new_tokens=max_new,
         seed=spec.get("seed", 0),
         n_parallel=n_parallel,
+        kv_cells=spec.get("kv_cells"),
+        cache_type_k=spec.get("cache_type_k", "f16"),
+        cache_type_v=spec.get("cache_type_v", "f16"),
     )
     if spec.get("legacy"):
         judge.engine.close()
@@ -96,6 +100,11 @@ def _summary(judge: Judge, wall: float, results: list[Any]) -> dict[str, Any]:
         "cached_prompt_tokens": sum(r.usage.cached_prompt_tokens for r in ok),
         "completion_tokens": sum(r.usage.completion_tokens for r in ok),
         "kv_bytes_per_slot": rt.kv_bytes_per_token() * rt.n_ctx,
+        "kv_cells_total": judge.kv_cells_total,
+        "kv_cells_used_end": judge.kv_cells_used,
+        "kv_bytes": rt.kv_bytes,
+        "evictions": judge.engine.evictions_total,
+        "preemptions": judge.engine.preemptions_total,
         "n_ctx": rt.n_ctx,
     }
 
@@ -106,7 +115,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     data = spec.get("data")
     if scenario == "official":
         items = load_items(spec["items"], data, lengths=spec.get("lengths", "spread"))
-        judge = _judge(spec, n_parallel=n, greedy=False, max_new=spec.get("max_new_tokens", 1024))
+        judge = _judge(spec, n_parallel=n, greedy=spec.get("greedy", False),
+                       max_new=spec.get("max_new_tokens", 1024))
         wall, results = _timed(judge, [replace(it.request, id=it.id) for it in items])
         out = _summary(judge, wall, results)
     elif scenario == "short":

@@ -56,7 +56,9 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
         det = dict(base, scenario="determinism", items=2, max_new_tokens=8)
         sizes = [1, 2]
     else:
-        official = dict(base, scenario="official", items=ITEMS)  # official sampling
+        # Issue 16 section 4: (a) short items, official sampling, 128 new tokens.
+        official = dict(base, scenario="official", items=ITEMS, lengths="shortest",
+                        max_new_tokens=128)
         rubrics = dict(base, scenario="rubrics", responses=RESPONSES, max_new_tokens=64)
         det = dict(base, scenario="determinism", items=DET_ITEMS, max_new_tokens=16)
         sizes = [1, 4, 8]
@@ -69,6 +71,10 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
     def run_all() -> None:
         for n in (1, top):
             runs[f"official N={n}"] = _child(tmp_path, dict(official, n_parallel=n))
+        if not smoke:  # (b) 8 short items, greedy, 160 new tokens: time and peak RSS
+            for n in (1, top):
+                runs[f"greedy160 N={n}"] = _child(tmp_path, dict(
+                    official, items=8, greedy=True, max_new_tokens=160, n_parallel=n))
         for order, ns in rubric_runs:
             runs[f"rubrics {order} legacy"] = _child(
                 tmp_path, dict(rubrics, order=order, n_parallel=1, legacy=True)
@@ -84,6 +90,13 @@ def test_parallel_engine(benchmark, shared_dir, tmp_path):
         f"official N={top} / N=1": runs[f"official N={top}"]["grades_per_min"]
         / runs["official N=1"]["grades_per_min"],
     }
+    if not smoke:
+        ratios[f"greedy160 N={top} / N=1"] = (
+            runs[f"greedy160 N={top}"]["grades_per_min"] / runs["greedy160 N=1"]["grades_per_min"]
+        )
+        ratios[f"greedy160 peak RSS N={top} - N=1 (GiB)"] = (
+            runs[f"greedy160 N={top}"]["peak_rss_self"] - runs["greedy160 N=1"]["peak_rss_self"]
+        ) / 2**30
     for order, ns in rubric_runs:
         legacy = runs[f"rubrics {order} legacy"]["grades_per_min"]
         for n in ns:

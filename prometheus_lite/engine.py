@@ -37,6 +37,7 @@ pool; repacked and tiled matmuls switch with the number of columns):
 ``LlamaRuntime(batch_invariant=True)`` removes the batch-shape part
 (``bench/invariance.py`` measures each cause).
 """
+
 from __future__ import annotations
 
 import logging

@@ -334,8 +334,11 @@ class LlamaRuntime:
         self._cand_template["id"] = np.arange(self.n_vocab, dtype=np.int32)
         self._cand = self._cand_template.copy()
         self._cand_logits = self._cand["logit"]  # a strided view into the buffer
+        self._cand_bytes = self._cand.view(np.uint8)  # for a plain memcpy from the template
+        self._cand_template_bytes = self._cand_template.view(np.uint8)
+        self._cand_ptr = self._cand.ctypes.data_as(L.llama_token_data_p)
         self._cand_array = L.llama_token_data_array(
-            data=self._cand.ctypes.data_as(L.llama_token_data_p),
+            data=self._cand_ptr,
             size=self.n_vocab,
             selected=-1,
             sorted=False,
@@ -513,7 +516,7 @@ class LlamaRuntime:
 
     def sample(self, chain, logits: np.ndarray, mask: np.ndarray | None) -> int:
         """Run the sampler chain over the logits (restricted to ``mask`` if given)."""
-        np.copyto(self._cand, self._cand_template)
+        np.copyto(self._cand_bytes, self._cand_template_bytes)
         if mask is None:
             self._cand_logits[:] = logits
         else:
