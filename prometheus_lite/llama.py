@@ -127,7 +127,8 @@ class LlamaRuntime:
             Prometheus prompts reuse most of their shared ~200-token task description.
         max_batch: most tokens in one ``llama_decode`` call (default ``n_batch``).
         batch_invariant: a sequence's logits are the same bits whatever else is in the batch
-            (see ``INVARIANT_MAX_TOKENS`` above): no repacked weights, no tiled K-quant matmuls
+            (see ``INVARIANT_MAX_TOKENS`` above): one unified KV pool of ``n_seq + 1`` x
+            ``n_ctx`` cells, no repacked weights, no tiled K-quant matmuls
             in this process, at most 63 tokens a decode (``n_batch`` and ``max_batch`` are
             capped), and a decode of one row or one output gets a padding row of an extra
             sequence (id ``n_seq``) that is removed again. The cell order of a unified KV pool
@@ -185,7 +186,10 @@ class LlamaRuntime:
         cparams.n_batch = max_batch
         cparams.n_ubatch = max_batch
         cparams.n_seq_max = streams
-        cparams.kv_unified = False
+        # Batch invariance needs the unified pool: with per-sequence streams llama.cpp splits a
+        # batch into micro-batches of consecutive sequence ids, so a padding row of another id
+        # cannot keep a lone row out of flash attention's single-row split.
+        cparams.kv_unified = batch_invariant
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.no_perf = True
