@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from prometheus_lite.bench.system import run_child
 
@@ -27,7 +28,7 @@ PROMPT = os.environ.get("PL_BENCH_INVARIANCE_PROMPT", "24")
 
 
 def _run(model: str, invariant: bool, smoke: bool) -> dict:
-    argv = [sys.executable, "-m", "prometheus_lite.bench.invariance", model,
+    argv = [sys.executable, str(Path(__file__).with_name("invariance.py")), model,
             "--time", "1" if smoke else "1,8", "--reps", "1" if smoke else "9",
             "--others", "1" if smoke else "1,2,3,4,7,8", "--n-prompt", "8" if smoke else PROMPT,
             "--n-forced", "2" if smoke else "8"]
