@@ -158,7 +158,7 @@ def chat_response(
     for i, r in enumerate(results):
         choice: dict[str, Any] = {
             "index": i,
-            "message": {"role": "assistant", "content": r.raw_output, "refusal": None},
+            "message": {"role": "assistant", "content": r.raw or r.raw_output, "refusal": None},
             "finish_reason": _finish(r),
             "logprobs": _chat_logprobs(r, body.top_logprobs or 0) if body.logprobs else None,
             "prometheus": _extension(r),
@@ -192,7 +192,7 @@ def completion_response(
     choices = [
         {
             "index": i,
-            "text": r.raw_output,
+            "text": r.raw or r.raw_output,
             "finish_reason": _finish(r),
             "logprobs": (
                 _completion_logprobs(r, body.logprobs) if body.logprobs is not None else None

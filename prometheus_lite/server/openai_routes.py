@@ -219,7 +219,7 @@ async def _events(
                     yield oa.error_event(error.status, error.message, error.code)
                     return
                 results[i] = result
-                raw = result.raw_output
+                raw = result.raw or result.raw_output  # the family parser's text
                 label = raw[len(sent[i]):] if raw.startswith(sent[i]) else held[i]
                 yield oa.text_event(base, i, label, oa.label_logprobs(base, result, top))
                 yield oa.final_event(base, i, result)
