@@ -192,12 +192,12 @@ class LlamaRuntime:
         eval_callback: llama.cpp's ``cb_eval`` (a ``ggml_backend_sched_eval_callback``),
             for tests and debugging only: it slows every graph.
         batch_invariant: a sequence's logits are the same bits whatever else is in the batch
-            (see ``INVARIANT_MAX_TOKENS`` above): no repacked weights, no tiled K-quant matmuls
-            in this process, at most 63 tokens a decode (``n_batch`` and ``max_batch`` are
-            capped), and a decode of one row or one output gets a padding row of an extra
-            sequence (id ``n_seq``) that is removed again. The cell order of a unified KV pool
-            is not covered: a sequence must not have its new tokens placed in cells freed
-            before its older ones (bench/invariance.py ``--finish-one`` measures it).
+            (see ``INVARIANT_MAX_TOKENS`` above): no repacked weights, no tiled K-quant
+            matmuls in this process, at most 63 tokens a pass (``n_batch`` and ``max_batch``
+            capped at 61, leaving room for padding), and a decode of one row or one output
+            gets a padding row of an extra sequence (id ``n_seq``), removed again after it.
+            Not covered: a sequence whose new tokens land in pool cells freed before its
+            older ones (bench/invariance.py ``--finish-one`` measures it).
     """
 
     def __init__(
@@ -262,12 +262,14 @@ class LlamaRuntime:
         max_batch = max(n_batch, max_batch or n_batch)
         self.batch_invariant = batch_invariant
         if batch_invariant:
-            n_batch = min(n_batch, INVARIANT_MAX_TOKENS)
-            max_batch = min(max_batch, INVARIANT_MAX_TOKENS)
+            # Room for the padding rows (at most 2) inside one pass of < 64 rows.
+            n_batch = min(n_batch, INVARIANT_MAX_TOKENS - 2)
+            max_batch = min(max_batch, INVARIANT_MAX_TOKENS - 2)
+        pad_room = 2 if batch_invariant else 0
         cparams = L.llama_context_default_params()
         cparams.n_ctx = cells
-        cparams.n_batch = max_batch
-        cparams.n_ubatch = min(max_batch, n_ubatch or max_batch)
+        cparams.n_batch = max_batch + pad_room
+        cparams.n_ubatch = min(max_batch, n_ubatch or max_batch) + pad_room
         cparams.n_seq_max = self.n_seq + batch_invariant  # + the padding sequence
         cparams.kv_unified = True
         cparams.type_k = KV_CACHE_TYPES[cache_type_k][0]
@@ -293,8 +295,8 @@ class LlamaRuntime:
         self._mem = L.llama_get_memory(self._ctx)
         self.kv_cells = int(L.llama_n_ctx(self._ctx))  # the pool, as llama.cpp rounded it
         self.n_batch = n_batch
-        self.max_batch = int(L.llama_n_batch(self._ctx))
-        self.n_ubatch = int(L.llama_n_ubatch(self._ctx))
+        self.max_batch = int(L.llama_n_batch(self._ctx)) - pad_room  # the callers' tokens
+        self.n_ubatch = int(L.llama_n_ubatch(self._ctx)) - pad_room
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self._batch = L.llama_batch_init(self.max_batch + 2, 0, 1)  # + padding rows
         self.bos = int(L.llama_vocab_bos(self._vocab))
