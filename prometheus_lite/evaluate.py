@@ -34,24 +34,22 @@ the table in the papers' layout with the published figures beside ours.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 import sys
-import warnings
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .batch import _LineWriter, parse_line, read_done_ids
 from .errors import BatchInputError, DecodeError, PrometheusLiteError
-from .published import PUBLISHED, RELEASE_LABELS, detect_release
+from .eval_metrics import bootstrap_ci, correlation_metrics, pair_metrics, score_summary
+from .eval_table import format_table
+from .published import PUBLISHED, detect_release
 from .results import Failure, Grade, GradeRequest
 
 __all__ = [
@@ -249,139 +247,6 @@ def load_sets(
         if not s.items:
             raise EvalError(f"set {s.name!r} has no usable items ({s.path})")
     return sets
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _rng_kwargs(seed: int) -> dict[str, Any]:
-    from scipy import stats
-
-    params = inspect.signature(stats.bootstrap).parameters
-    key = "rng" if "rng" in params else "random_state"  # scipy < 1.15 calls it random_state
-    return {key: np.random.default_rng(seed)}
-
-
-def bootstrap_ci(
-    statistic: Callable[..., float | None],
-    data: Sequence[Sequence[float]],
-    *,
-    n_resamples: int = 9999,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> list[float] | None:
-    """A BCa bootstrap confidence interval of ``statistic`` over items (the columns of
-    ``data`` are resampled together); None where it is undefined (too few items, or a
-    resample on which the statistic is undefined, e.g. all scores equal)."""
-    from scipy import stats
-
-    arrays = [np.asarray(d, dtype=np.float64) for d in data]
-    if len(arrays[0]) < 3:
-        return None
-
-    def stat(*xs: np.ndarray) -> float:
-        v = statistic(*xs)
-        return math.nan if v is None else float(v)
-
-    with warnings.catch_warnings():
-        # a degenerate resample makes scipy warn and return NaN, which is checked below
-        warnings.simplefilter("ignore")
-        res = stats.bootstrap(
-            tuple(arrays),
-            stat,
-            paired=True,
-            vectorized=False,
-            n_resamples=n_resamples,
-            confidence_level=confidence,
-            method="BCa",
-            **_rng_kwargs(seed),
-        )
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
-
-
-def correlation_metrics(
-    scores: Sequence[float],
-    labels: Sequence[float],
-    *,
-    n_resamples: int = 9999,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Pearson, Spearman and Kendall's tau-b of scores against labels, each with its
-    bootstrap interval (``<name>_ci``: [low, high] or None)."""
-    from .bench import metrics
-
-    out: dict[str, Any] = {"n": len(scores)}
-    for name, fn in (
-        ("pearson", metrics.pearson),
-        ("spearman", metrics.spearman),
-        ("kendall", metrics.kendall_tau_b),
-    ):
-        out[name] = fn(scores, labels) if len(scores) else None
-        out[f"{name}_ci"] = (
-            bootstrap_ci(
-                fn, (scores, labels), n_resamples=n_resamples, confidence=confidence, seed=seed
-            )
-            if out[name] is not None
-            else None
-        )
-    return out
-
-
-def pair_metrics(
-    chosen: Sequence[float],
-    rejected: Sequence[float],
-    sources: Sequence[str | None] | None = None,
-    *,
-    n_resamples: int = 9999,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Pairwise accuracy from absolute scores: right when the chosen response scores
-    higher; ties (equal scores) count as not right and are reported separately."""
-    c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
-    right, ties = c > r, c == r
-    n = len(c)
-    out: dict[str, Any] = {
-        "n": n,
-        "right": int(right.sum()),
-        "wrong": int((c < r).sum()),
-        "ties": int(ties.sum()),
-        "accuracy": float(right.mean()) if n else None,
-        "accuracy_without_ties": (
-            float(right.sum() / (n - ties.sum())) if n - ties.sum() else None
-        ),
-    }
-    out["accuracy_ci"] = (
-        bootstrap_ci(
-            lambda x: float(np.mean(x)),
-            (right.astype(np.float64),),
-            n_resamples=n_resamples,
-            confidence=confidence,
-            seed=seed,
-        )
-        if n
-        else None
-    )
-    if sources is not None:
-        by: dict[str, list[bool]] = {}
-        for s, ok in zip(sources, right, strict=True):
-            by.setdefault(s or "", []).append(bool(ok))
-        out["by_source"] = {s: {"n": len(v), "accuracy": sum(v) / len(v)} for s, v in by.items()}
-    return out
-
-
-def score_summary(scores: Sequence[float], samples: Iterable[float]) -> dict[str, Any]:
-    """An unlabelled set: how its items were scored."""
-    s = np.asarray(scores, dtype=np.float64)
-    counts = Counter(str(int(round(v))) for v in samples)
-    return {
-        "n": len(s),
-        "mean_score": float(s.mean()) if len(s) else None,
-        "std_score": float(s.std(ddof=1)) if len(s) > 1 else None,
-        "sample_scores": {k: counts.get(k, 0) for k in ("1", "2", "3", "4", "5")},
-    }
 
 
 # --------------------------------------------------------------------------- the run
@@ -680,146 +545,3 @@ def summarise(
         "metrics": metrics,
         "published": [p.__dict__ for p in PUBLISHED if p.set in names],
     }
-
-
-# --------------------------------------------------------------------------- the table
-
-
-def _num(x: float | None, ci: Sequence[float] | None = None, *, pct: bool = False) -> str:
-    if x is None:
-        return "n/a"
-    k = 100.0 if pct else 1.0
-    fmt = "{:.1f}" if pct else "{:.3f}"
-    text = fmt.format(k * x) + (" %" if pct else "")
-    if ci is not None:
-        text += f" [{fmt.format(k * ci[0])}, {fmt.format(k * ci[1])}]"
-    return text
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def format_table(results: Mapping[str, Any]) -> str:
-    """The paper-layout tables (markdown) for results.json's content."""
-    metrics, model = results["metrics"], results["model"]
-    st = results["settings"]
-    conf = int(round(100 * st["bootstrap"]["confidence"]))
-    ours = f"this run: {model['name'] or model['path']}"
-    release = model.get("release")
-    pub = {(p["release"], p["set"], p["metric"]): p for p in results["published"]}
-    L = [
-        f"# prometheus-lite eval: {model['name'] or model['path']}",
-        "",
-        (
-            f"Score per item: {results['protocol']}. Sampling: temperature "
-            f"{st.get('temperature')}, top_p {st.get('top_p')}, repetition penalty "
-            f"{st.get('repetition_penalty')}, at most {st.get('max_tokens')} new tokens"
-            f"{' (greedy)' if st.get('greedy') or st.get('score') == 'expected' else ''}. "
-            f"Brackets: {conf} % bootstrap confidence intervals (BCa, "
-            f"{st['bootstrap']['n_resamples']} resamples of the items). Published figures "
-            "are from the papers, as quoted in shared/reference/prometheus-format.md."
-        ),
-        "",
-    ]
-    if results.get("embedded_model"):
-        L += [
-            "> **The embedded SmolLM2-135M model is not a judge**: these numbers mean nothing; "
-            "they show that the pipeline runs. Evaluate a Prometheus GGUF with --model.",
-            "",
-        ]
-    corr = [n for n, m in metrics.items() if m["kind"] in ("correlation", "unlabelled")]
-    if corr:
-        L += ["## Absolute grading: correlation with the labels", ""]
-        head = ["evaluator"]
-        for n in corr:
-            head += [f"{n} Pearson", f"{n} Spearman", f"{n} Kendall"]
-        L += [_row(head), "|" + "---|" * len(head)]
-        cells = [ours]
-        for n in corr:
-            m = metrics[n]
-            if m["kind"] == "unlabelled":
-                cells += ["no labels", "-", "-"]
-            else:
-                cells += [_num(m[k], m[f"{k}_ci"]) for k in ("pearson", "spearman", "kendall")]
-        L.append(_row(cells))
-        for rel, label in RELEASE_LABELS.items():
-            vals = [pub.get((rel, n, "pearson")) for n in corr]
-            if any(vals):
-                mark = " (this model's release)" if rel == release else ""
-                cells = [f"{label}, published{mark}"]
-                for v in vals:
-                    cells += [_num(v["value"]) if v else "-", "-", "-"]
-                L.append(_row(cells))
-        L.append("")
-        for n in corr:
-            m = metrics[n]
-            L.append(
-                f"- {n}: {m['n']} of {m['items']} items scored"
-                + (f" (label: {m['label_field']})" if m.get("label_field") else "")
-                + (
-                    " - correlations undefined: the scores or the labels are all equal"
-                    if m["kind"] == "correlation" and m["n"] >= 2 and m["pearson"] is None
-                    else ""
-                )
-                + f"; {m['skipped_too_long']} skipped as too long for the context"
-                + (f", {m['skipped_error']} with errors" if m["skipped_error"] else "")
-                + (f", {m['incomplete']} incomplete (rerun to finish)" if m["incomplete"] else "")
-                + (
-                    f"; mean score {_num(m['mean_score'])}, sample scores "
-                    + ", ".join(f"{k}: {v}" for k, v in m["sample_scores"].items())
-                    if m["kind"] == "unlabelled"
-                    else ""
-                )
-                + (
-                    f"; {len(m['input_errors'])} input lines rejected"
-                    if m.get("input_errors")
-                    else ""
-                )
-                + "."
-            )
-        L.append("")
-    pairs = [n for n, m in metrics.items() if m["kind"] == "pairs"]
-    if pairs:
-        L += ["## Pairwise accuracy from absolute scores", ""]
-        for n in pairs:
-            m = metrics[n]
-            srcs = sorted(m.get("by_source", {}))
-            head = ["evaluator", "accuracy", "ties", "accuracy without ties", *srcs]
-            L += [_row(head), "|" + "---|" * len(head)]
-            L.append(
-                _row(
-                    [
-                        ours,
-                        _num(m["accuracy"], m["accuracy_ci"], pct=True),
-                        str(m["ties"]),
-                        _num(m["accuracy_without_ties"], pct=True),
-                    ]
-                    + [_num(m["by_source"][s]["accuracy"], pct=True) for s in srcs]
-                )
-            )
-            for rel, label in RELEASE_LABELS.items():
-                v = pub.get((rel, n, "accuracy"))
-                if v:
-                    mark = " (this model's release)" if rel == release else ""
-                    L.append(
-                        _row(
-                            [
-                                f"{label}, published{mark}: {v['protocol']}",
-                                _num(v["value"], pct=True),
-                                "-",
-                                "-",
-                            ]
-                            + ["-"] * len(srcs)
-                        )
-                    )
-            L += [
-                "",
-                (
-                    f"- {n}: {m['n']} pairs ({m['right']} right, {m['wrong']} wrong, {m['ties']} "
-                    f"ties; ties count as not right); {m['pairs_skipped']} pairs skipped "
-                    f"({m['skipped_too_long']} responses too long for the context)."
-                ),
-                "",
-            ]
-    return "\n".join(L) + "\n"
