@@ -43,7 +43,7 @@ def _convert(out: Path, *extra: str) -> list[Path]:
                                                   "--quant", "Q4_K_M", "-q", *TINY_ARGS,
                                                   *extra])
     assert result.exit_code == 0, result.output
-    return [Path(line) for line in result.output.split()]
+    return [Path(line) for line in result.stdout.split()]  # the paths; warnings go to stderr
 
 
 @pytest.fixture(scope="module")
