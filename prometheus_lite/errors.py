@@ -8,6 +8,7 @@ what was wrong and how to fix it.
 from __future__ import annotations
 
 __all__ = [
+    "check_unicode",
     "PrometheusLiteError",
     "RubricError",
     "PromptError",
@@ -79,3 +80,15 @@ class ConversionError(PrometheusLiteError):
 
 class QuantizationError(PrometheusLiteError):
     """A tensor or file cannot be quantized."""
+
+
+def check_unicode(what: str, text: str, error: type[PrometheusLiteError]) -> None:
+    """Raise ``error`` if ``text`` cannot be written as UTF-8 (a lone surrogate, e.g. from a
+    ``"\\ud800"`` escape in JSON input), naming ``what`` and the character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise error(
+            f"{what} is not valid Unicode: {text[exc.start]!r} at character {exc.start} is "
+            "half of a surrogate pair (the input was mis-encoded); fix that text"
+        ) from None

@@ -26,7 +26,7 @@ import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from . import templates as T
-from .errors import PromptError, RubricError
+from .errors import PromptError, RubricError, check_unicode
 from .families import WINNER_LABELS
 from .family_prompts import check_scale, render_flow_judge, render_selene
 from .rubrics import Rubric, parse_rendered_rubric
@@ -113,13 +113,7 @@ def _text(name: str, value: Any) -> str:
     if not isinstance(value, str):
         got = "nothing (None)" if value is None else type(value).__name__
         raise PromptError(f"'{name}' must be a string, got {got}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # e.g. a lone "\ud800" escape in JSON input
-        raise PromptError(
-            f"'{name}' is not valid Unicode: {value[exc.start]!r} at character {exc.start} is "
-            "half of a surrogate pair (the input was mis-encoded); fix that text and rerun"
-        ) from None
+    check_unicode(f"'{name}'", value, PromptError)
     return value
 
 

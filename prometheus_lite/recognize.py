@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import templates as T
-from .errors import PromptError, RubricError
+from .errors import PromptError, RubricError, check_unicode
 from .results import CompareRequest, GradeRequest
 from .rubrics import PRESETS, Rubric, parse_rendered_rubric
 
@@ -371,16 +371,6 @@ def _unwrap(text: str) -> tuple[str, str | None, str]:
 # --------------------------------------------------------------------------- public
 
 
-def _check_unicode(what: str, text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise PromptError(
-            f"{what} is not valid Unicode: {text[exc.start]!r} at character {exc.start} is "
-            "half of a surrogate pair (the input was mis-encoded); fix that text"
-        ) from None
-
-
 def _result(wrapping: str, system: str | None, user: str) -> Recognized:
     user, mode, version, name, request = _parse_user(user)
     return Recognized(request, mode, version, name, wrapping, system, user)
@@ -392,7 +382,7 @@ def recognize_text(text: str) -> Recognized:
     user [/INST]``, ChatML or Llama 3 headers; a leading ``<s>`` is allowed."""
     if not isinstance(text, str):
         raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
-    _check_unicode("the prompt", text)
+    check_unicode("the prompt", text, PromptError)
     return _result(*_unwrap(text))
 
 
@@ -414,7 +404,7 @@ def recognize_messages(messages: Sequence[Mapping[str, Any]]) -> Recognized:
         if not isinstance(content, str):
             got = "nothing" if content is None else type(content).__name__
             raise PromptError(f"messages[{i}].content must be a string, got {got}")
-        _check_unicode(f"messages[{i}].content", content)
+        check_unicode(f"messages[{i}].content", content, PromptError)
         if role == "system":
             if i != 0:
                 raise PromptError(

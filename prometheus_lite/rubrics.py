@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Union
 
-from .errors import RubricError
+from .errors import RubricError, check_unicode
 from .families import SCALES, Scale
 from .templates import PRESET_RUBRICS, RUBRIC_TEMPLATE
 
@@ -93,13 +93,7 @@ class Rubric:
                 )
             if not value.strip():
                 raise RubricError(f"rubric field '{name}' is empty; give {what}")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:  # a lone "\ud800" escape in JSON input
-                raise RubricError(
-                    f"rubric field '{name}' is not valid Unicode: {value[exc.start]!r} at "
-                    f"character {exc.start} is half of a surrogate pair; fix that text"
-                ) from None
+            check_unicode(f"rubric field '{name}'", value, RubricError)
         extra = [f for f in _ALL_DESCRIPTIONS if f not in scale.fields and getattr(self, f)]
         if extra:
             raise RubricError(
