@@ -36,7 +36,7 @@ def test_quantized_cache_and_pool_in_the_batch_start_line(tmp_path: Path) -> Non
         "--parallel", "2", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--no-progress",
     ])
     assert result.exit_code == 0, result.output
-    assert "KV pool" in result.output and "K q8_0, V q8_0" in result.output
+    assert "KV pool" in result.output and "KV cache K q8_0, V q8_0" in result.output
     record = json.loads(out.read_text())
     assert record["score"] in (1, 2, 3, 4, 5) and not record["error"]
 

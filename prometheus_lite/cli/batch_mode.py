@@ -36,13 +36,9 @@ def file_batch(
         judge = opts.make_judge()
         n = getattr(judge, "n_parallel", None)
         if n is not None:
-            cells = getattr(judge, "kv_cells_total", None)
-            pool = ""
-            if cells is not None:
-                rt = judge.runtime
-                kv = cells * rt.kv_bytes_per_token() / 2**20
-                pool = (f"; KV pool {cells} cells shared by all slots, {kv:.0f} MiB "
-                        f"(K {rt.cache_type_k}, V {rt.cache_type_v})")
+            rt = getattr(judge, "runtime", None)  # the reason already describes the KV pool
+            k, v = getattr(rt, "cache_type_k", None), getattr(rt, "cache_type_v", None)
+            pool = f"; KV cache K {k}, V {v}" if k and v else ""
             click.echo(
                 f"{judge.model_name}: {n} parallel slot{'s' if n != 1 else ''} "
                 f"({getattr(judge, 'parallel_reason', '')}){pool}",
