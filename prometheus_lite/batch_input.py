@@ -14,7 +14,7 @@ are, as do the Preference Collection's ``orig_response_A`` / ``orig_response_B``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,12 +190,18 @@ def _input_lines(path: Path) -> Iterator[tuple[int, str | None]]:
     except OSError as e:
         raise BatchInputError(f"cannot read input file '{path}': {e.strerror}") from None
     with f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
-                raw = raw[3:]
-            if not raw.strip():
-                continue
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                yield lineno, None
+        yield from decode_lines(f)
+
+
+def decode_lines(raw_lines: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
+    """(1-based line number, text or None if not UTF-8) for every non-blank line of a
+    byte stream (a leading UTF-8 BOM dropped): the batch file's and Ray's JSONL input."""
+    for lineno, raw in enumerate(raw_lines, start=1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
+            raw = raw[3:]
+        if not raw.strip():
+            continue
+        try:
+            yield lineno, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            yield lineno, None

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..batch_input import Mode
+from ..batch_input import Mode, decode_lines
 from ..batch_output import COMPARE_KEYS, GRADE_KEYS, Done, _LineWriter, _lock, read_done
 from ..constraint import SCORE_LABELS, WINNER_LABELS
 from ..errors import BatchInputError
@@ -106,15 +106,7 @@ def read_items(uri: str) -> Iterator[tuple[int, str | None]]:
     fs, files, kind = _input_files(uri)
     if kind == "jsonl":
         with fs.open_input_stream(files[0]) as f:
-            for lineno, raw in enumerate(_split_lines(f), start=1):
-                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM
-                    raw = raw[3:]
-                if not raw.strip():
-                    continue
-                try:
-                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError:
-                    yield lineno, None
+            yield from decode_lines(_split_lines(f))
         return
     row = 0
     for path in files:
