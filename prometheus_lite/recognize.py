@@ -15,19 +15,24 @@ rubric from its parsed form), gives the caller's text back byte for byte (checke
 every call). Graded text may contain the template's own section headers: where that
 leaves more than one way to read the prompt, it is refused with a PromptError naming
 the header, never split silently one way.
+
+Selene-1-Mini and Flow-Judge-v0.1 prompts (one user message, as their libraries send
+them) are read by ``recognize_families`` under the same rules; their results carry
+``family``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import templates as T
 from .errors import PromptError, RubricError, check_unicode
+from .recognize_families import FamilyPrompt, recognize_family, unwrap_family
 from .results import CompareRequest, GradeRequest
-from .rubrics import PRESETS, Rubric, parse_rendered_rubric
+from .rubrics import PRESETS, RenderedRubric, Rubric, parse_rendered_rubric
+from .template_match import PLACEHOLDER, ambiguous, fillings, split_template
 
 __all__ = [
     "KNOWN_TEMPLATES",
@@ -58,37 +63,13 @@ KNOWN_TEMPLATES: dict[str, tuple[Mode, str, str]] = {
 
 HEADER = "###Task Description:\n"
 FOOTER = "###Feedback:"  # every template ends in "\n\n###Feedback: " (trailing space)
-_PLACEHOLDER = re.compile(r"\{([a-zA-Z_]+)\}")
 _EXPECTED = (
     "expected a Prometheus grading prompt: the absolute (v1 or v2, with or without a "
     "reference answer) or relative (v2) template as prometheus-eval's ABSOLUTE_PROMPT / "
     "RELATIVE_PROMPT (and their _WO_REF variants) render it, starting with "
-    f"{HEADER.strip()!r} and ending with {FOOTER!r}; prometheus-lite runs a judge, not a chat model"
+    f"{HEADER.strip()!r} and ending with {FOOTER!r} (or a Selene-1-Mini or Flow-Judge-v0.1 "
+    "prompt as their own libraries render it); prometheus-lite runs a judge, not a chat model"
 )
-
-
-@dataclass(frozen=True)
-class RenderedRubric(Rubric):
-    """A rubric slot's text kept exactly as the caller rendered it.
-
-    Used when a recognised prompt's rubric is not in ``SCORE_RUBRIC_TEMPLATE``'s shape
-    (a free-form rubric) or, for relative grading, is a criteria line that is not a
-    preset's: ``render()`` and ``criteria_line()`` both give ``text`` back unchanged, so
-    the judge sees the caller's rubric byte for byte. ``criteria`` holds the text
-    without its brackets (for display); the score descriptions are empty.
-    """
-
-    text: str = ""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise RubricError("the prompt's score rubric is empty; put the rubric in the prompt")
-
-    def render(self) -> str:
-        return self.text
-
-    def criteria_line(self) -> str:
-        return self.text
 
 
 @dataclass(frozen=True)
@@ -100,7 +81,7 @@ class Recognized:
     caller's system message (None if there was none); ``template`` a key of
     :data:`KNOWN_TEMPLATES`; ``wrapping`` one of ``messages``, ``messages-merged``
     (system and template in one user turn, as on the Prometheus 2 model cards), ``bare``,
-    ``llama-2``, ``mistral``, ``chatml``, ``llama-3``.
+    ``llama-2``, ``mistral``, ``chatml``, ``llama-3``, ``phi-3``.
     """
 
     request: GradeRequest | CompareRequest
@@ -110,18 +91,14 @@ class Recognized:
     wrapping: str
     system: str | None
     user: str
+    family: str = "prometheus"  # or "selene", "flow-judge" (then ``version`` is "")
 
 
 # --------------------------------------------------------------------------- templates
 
 
-def _split(template: str) -> tuple[list[str], list[str]]:
-    parts = _PLACEHOLDER.split(template)
-    return parts[0::2], parts[1::2]
-
-
 def _fill(template: str, values: Mapping[str, str]) -> str:
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 def _parse(template: str, text: str, mode: Mode) -> dict[str, str] | None:
@@ -134,52 +111,14 @@ def _parse(template: str, text: str, mode: Mode) -> dict[str, str] | None:
     more than one, the prompt is ambiguous and a PromptError names the header (the
     caller can send the parts instead, which are never confused).
     """
-    lits, names = _split(template)
-    head, foot = lits[0], lits[-1]
-    if len(text) < len(head) + len(foot) or not (text.startswith(head) and text.endswith(foot)):
-        return None
-    seps = lits[1:-1]
-    splits = _splits(text[len(head) : len(text) - len(foot)], seps)
-    if not splits:
-        return None
+    splits = fillings(template, text)
     if len(splits) > 1:
-        rubric_at = names.index("rubric")
-        plausible = [v for v in splits if _reads_as_rubric(mode, v[rubric_at])]
+        plausible = [v for v in splits if _reads_as_rubric(mode, v["rubric"])]
         if len(plausible) == 1:
             splits = plausible
     if len(splits) > 1:
-        a, b = splits[0], splits[1]
-        k = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
-        header = seps[min(k, len(seps) - 1)].strip()
-        inside = [n for n, x, y in zip(names, a, b, strict=True) if x != y]
-        raise PromptError(
-            f"the graded text contains the template's own section header {header!r}, so "
-            f"where {' and '.join(repr(n) for n in inside)} begin and end cannot be told "
-            "apart; send the parts as JSON instead (POST /v1/grade or /v1/compare, or "
-            "Judge.grade / Judge.compare), or remove that header line from the text"
-        )
-    return dict(zip(names, splits[0], strict=True))
-
-
-MAX_SPLITS = 64  # past this many ways to cut a text, it is refused as ambiguous anyway
-
-
-def _splits(body: str, seps: list[str]) -> list[list[str]]:
-    """Every way to cut ``body`` at the separators in order (the values between them),
-    at most MAX_SPLITS + 1 of them."""
-    out: list[list[str]] = []
-
-    def cut(start: int, k: int, values: list[str]) -> None:
-        if k == len(seps):
-            out.append([*values, body[start:]])
-            return
-        i = body.find(seps[k], start)
-        while i >= 0 and len(out) <= MAX_SPLITS:
-            cut(i + len(seps[k]), k + 1, [*values, body[start:i]])
-            i = body.find(seps[k], i + 1)
-
-    cut(0, 0, [])
-    return out
+        raise ambiguous(template, splits[0], splits[1])
+    return splits[0] if splits else None
 
 
 def _reads_as_rubric(mode: Mode, slot: str) -> bool:
@@ -206,7 +145,7 @@ def _rerender(name: str, request: GradeRequest | CompareRequest) -> str:
         values["response"] = request.response
     else:
         values["response_A"], values["response_B"] = request.response_a, request.response_b
-    if set(_PLACEHOLDER.findall(template)) != set(values):  # e.g. a reference it has no slot for
+    if set(PLACEHOLDER.findall(template)) != set(values):  # e.g. a reference it has no slot for
         return ""
     return _fill(template, values)
 
@@ -229,7 +168,7 @@ def _first_difference(text: str) -> str:
     """Which line of the closest known template the text departs from (for errors)."""
     best, best_name = -1, ""
     for name, (_, _, template) in KNOWN_TEMPLATES.items():
-        head = _split(template)[0][0]
+        head = split_template(template)[0][0]
         pairs = enumerate(zip(head, text, strict=False))
         n = next((i for i, (a, b) in pairs if a != b), min(len(head), len(text)))
         if n > best:
@@ -376,6 +315,12 @@ def _result(wrapping: str, system: str | None, user: str) -> Recognized:
     return Recognized(request, mode, version, name, wrapping, system, user)
 
 
+def _family_result(found: FamilyPrompt, wrapping: str) -> Recognized:
+    mode: Mode = "relative" if found.mode == "relative" else "absolute"
+    return Recognized(found.request, mode, "", found.template, wrapping, None, found.user,
+                      found.family)
+
+
 def recognize_text(text: str) -> Recognized:
     """Recognise one prompt string: bare, or wrapped by FastChat ``llama-2`` / ``mistral``
     (as prometheus-eval's vLLM path renders it), the model cards' ``[INST] system\\n\\n
@@ -383,6 +328,11 @@ def recognize_text(text: str) -> Recognized:
     if not isinstance(text, str):
         raise PromptError(f"a prompt must be a string, got {type(text).__name__}")
     check_unicode("the prompt", text, PromptError)
+    if HEADER not in text:
+        wrapping, user = unwrap_family(text)
+        found = recognize_family(user)
+        if found is not None:
+            return _family_result(found, wrapping)
     return _result(*_unwrap(text))
 
 
@@ -424,6 +374,15 @@ def recognize_messages(messages: Sequence[Mapping[str, Any]]) -> Recognized:
         )
     user = users[0].lstrip()
     wrapping = "messages"
+    if HEADER not in user:
+        found = recognize_family(user)
+        if found is not None:
+            if system is not None:
+                raise PromptError(
+                    f"a {found.family} prompt is one user message without a system message "
+                    "(as its own library sends it); leave the system message out"
+                )
+            return _family_result(found, wrapping)
     start = user.find(HEADER)
     if start > 0 and system is None and user[:start].endswith("\n\n"):
         system, user, wrapping = user[: start - 2], user[start:], "messages-merged"

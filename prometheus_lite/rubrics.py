@@ -25,6 +25,7 @@ from .templates import PRESET_RUBRICS, RUBRIC_TEMPLATE
 __all__ = [
     "PRESETS",
     "RUBRIC_FIELDS",
+    "RenderedRubric",
     "Rubric",
     "get_preset",
     "get_scale",
@@ -192,6 +193,31 @@ class Rubric:
     def criteria_line(self) -> str:
         """``[criteria]``: what the official library passes for relative grading."""
         return f"[{self.criteria}]"
+
+
+@dataclass(frozen=True)
+class RenderedRubric(Rubric):
+    """A rubric slot's text kept exactly as the caller rendered it.
+
+    Used when a recognised prompt's rubric is not in ``SCORE_RUBRIC_TEMPLATE``'s shape
+    (a free-form rubric) or, for relative grading, is a criteria line that is not a
+    preset's: ``render()`` and ``criteria_line()`` both give ``text`` back unchanged, so
+    the judge sees the caller's rubric byte for byte. ``criteria`` holds the text
+    without its brackets (for display); the score descriptions are empty.
+    """
+
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise RubricError("the prompt's score rubric is empty; put the rubric in the prompt")
+
+    def render(self) -> str:
+        return self.text
+
+    def criteria_line(self) -> str:
+        return self.text
+
 
 
 PRESETS: Mapping[str, Rubric] = MappingProxyType(
