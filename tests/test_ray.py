@@ -155,8 +155,29 @@ def test_parquet_in_and_sharded_parquet_out(cluster: str, grade_input: Path,
         # Parquet rows are numbered, not lines: the JSONL line numbers differ.
         assert rec["line"] == int(item_id[1:]) + 1
         rec.pop("line"), ref.pop("line")
+        # One struct holds every scale's labels: this row's others are null.
+        rec["probabilities"] = {k: v for k, v in rec["probabilities"].items() if v is not None}
         assert rec == ref, item_id
     assert ray_run(inp, out).skipped == 8  # resumes from the shards
+
+
+def test_parquet_records_hold_every_scale(tmp_path: Path) -> None:
+    """Flow-Judge's 0-1 and 1-3, Selene's yes-no and 1-5 grades in one Parquet schema."""
+    import pyarrow as pa
+
+    from prometheus_lite.families import SCALES
+
+    schema = record_schema("grade")
+    rows = []
+    for i, scale in enumerate(SCALES.values()):
+        n = len(scale.labels)
+        rows.append({"id": f"s{i}", "score": i,
+                     "probabilities": {lb: 1 / n for lb in scale.labels}})
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "p.parquet")
+    back = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    for row, scale in zip(back, SCALES.values(), strict=True):
+        kept = {k: v for k, v in row["probabilities"].items() if v is not None}
+        assert kept == {lb: 1 / len(scale.labels) for lb in scale.labels}
 
 
 def test_dataset_api_compare_equals_single_machine(cluster: str, tmp_path: Path) -> None:

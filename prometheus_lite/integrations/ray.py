@@ -49,8 +49,8 @@ from ..batch import (
     plan_lines,
     result_record,
 )
-from ..constraint import SCORE_LABELS, WINNER_LABELS
 from ..errors import BatchInputError, ClusterError, PrometheusLiteError
+from ..families import FAMILIES, SCALES, WINNER_LABELS
 from ..rubrics import Rubric
 from .ray_files import JsonlOutput, ParquetOutput, is_jsonl, read_items, record_schema
 
@@ -117,7 +117,10 @@ class JudgeActor:
         self.prompt_format = self.judge.prompt_format
         # Several calls run at once (one thread each, see _map): build the cached output
         # constraint here, not twice in racing threads.
-        self.judge.constraint(WINNER_LABELS if mode == "compare" else SCORE_LABELS)
+        if mode == "compare":
+            self.judge.constraint(WINNER_LABELS)
+        for scale in () if mode == "compare" else FAMILIES[self.judge.family].scales:
+            self.judge.constraint(SCALES[scale].labels)
 
     def _tasks(
         self, rows: list[dict[str, Any]]

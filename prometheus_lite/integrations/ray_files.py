@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from ..batch_input import Mode, decode_lines
 from ..batch_output import COMPARE_KEYS, GRADE_KEYS, Done, _LineWriter, _lock, read_done
-from ..constraint import SCORE_LABELS, WINNER_LABELS
 from ..errors import BatchInputError
+from ..families import SCALES, WINNER_LABELS
 
 __all__ = ["JsonlOutput", "ParquetOutput", "is_jsonl", "read_items", "record_schema"]
 
@@ -42,11 +42,20 @@ _TYPES: dict[str, pa.DataType] = {
 }
 
 
+# Every grade label of every scale, numbers first ("0".."5", then "No", "Yes"): one
+# Parquet schema holds grades on any scale, each row's labels set and the others null.
+GRADE_LABELS: tuple[str, ...] = tuple(sorted(
+    {lb for scale in SCALES.values() for lb in scale.labels},
+    key=lambda lb: (not lb.isdigit(), int(lb) if lb.isdigit() else 0, lb),
+))
+
+
 def record_schema(mode: Mode) -> pa.Schema:
     """The Arrow schema of result records: ``batch.GRADE_KEYS``/``COMPARE_KEYS`` in order,
-    ``probabilities`` a struct over the labels ("1".."5" or "A", "B")."""
+    ``probabilities`` a struct over every scale's labels (:data:`GRADE_LABELS`; a row
+    fills its own scale's and leaves the rest null) or over "A", "B"."""
     keys = GRADE_KEYS if mode == "grade" else COMPARE_KEYS
-    labels = SCORE_LABELS if mode == "grade" else WINNER_LABELS
+    labels = GRADE_LABELS if mode == "grade" else WINNER_LABELS
     probs = pa.struct([(label, pa.float64()) for label in labels])
     return pa.schema([(k, probs if k == "probabilities" else _TYPES[k]) for k in keys])
 
