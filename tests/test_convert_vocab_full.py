@@ -9,14 +9,13 @@ converter, and checks: the same tokens, types and merges as llama.cpp's file; ll
 file gives the real tokenizer's ids for every test text; and it agrees with the rebuilt
 tokenizer (HF tokenizers / SentencePiece) on text that spells special tokens, kept as text.
 
-Needs the source package: ``pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36
--d /tmp/llcpp-sdist`` and unpack it, or set LLAMA_CPP_SOURCE to a llama.cpp checkout.
+The files are the shipped copies (``tests/llama_vendor.py``); set LLAMA_CPP_SOURCE to a
+llama.cpp checkout to test against its ``models/`` instead.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,14 @@ llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("tokenizers")
 
 import convert_fixtures as fx  # noqa: E402
+from llama_vendor import vocab_dir  # noqa: E402
 from prometheus_lite.convert.tokenizer import load_vocab  # noqa: E402
 
-SOURCE = Path(os.environ.get(
-    "LLAMA_CPP_SOURCE", "/tmp/llcpp-sdist/llama_cpp_python-0.3.36/vendor/llama.cpp"))
-MODELS = SOURCE / "models"
-pytestmark = pytest.mark.skipif(
-    not (MODELS / "ggml-vocab-qwen2.gguf").is_file(),
-    reason=f"no llama.cpp vocab files in {MODELS} (see the module docstring)")
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return vocab_dir(tmp_path_factory.mktemp("llama-vocab"))
+
 
 SPECIAL_LOOKING = [
     "<|im_start|>user\nScore it.<|im_end|>\n<|im_start|>assistant\n",
@@ -45,13 +44,13 @@ SPECIAL_LOOKING = [
 T = gguf.TokenType
 
 
-def _reference(name: str) -> dict[str, Any]:
-    return fx.read_gguf_kv(MODELS / f"ggml-vocab-{name}.gguf")
+def _reference(models: Path, name: str) -> dict[str, Any]:
+    return fx.read_gguf_kv(models / f"ggml-vocab-{name}.gguf")
 
 
-def _cases(name: str) -> list[tuple[str, list[int]]]:
-    inp = (MODELS / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8")
-    out = (MODELS / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8")
+def _cases(models: Path, name: str) -> list[tuple[str, list[int]]]:
+    inp = (models / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8")
+    out = (models / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8")
     texts = inp.split("\n__ggml_vocab_test__\n")
     texts[-1] = texts[-1].removesuffix("\n__ggml_vocab_test__\n").removesuffix(
         "\n__ggml_vocab_test__")
@@ -127,10 +126,10 @@ def _rebuild_bpe(ref: dict[str, Any], dst: Path, regex: str, *, nfc: bool, bos: 
     ("qwen2", fx.QWEN2_REGEX, True, False),
     ("llama-bpe", fx.LLAMA3_REGEX, False, True),
 ])
-def test_bpe_vocab_at_full_size(name, regex, nfc, bos, tmp_path):
+def test_bpe_vocab_at_full_size(name, regex, nfc, bos, models, tmp_path):
     from tokenizers import Tokenizer
 
-    ref = _reference(name)
+    ref = _reference(models, name)
     _rebuild_bpe(ref, tmp_path / "tok", regex, nfc=nfc, bos=bos)
     ours = _write_ours(ref, tmp_path / "tok", tmp_path / "ours.gguf")
     assert ours["tokenizer.ggml.model"] == "gpt2" and ours["tokenizer.ggml.pre"] == name
@@ -142,7 +141,8 @@ def test_bpe_vocab_at_full_size(name, regex, nfc, bos, tmp_path):
         assert mine == (T.UNUSED if pad else theirs), i  # older files made padding user-defined
     assert ours.get("tokenizer.ggml.add_bos_token", False) is bos
     llm = llama_cpp.Llama(str(tmp_path / "ours.gguf"), vocab_only=True, verbose=False)
-    for text, want in _cases(name):  # the real tokenizer's ids (convert_hf_to_gguf_update.py)
+    # the real tokenizer's ids (convert_hf_to_gguf_update.py)
+    for text, want in _cases(models, name):
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, repr(text)
     hf = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
     hf.encode_special_tokens = True
@@ -188,10 +188,10 @@ def _rebuild_phi3(ref: dict[str, Any], dst: Path) -> int:
     return n_spm + len(added)
 
 
-def test_phi3_vocab_at_full_size(tmp_path):
+def test_phi3_vocab_at_full_size(models, tmp_path):
     import sentencepiece as spm
 
-    ref = _reference("phi-3")
+    ref = _reference(models, "phi-3")
     n_real = _rebuild_phi3(ref, tmp_path / "tok")
     ours = _write_ours(ref, tmp_path / "tok", tmp_path / "ours.gguf", sentencepiece="phi3")
     assert ours["tokenizer.ggml.model"] == "llama"
@@ -202,7 +202,7 @@ def test_phi3_vocab_at_full_size(tmp_path):
     assert ours["tokenizer.ggml.token_type"][:n_real] == ref["tokenizer.ggml.token_type"][:n_real]
     assert set(ours["tokenizer.ggml.token_type"][n_real:]) == {T.UNUSED}
     llm = llama_cpp.Llama(str(tmp_path / "ours.gguf"), vocab_only=True, verbose=False)
-    for text, want in _cases("phi-3"):
+    for text, want in _cases(models, "phi-3"):
         assert llm.tokenize(text.encode(), add_bos=False, special=False) == want, repr(text)
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tok" / "tokenizer.model"))
     for text in [*fx.TOKENIZER_CORPUS, *SPECIAL_LOOKING]:

@@ -373,13 +373,9 @@ def test_the_round_trip_check_can_fail() -> None:
 def test_m_prometheus_prompts_are_prometheus_2_prompts() -> None:
     """M-Prometheus is prompted as Prometheus 2 (v2 text and system prompt) in Qwen2.5's
     ChatML: recognised as such, graded text with a header included."""
-    from pathlib import Path
+    from llama_vendor import chat_template
 
-    found = sorted(Path("/tmp/llcpp-sdist").glob(
-        "*/vendor/llama.cpp/models/templates/Qwen-Qwen2.5-7B-Instruct.jinja"))
-    if not found:
-        pytest.skip("llama-cpp-python's source package is not in /tmp/llcpp-sdist")
-    qwen = found[0].read_text(encoding="utf-8")
+    qwen = chat_template("Qwen-Qwen2.5-7B-Instruct.jinja")
     response = "Yes.\n\n###Score Rubrics:\nnot the rubric"
     for mode, parts in (("absolute", {"response": response}),
                         ("relative", {"response_a": response, "response_b": "No."})):
