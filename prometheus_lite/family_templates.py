@@ -24,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "FLOW_JUDGE_PROMPT",
+    "FLOW_JUDGE_PRESET_RUBRICS",
     "FLOW_JUDGE_PROMPT_NO_INPUTS",
     "FLOW_RUBRIC_LINE",
     "FLOW_VARIABLE",
@@ -304,3 +305,32 @@ FLOW_VARIABLE = "<{tag}>\n{value}\n</{tag}>"
 
 # flow-judge prompt_formatter.py format_rubric: items sorted by score, joined with "\n".
 FLOW_RUBRIC_LINE = "- Score {score}: {description}"
+
+# flowaicom/flow-judge @9865fc0 flow_judge/metrics/presets.py: the response-correctness
+# metrics, whose variables are a grade item's (query, reference_answer; output response).
+# The faithfulness and relevance presets grade against a "context" input, which a grade
+# item does not have, so they are not offered. Named as the library's constants, lower-case.
+FLOW_JUDGE_PRESET_RUBRICS: dict[str, dict[str, str]] = {
+    "response_correctness_binary": {
+        "criteria": "Does the generated response accurately match the provided reference answer for the given query?",
+        "score0_description": "The generated response does not match the reference answer. It either contains inaccurate information, is missing key details from the reference, includes extra information not in the reference, or fails to convey the same meaning as the reference answer.",
+        "score1_description": "The generated response matches the reference answer exactly or contains all the key information from the reference with no inaccuracies, extra details, or missing details. The meaning conveyed by the generated response is equivalent to the reference.",
+        "scale": "0-1",
+    },
+    "response_correctness_3point": {
+        "criteria": "Based on the provided reference response, how well does the system's generated response match the correct answer to the given query?",
+        "score1_description": "The generated response does not match the reference response at all. It either fails to address the query or provides a completely incorrect answer.",
+        "score2_description": "The generated response partially matches the reference response. It addresses the query but may contain some incorrect, irrelevant or incomplete information compared to the reference.",
+        "score3_description": "The generated response fully matches the reference response. It accurately and completely answers the query, containing all the relevant information from the reference without any incorrect or extraneous details.",
+        "scale": "1-3",
+    },
+    "response_correctness_5point": {
+        "criteria": "Compare the system's response to the provided reference answer and rate how well they match in accuracy and completeness to answer the query.",
+        "score1_description": "The response is completely incorrect or irrelevant to the query, with no overlap in information with the reference answer.",
+        "score2_description": "The response contains some correct information relevant to the query but is substantially incomplete or inaccurate compared to the reference answer.",
+        "score3_description": "The response answers the query with reasonable accuracy but is missing key details or has minor inaccuracies compared to the reference.",
+        "score4_description": "The response accurately answers the query and is nearly complete, only leaving out non-essential details compared to the reference.",
+        "score5_description": "The response perfectly matches the accuracy and level of detail of the reference answer, containing all key information to comprehensively answer the query.",
+        "scale": "1-5",
+    },
+}

@@ -20,9 +20,12 @@ from typing import Any, Union
 
 from .errors import RubricError, check_unicode
 from .families import SCALES, Scale
+from .family_templates import FLOW_JUDGE_PRESET_RUBRICS
 from .templates import PRESET_RUBRICS, RUBRIC_TEMPLATE
 
 __all__ = [
+    "ALL_PRESETS",
+    "FLOW_JUDGE_PRESETS",
     "PRESETS",
     "RUBRIC_FIELDS",
     "RenderedRubric",
@@ -219,10 +222,16 @@ class RenderedRubric(Rubric):
         return self.text
 
 
-
+# Prometheus's preset rubrics (1-5), in the official library's order.
 PRESETS: Mapping[str, Rubric] = MappingProxyType(
     {name: Rubric(**fields) for name, fields in PRESET_RUBRICS.items()}
 )
+# Flow-Judge's response-correctness metrics (0-1, 1-3, 1-5), for --rubric and batch lines.
+FLOW_JUDGE_PRESETS: Mapping[str, Rubric] = MappingProxyType(
+    {name: Rubric(**fields) for name, fields in FLOW_JUDGE_PRESET_RUBRICS.items()}
+)
+# Every name get_preset knows: what `info --rubrics` and GET /v1/rubrics list.
+ALL_PRESETS: Mapping[str, Rubric] = MappingProxyType({**PRESETS, **FLOW_JUDGE_PRESETS})
 
 
 def preset_names() -> list[str]:
@@ -231,14 +240,15 @@ def preset_names() -> list[str]:
 
 
 def get_preset(name: str) -> Rubric:
-    """A preset rubric by name (``factual-validity`` and ``Factual_Validity`` also work)."""
+    """A preset rubric by name (``factual-validity`` and ``Factual_Validity`` also work):
+    Prometheus's five (1-5) or Flow-Judge's ``response_correctness_{binary,3point,5point}``."""
     key = name.strip().lower().replace("-", "_")
-    if key not in PRESETS:
+    if key not in ALL_PRESETS:
         raise RubricError(
-            f"unknown rubric preset '{name}'; valid presets: {', '.join(PRESETS)} "
+            f"unknown rubric preset '{name}'; valid presets: {', '.join(ALL_PRESETS)} "
             "(or give a path to a JSON file holding one rubric object)"
         )
-    return PRESETS[key]
+    return ALL_PRESETS[key]
 
 
 def load_rubric(spec: RubricSpec) -> Rubric:

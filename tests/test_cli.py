@@ -28,7 +28,7 @@ from prometheus_lite.models import ModelInfo, read_model_info
 from prometheus_lite.options import ModelOptions
 from prometheus_lite.prompts import build_prompt
 from prometheus_lite.results import Failure, GradeRequest
-from prometheus_lite.rubrics import PRESETS
+from prometheus_lite.rubrics import ALL_PRESETS, PRESETS
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -84,11 +84,12 @@ def test_help_and_version() -> None:
 def test_rubrics_lists_presets() -> None:
     result = run("rubrics")
     assert result.exit_code == 0, result.output
-    for name, rubric in PRESETS.items():
+    for name, rubric in ALL_PRESETS.items():
         assert name in result.output and rubric.criteria in result.output
+    assert "response_correctness_binary (scale 0-1; Flow-Judge)" in result.output
     result = run("rubrics", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {n: r.to_dict() for n, r in PRESETS.items()}
+    assert json.loads(result.output) == {n: r.to_dict() for n, r in ALL_PRESETS.items()}
 
 
 def test_info_on_the_embedded_model(embedded: ModelInfo) -> None:

@@ -218,3 +218,20 @@ def test_rubric_scales() -> None:
         Rubric(**{**THREE, "score5_description": "x"})
     with pytest.raises(RubricError, match="unknown rubric scale"):
         Rubric(**{**THREE, "scale": "1-7"})
+
+
+def test_flow_judge_presets_are_the_librarys(shared_dir: Path) -> None:
+    """The named Flow-Judge rubrics equal its own preset metrics, field by field."""
+    from prometheus_lite.rubrics import FLOW_JUDGE_PRESETS, get_preset
+
+    presets = flow_module(shared_dir, "presets.py")
+    assert set(FLOW_JUDGE_PRESETS) == {"response_correctness_binary",
+                                       "response_correctness_3point",
+                                       "response_correctness_5point"}
+    for name, rubric in FLOW_JUDGE_PRESETS.items():
+        metric = presets[name.upper()]
+        assert metric.required_inputs == ["query", "reference_answer"]
+        assert metric.required_output == "response"
+        assert rubric.criteria == metric.criteria
+        assert rubric.descriptions() == {str(it.score): it.description for it in metric.rubric}
+        assert get_preset(name.replace("_", "-")) is rubric

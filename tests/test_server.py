@@ -28,7 +28,7 @@ from prometheus_lite.batch import COMPARE_KEYS, GRADE_KEYS
 from prometheus_lite.judge import Judge
 from prometheus_lite.llama import Sampling
 from prometheus_lite.results import CompareRequest, GradeRequest
-from prometheus_lite.rubrics import PRESETS
+from prometheus_lite.rubrics import ALL_PRESETS, PRESETS
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -193,7 +193,7 @@ def test_rubrics_and_model(server: LiveServer, judge: Judge) -> None:
         rubrics = c.get("/v1/rubrics").json()
         model = c.get("/v1/model").json()
         models = c.get("/v1/models").json()
-    assert rubrics == {name: r.to_dict() for name, r in PRESETS.items()}
+    assert rubrics == {name: r.to_dict() for name, r in ALL_PRESETS.items()}
     assert model["architecture"] == judge.info.architecture
     assert model["serving"]["n_ctx"] == int(N_CTX) and model["serving"]["n_parallel"] == 1
     assert model["serving"]["prompt_format"] == judge.prompt_format

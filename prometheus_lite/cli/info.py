@@ -9,7 +9,7 @@ import click
 
 from ..errors import PrometheusLiteError
 from ..results import jsonable
-from ..rubrics import PRESETS
+from ..rubrics import ALL_PRESETS
 
 __all__ = ["rubrics", "info"]
 
@@ -19,12 +19,12 @@ __all__ = ["rubrics", "info"]
 def rubrics(as_json: bool) -> None:
     """List the preset rubrics (use a name with --rubric, or write your own JSON file)."""
     if as_json:
-        click.echo(
-            json.dumps({n: r.to_dict() for n, r in PRESETS.items()}, indent=2, ensure_ascii=False)
-        )
+        click.echo(json.dumps({n: r.to_dict() for n, r in ALL_PRESETS.items()}, indent=2,
+                              ensure_ascii=False))
         return
-    for name, rubric in PRESETS.items():
-        click.echo(f"{name}\n    {rubric.criteria}")
+    for name, rubric in ALL_PRESETS.items():
+        scale = "" if rubric.scale == "1-5" else f" (scale {rubric.scale}; Flow-Judge)"
+        click.echo(f"{name}{scale}\n    {rubric.criteria}")
 
 
 @click.command()

@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from ..batch import parse_line, result_record
 from ..errors import BatchInputError
 from ..results import jsonable
-from ..rubrics import PRESETS
+from ..rubrics import ALL_PRESETS
 from .batch_stream import batch_items, batch_lines
 from .errors import ApiError
 from .schemas import CompareItem, GradeItem, openapi_batch_body
@@ -37,7 +37,7 @@ def add_judge_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/rubrics", tags=["judge"], summary="The preset rubrics.")
     async def rubrics() -> dict[str, dict[str, str]]:
-        return {name: r.to_dict() for name, r in PRESETS.items()}
+        return {name: r.to_dict() for name, r in ALL_PRESETS.items()}
 
     @app.get("/v1/model", tags=["judge"], summary="The loaded model (what `info` prints).")
     async def model_info() -> dict[str, Any]:
