@@ -73,6 +73,7 @@ def _judge(spec: dict[str, Any], *, n_parallel: int, greedy: bool, max_new: int)
         kv_cells=spec.get("kv_cells"),
         cache_type_k=spec.get("cache_type_k", "f16"),
         cache_type_v=spec.get("cache_type_v", "f16"),
+        batch_invariant=spec.get("batch_invariant", False),
     )
     if spec.get("legacy"):
         judge.engine.close()
