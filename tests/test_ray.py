@@ -311,16 +311,18 @@ def test_cli_rerun_after_interrupted_run(cluster: str, grade_input: Path,
                                          reference: dict[str, Any], tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     cmd = cli_command(grade_input, out, cluster)
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and first.poll() is None and (
-                not out.exists() or len(read_jsonl(out)) < 2):
-            time.sleep(0.2)
-        assert first.poll() is None, first.communicate()[1].decode()[-2000:]
-        first.send_signal(signal.SIGKILL)  # the whole driver dies, its actors with it
-    finally:
-        first.wait(timeout=60)
+    log = tmp_path / "first.err"  # a file, not a pipe: nobody reads while it runs
+    with log.open("wb") as err_file, subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=err_file) as first:
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and first.poll() is None and (
+                    not out.exists() or len(read_jsonl(out)) < 2):
+                time.sleep(0.2)
+            assert first.poll() is None, log.read_text(errors="replace")[-2000:]
+            first.send_signal(signal.SIGKILL)  # the whole driver dies, its actors with it
+        finally:
+            first.wait(timeout=60)
     partial = by_id(read_jsonl(out))
     assert 2 <= len(partial) < 10
     second = subprocess.run(cmd, capture_output=True, timeout=300)
@@ -349,14 +351,16 @@ def test_a_second_run_on_the_same_output_refuses_at_once(
                     "rubric": "helpfulness"}) + "\n" for k, i in enumerate(ids)))
     cmd = cli_command(inp, out, cluster, workers=1)
     actors_before = set(_judge_actors())
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "first.err"  # a file, not a pipe: nobody reads while it runs
+    err_file = log.open("wb")
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None and not [
                 a for k, a in _judge_actors().items()
                 if k not in actors_before and a["State"] == "ALIVE"]:
             time.sleep(0.2)
-        assert first.poll() is None, first.communicate()[1].decode()[-2000:]
+        assert first.poll() is None, log.read_text(errors="replace")[-2000:]
         other_tmp = out / ".part-0ther000-00000.parquet.tmp"  # as a live run's shard
         if kind == "parquet":
             other_tmp.write_bytes(b"being written")
@@ -370,11 +374,12 @@ def test_a_second_run_on_the_same_output_refuses_at_once(
         if kind == "parquet":
             assert other_tmp.read_bytes() == b"being written"
         assert still_running, "the first run ended before the second: nothing was checked"
-        assert first.wait(timeout=400) == 0, first.communicate()[1].decode()[-2000:]
+        assert first.wait(timeout=400) == 0, log.read_text(errors="replace")[-2000:]
     finally:
         if first.poll() is None:
             first.kill()
         first.wait(timeout=60)
+        err_file.close()
     if kind == "jsonl":
         records = read_jsonl(out)
     else:

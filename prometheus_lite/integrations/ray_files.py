@@ -160,9 +160,14 @@ class JsonlOutput:
             raise
 
     def write(self, rec: dict[str, Any]) -> None:
+        """One record as ``grade --input`` writes it: from an Arrow row, the other
+        scales' null labels are dropped (the struct holds every scale's)."""
         rec = dict(rec)
         if rec.get("line") is None:
             rec.pop("line", None)
+        if isinstance(rec.get("probabilities"), dict):
+            rec["probabilities"] = {k: p for k, p in rec["probabilities"].items()
+                                    if p is not None}
         self._writer.write(rec)
 
     def close(self) -> None:
