@@ -27,8 +27,10 @@ demo: $(STAMP)
 	$(PY) examples/show.py examples/out/grade.jsonl examples/out/compare.jsonl
 
 # `pytest` (not `python -m pytest`) so that tests import the installed package, not the tree.
+# Two or more workers (pytest-xdist), each test file on one worker so that its module-scoped
+# models, servers and Ray cluster are made once; most tests run llama.cpp on one thread.
 test: $(STAMP)
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench: $(STAMP)
 	mkdir -p .benchmarks

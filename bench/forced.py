@@ -78,18 +78,19 @@ def split_counts(n: int) -> tuple[int, int, int]:
     return n_vicuna, n_abs - n_vicuna, n_rel
 
 
-def forced_items(n: int, data_dir: str | None) -> list[ForcedItem]:
-    """``n`` items over the shared sets, spread over prompt lengths (deterministic)."""
+def forced_items(n: int, data_dir: str | None, lengths: str = "spread") -> list[ForcedItem]:
+    """``n`` items over the shared sets, spread over prompt lengths (deterministic;
+    ``lengths="shortest"``: the shortest of each set, for smoke runs)."""
     n_vicuna, n_mt, n_rel = split_counts(n)
     out: list[ForcedItem] = []
     for name, k in ((VICUNA, n_vicuna), (MT_BENCH, n_mt)):
         if k:
             out += [
                 ForcedItem(it.id, "absolute", it.request, gpt4=it.gpt4)
-                for it in load_items(k, data_dir, files=(name,))
+                for it in load_items(k, data_dir, files=(name,), lengths=lengths)
             ]
     if n_rel:
-        for k, pair in enumerate(load_pairs(n_rel, data_dir)):
+        for k, pair in enumerate(load_pairs(n_rel, data_dir, lengths=lengths)):
             c, r = pair.chosen, pair.rejected
             # Alternate the chosen response's position so a judge's A/B bias cancels out.
             a, b, chosen = (c, r, "A") if k % 2 == 0 else (r, c, "B")
@@ -128,7 +129,7 @@ def measure_forced(spec: dict[str, Any], progress: Callable[[int, int], None] = 
     from prometheus_lite import Judge
     from prometheus_lite.results import Failure
 
-    items = forced_items(spec["n_items"], spec.get("data_dir"))
+    items = forced_items(spec["n_items"], spec.get("data_dir"), spec.get("lengths", "spread"))
     by_id = {it.id: it for it in items}
     store = Path(spec["store"])
     reference = spec["role"] == "reference"

@@ -220,6 +220,7 @@ def _run_forced(
             "n_ctx": cfg.n_ctx,
             "max_new_tokens": cfg.max_new_tokens,
             "seed": cfg.seed,
+            "lengths": cfg.lengths,
         }
         spec_path, res_path = tmp / f"forced-spec{i}.json", tmp / f"forced-res{i}.json"
         spec_path.write_text(json.dumps(spec), encoding="utf-8")

@@ -417,10 +417,15 @@ class Engine:
         rows: list[tuple[_Slot, int, int]] = []  # (slot, batch row, position it predicts after)
         parts: list[tuple[_Slot, int]] = []  # (slot, tokens added) in this batch
         room = min(rt.max_batch, free)
+        mixed = min(room, rt.mixed_batch)  # the most tokens of a pass of several sequences
+
+        def limit() -> int:
+            return mixed if entries else room
+
         for slot in active:
             job = slot.job
             assert job is not None
-            if job.prefilling or not job.feed or len(entries) + len(job.feed) > room:
+            if job.prefilling or not job.feed or len(entries) + len(job.feed) > limit():
                 continue
             for i, t in enumerate(job.feed):
                 last = i == len(job.feed) - 1
@@ -431,7 +436,7 @@ class Engine:
         for slot in active:
             job = slot.job
             assert job is not None
-            left = room - len(entries)
+            left = limit() - len(entries)
             if left <= 0:
                 break
             if not job.prefilling:

@@ -21,6 +21,7 @@ from .families import FAMILIES, SCALES
 from .hub import resolve_model
 from .jobs import Generation, Job, JudgeFuture
 from .llama import (
+    MIXED_MAX_TOKENS,
     LlamaRuntime,
     Sampling,
     device_memory,
@@ -211,10 +212,12 @@ class Judge:
                             memory_bytes=1 << 40)
         # Prefill chunks (and prefix-reuse granularity): small on a CPU, where a chunk
         # costs its length; a GPU wants wide batches.
+        # On a CPU, a pass mixing sequences stays under flash attention's tile (llama.py).
         n_batch, max_batch = (256, 512) if on_gpu else (64, 64)
         self.runtime = LlamaRuntime(
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
-            n_batch=n_batch, max_batch=max_batch, cache_type_k=cache_type_k,
+            n_batch=n_batch, max_batch=max_batch, mixed_batch=None if on_gpu else MIXED_MAX_TOKENS,
+            cache_type_k=cache_type_k,
             cache_type_v=cache_type_v, batch_invariant=batch_invariant,
         )
         self.n_parallel: int = decided[0].n_parallel

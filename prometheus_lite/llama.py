@@ -56,6 +56,15 @@ LLAMA_MAX_SEQ = 256  # sequences one context can hold (src/llama-cparams.h)
 # - llamafile sgemm (tinyBLAS) for F32/F16/Q8_0/Q4_0 at >= 2 columns vs vec_dot at 1: same bits
 #   on the AVX-512 CPU measured; padding to >= 2 rows and outputs keeps it on one path anyway.
 INVARIANT_MAX_TOKENS = 63  # GGML_FA_TILE_Q - 1
+# The same tile threshold costs speed whenever a pass mixes sequences: the tiled kernel
+# skips a 64-cell KV tile only when it is masked for all 64 query rows of its Q tile, so
+# rows of different sequences make every row attend over the union of their cells. Measured
+# with raw llama_decode (embedded model, 2 threads, AMD Zen 4, 8 sequences of 900 tokens;
+# ``python -m prometheus_lite.bench.tile``): 9.96 ms per token at 64 rows mixed against
+# 4.97 at 63; one sequence alone is 13% faster tiled (4.13 against 4.76). So on a CPU a pass
+# of several sequences holds at most MIXED_MAX_TOKENS tokens, and one sequence's prompt
+# chunk may use the whole batch.
+MIXED_MAX_TOKENS = INVARIANT_MAX_TOKENS
 _TILED_MM_ENV = "GGML_CPU_TILED_MM"
 
 
@@ -189,6 +198,9 @@ class LlamaRuntime:
         cache_type_k, cache_type_v: KV cache types, ``f16``, ``q8_0`` or ``q4_0``
             (a quantized V cache needs flash attention).
         flash_attn: None lets llama.cpp decide (on where the backend supports it).
+        mixed_batch: most tokens in a ``decode`` that holds more than one sequence
+            (default ``max_batch``); on a CPU, :data:`MIXED_MAX_TOKENS` keeps such passes
+            off flash attention's tiled kernel.
         eval_callback: llama.cpp's ``cb_eval`` (a ``ggml_backend_sched_eval_callback``),
             for tests and debugging only: it slows every graph.
         batch_invariant: a sequence's logits are the same bits whatever else is in the batch
@@ -216,6 +228,7 @@ class LlamaRuntime:
         cache_type_k: str = "f16",
         cache_type_v: str = "f16",
         flash_attn: bool | None = None,
+        mixed_batch: int | None = None,
         eval_callback=None,
         batch_invariant: bool = False,
     ) -> None:
@@ -297,6 +310,7 @@ class LlamaRuntime:
         self.n_batch = n_batch
         self.max_batch = int(L.llama_n_batch(self._ctx)) - pad_room  # the callers' tokens
         self.n_ubatch = int(L.llama_n_ubatch(self._ctx)) - pad_room
+        self.mixed_batch = min(self.max_batch, mixed_batch or self.max_batch)
         self.n_vocab = int(L.llama_vocab_n_tokens(self._vocab))
         self._batch = L.llama_batch_init(self.max_batch + 2, 0, 1)  # + padding rows
         self.bos = int(L.llama_vocab_bos(self._vocab))

@@ -167,7 +167,8 @@ def test_teacher_forced_is_deterministic(tmp_path: Path, shared_dir: Path):
         store = tmp_path / name
         store.mkdir()
         spec = {"model": model, "n_items": 2, "data_dir": data, "store": str(store),
-                "threads": 1, "n_ctx": None, "max_new_tokens": 12, "seed": 0}  # fmt: skip
+                "threads": 1, "n_ctx": None, "max_new_tokens": 12, "seed": 0,
+                "lengths": "shortest"}  # fmt: skip
         quiet = lambda done, total: None  # noqa: E731
         ref = measure_forced({**spec, "role": "reference"}, quiet)
         lvl = measure_forced({**spec, "role": "level"}, quiet)

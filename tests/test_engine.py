@@ -311,3 +311,28 @@ def test_kv_cache_types() -> None:
         LlamaRuntime(resolve_model(None), cache_type_v="q8_0", flash_attn=False)
     with pytest.raises(ValueError, match="f16, q8_0, q4_0"):
         LlamaRuntime(resolve_model(None), cache_type_k="q5_1")
+
+
+def test_a_pass_of_several_sequences_stays_under_the_attention_tile() -> None:
+    """On a CPU a pass mixing sequences holds at most llama.MIXED_MAX_TOKENS tokens (the
+    tiled flash attention kernel makes mixed rows attend over each other's cells); one
+    sequence's prompt chunk still uses the whole batch."""
+    from prometheus_lite.llama import MIXED_MAX_TOKENS
+
+    seen: list[tuple[int, int]] = []  # (tokens, sequences) per decode
+    with Judge(n_ctx=1024, n_threads=1, n_parallel=4, max_new_tokens=12, greedy=True) as j:
+        assert j.runtime.mixed_batch == MIXED_MAX_TOKENS < j.runtime.max_batch
+        original = j.runtime.decode
+
+        def decode(entries):
+            seen.append((len(entries), len({e.seq for e in entries})))
+            return original(entries)
+
+        j.runtime.decode = decode  # type: ignore[method-assign]
+        requests = [GradeRequest(f"Question {i}: explain photosynthesis.", LONG[: 200 + 40 * i],
+                                 "helpfulness") for i in range(6)]
+        results = list(j.batch(requests))
+    assert all(r.score in range(1, 6) for r in results)
+    assert any(n > 1 for _, n in seen), "no pass mixed sequences: nothing was checked"
+    assert max(t for t, n in seen if n > 1) <= MIXED_MAX_TOKENS
+    assert max(t for t, n in seen if n == 1) == j.runtime.max_batch == 64

@@ -1,0 +1,34 @@
+"""Flash attention's tile threshold (``bench/tile.py``): per-token cost of a pass of 63 and
+of 64 rows, one sequence against eight mixed, raw ``llama_decode`` on the embedded model
+(or PL_BENCH_MODEL).
+
+    pytest bench/test_tile.py --benchmark-enable -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from prometheus_lite.bench.tile import measure
+
+MODEL = os.environ.get("PL_BENCH_MODEL") or None
+KEYS = {f"{rows} rows, {what}" for rows in (63, 64) for what in ("1 sequence", "8 sequences")}
+
+
+def test_tile_threshold(benchmark):
+    smoke = benchmark.disabled
+    out: dict = {}
+
+    def run() -> None:
+        out.update(measure(MODEL, 1 if smoke else None, 200 if smoke else 900,
+                           1 if smoke else 7))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    assert set(out["ms_per_token"]) == KEYS and all(v > 0 for v in out["ms_per_token"].values())
+    ms = out["ms_per_token"]
+    print("\n" + json.dumps(out), flush=True)
+    mixed = ms["64 rows, 8 sequences"] / ms["63 rows, 8 sequences"]
+    alone = ms["64 rows, 1 sequence"] / ms["63 rows, 1 sequence"]
+    print(f"per token, 64 rows against 63: {mixed:.2f}x mixed, {alone:.2f}x one sequence")
+    benchmark.extra_info.update(out)

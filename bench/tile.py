@@ -1,0 +1,78 @@
+"""Flash attention's tile threshold with raw ``llama_decode``: the per-token cost of one
+pass of 63 and of 64 rows, for one sequence's prompt chunk and for a chunk mixed with 7 other
+sequences' decode rows (each of those sequences ``--context`` tokens long).
+
+    python -P -m prometheus_lite.bench.tile [--model GGUF] [--threads N] [--context 900]
+
+ggml-cpu runs >= 64 query rows through a tiled kernel that skips a 64-cell KV tile only when
+all 64 rows mask it, so mixed sequences attend over each other's cells; below 64 rows each
+row visits only its own. The engine keeps passes of several sequences under the tile
+(``llama.MIXED_MAX_TOKENS``). Prints one JSON line: ms per token, median of ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from prometheus_lite.hub import resolve_model
+from prometheus_lite.llama import BatchEntry, LlamaRuntime
+
+
+def measure(model: str | None, threads: int | None, context: int, repeats: int) -> dict:
+    rt = LlamaRuntime(resolve_model(model), n_ctx=max(4096, context + 64), n_threads=threads,
+                      n_seq=9, kv_cells=9 * (context + 320), n_batch=64, max_batch=64)
+    rng = np.random.default_rng(0)
+
+    def toks(k: int) -> list[int]:
+        return [int(t) for t in rng.integers(100, min(20000, rt.n_vocab), k)]
+
+    def fill(seq: int, n: int, start: int = 0) -> None:
+        for p in range(start, start + n, 64):
+            k = min(64, start + n - p)
+            rc = rt.decode([BatchEntry(t, p + i, seq, i == k - 1) for i, t in enumerate(toks(k))])
+            assert rc == 0, rc
+
+    for s in range(8):
+        fill(s, context)
+    times: dict[str, list[float]] = {}
+    try:
+        for _ in range(repeats):
+            for rows in (63, 64):
+                for mixed in (False, True):
+                    rt.seq_truncate(8, 0)
+                    fill(8, 256)
+                    n_prompt = rows - (7 if mixed else 0)
+                    es = [BatchEntry(t, 256 + i, 8, i == n_prompt - 1)
+                          for i, t in enumerate(toks(n_prompt))]
+                    if mixed:
+                        es += [BatchEntry(toks(1)[0], context, s, True) for s in range(7)]
+                    t0 = time.perf_counter()
+                    assert rt.decode(es) == 0
+                    dt = time.perf_counter() - t0
+                    key = f"{rows} rows, {'8 sequences' if mixed else '1 sequence'}"
+                    times.setdefault(key, []).append(1000 * dt / rows)
+                    for s in range(7):
+                        rt.seq_truncate(s, context)
+    finally:
+        rt.close()
+    return {"ms_per_token": {k: float(np.median(v)) for k, v in times.items()},
+            "context": context, "threads": threads, "repeats": repeats}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--context", type=int, default=900)
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args(argv)
+    print(json.dumps(measure(a.model, a.threads, a.context, a.repeats)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
