@@ -29,8 +29,12 @@ demo: $(STAMP)
 # `pytest` (not `python -m pytest`) so that tests import the installed package, not the tree.
 # Two or more workers (pytest-xdist), each test file on one worker so that its module-scoped
 # models, servers and Ray cluster are made once; most tests run llama.cpp on one thread.
+# The schemathesis fuzz runs on its own: its generated tests share one node id, and xdist
+# would run only one of them.
+FUZZ := tests/test_server_fuzz.py
 test: $(STAMP)
-	$(VENV)/bin/pytest -n auto --maxprocesses 4 --dist loadfile
+	$(VENV)/bin/pytest -n auto --maxprocesses 4 --dist loadfile --ignore $(FUZZ)
+	$(VENV)/bin/pytest $(FUZZ)
 
 bench: $(STAMP)
 	mkdir -p .benchmarks

@@ -23,10 +23,28 @@ KEY = "fuzz-key-1b2c3d"
 
 @pytest.fixture(scope="module")
 def fuzz_server() -> Iterator[LiveServer]:
+    """The fuzzed server. After every test of this module has run (in whatever order:
+    pytest-xdist does not keep schemathesis' items in file order), it must still serve a
+    grade, have logged no 5xx and no internal error, and stop cleanly."""
     srv = LiveServer("--n-ctx", "2048", "--max-tokens", "8", "--max-tokens-cap", "16",
                      "--greedy", "--max-body-bytes", "65536", api_key=KEY)
     yield srv
-    assert srv.stop() == 0
+    try:
+        _check_survived(srv)
+    finally:
+        assert srv.stop() == 0
+
+
+def _check_survived(srv: LiveServer) -> None:
+    with srv.client() as c:
+        item = {"instruction": "2+2?", "response": "4", "rubric": "reasoning"}
+        assert c.post("/v1/grade", json=item).status_code == 200
+    assert srv.metric("prometheus_lite_requests_total", endpoint="other", outcome="error") == 0
+    log = srv.access_log()
+    # (GET /ready answered 503 while the model loaded, before the fuzz: that is its job)
+    bad = [(e["method"], e["path"], e["status"]) for e in log
+           if e["status"] >= 500 and e["path"] != "/ready"]
+    assert len(log) > 50 and not bad, (len(log), bad)
 
 
 @schemathesis.serializer("application/x-ndjson")
@@ -71,16 +89,3 @@ def test_no_input_gets_a_5xx(case: Any, fuzz_server: LiveServer) -> None:
     )
     if response.status_code >= 400:
         assert "error" in response.json()  # every refusal says what was wrong
-
-
-def test_server_survived_the_fuzz(fuzz_server: LiveServer) -> None:
-    with fuzz_server.client() as c:
-        item = {"instruction": "2+2?", "response": "4", "rubric": "reasoning"}
-        assert c.post("/v1/grade", json=item).status_code == 200
-    assert fuzz_server.metric("prometheus_lite_requests_total", endpoint="other",
-                              outcome="error") == 0
-    log = fuzz_server.access_log()
-    # (GET /ready answered 503 while the model loaded, before the fuzz: that is its job)
-    bad = [(e["method"], e["path"], e["status"]) for e in log
-           if e["status"] >= 500 and e["path"] != "/ready"]
-    assert len(log) > 50 and not bad, bad
