@@ -10,26 +10,13 @@ contains braces.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-
 from . import family_templates as FT
 from .errors import PromptError
 from .families import FAMILIES
+from .placeholders import fill
 from .rubrics import Rubric
 
 __all__ = ["check_scale", "render_flow_judge", "render_selene", "selene_template"]
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
-
-
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    """Replace every ``{name}`` in one pass; replaced text is never scanned again."""
-    names = set(_PLACEHOLDER.findall(template))
-    if names != set(values):  # a bug in this module, not a user error
-        raise AssertionError(f"template placeholders {sorted(names)} != {sorted(values)}")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
 
 def check_scale(family: str, mode: str, rubric: Rubric) -> None:
     """Raise a PromptError saying what to do when ``family`` cannot grade this way."""
@@ -87,7 +74,7 @@ def render_selene(
         if reference_answer is not None:
             values["reference_response"] = reference_answer
     template = selene_template(mode, rubric, reference_answer is not None)
-    return _fill(template, values)
+    return fill(template, values)
 
 
 def format_vars(variables: list[tuple[str, str]]) -> str:
@@ -95,7 +82,7 @@ def format_vars(variables: list[tuple[str, str]]) -> str:
     parts = []
     for key, value in variables:
         tag = key.lower().replace(" ", "_")
-        parts.append(_fill(FT.FLOW_VARIABLE.replace("{tag}", tag), {"value": value}))
+        parts.append(fill(FT.FLOW_VARIABLE.replace("{tag}", tag), {"value": value}))
     return "\n".join(parts)
 
 
@@ -103,7 +90,7 @@ def format_rubric(rubric: Rubric) -> str:
     """flow-judge ``format_rubric``: ``- Score N: description`` lines, lowest score first."""
     items = sorted(rubric.descriptions().items(), key=lambda kv: int(kv[0]))
     return "\n".join(
-        _fill(FT.FLOW_RUBRIC_LINE, {"score": label, "description": text}) for label, text in items
+        fill(FT.FLOW_RUBRIC_LINE, {"score": label, "description": text}) for label, text in items
     )
 
 
@@ -125,6 +112,6 @@ def render_flow_judge(
         "RUBRIC": format_rubric(rubric),
     }
     if not inputs:
-        return _fill(FT.FLOW_JUDGE_PROMPT_NO_INPUTS, values)
+        return fill(FT.FLOW_JUDGE_PROMPT_NO_INPUTS, values)
     values["INPUTS"] = format_vars(inputs)
-    return _fill(FT.FLOW_JUDGE_PROMPT, values)
+    return fill(FT.FLOW_JUDGE_PROMPT, values)

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -29,6 +29,7 @@ from . import templates as T
 from .errors import PromptError, RubricError, check_unicode
 from .families import WINNER_LABELS
 from .family_prompts import check_scale, render_flow_judge, render_selene
+from .placeholders import fill, split_template
 from .rubrics import Rubric, parse_rendered_rubric
 
 __all__ = [
@@ -95,18 +96,9 @@ _SYSTEM = {
     ("v2", "relative"): T.V2_RELATIVE_SYSTEM_PROMPT,
 }
 _WRAPPER = {"v1": T.V1_CHAT_WRAPPER, "v2": T.V2_CHAT_WRAPPER}
-_PLACEHOLDER = re.compile(r"\{([a-zA-Z_]+)\}")
 
 
 # --------------------------------------------------------------------------- filling
-
-
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    """Replace every ``{name}`` in one pass; replaced text is never scanned again."""
-    names = set(_PLACEHOLDER.findall(template))
-    if names != set(values):  # a bug in this module, not a user error
-        raise AssertionError(f"template placeholders {sorted(names)} != {sorted(values)}")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 def _text(name: str, value: Any) -> str:
@@ -149,9 +141,9 @@ def render_absolute(
         "rubric": _rubric(rubric).render(),
     }
     if reference_answer is None:
-        return _fill(without_ref, values)
+        return fill(without_ref, values)
     values["reference_answer"] = _text("reference_answer", reference_answer)
-    return _fill(with_ref, values)
+    return fill(with_ref, values)
 
 
 def render_relative(
@@ -169,9 +161,9 @@ def render_relative(
         "rubric": _rubric(rubric).criteria_line(),
     }
     if reference_answer is None:
-        return _fill(T.V2_RELATIVE_PROMPT_WO_REF, values)
+        return fill(T.V2_RELATIVE_PROMPT_WO_REF, values)
     values["reference_answer"] = _text("reference_answer", reference_answer)
-    return _fill(T.V2_RELATIVE_PROMPT, values)
+    return fill(T.V2_RELATIVE_PROMPT, values)
 
 
 # --------------------------------------------------------------------------- wrapping
@@ -459,19 +451,13 @@ def _family_prompt(
 # --------------------------------------------------------------------------- parsing
 
 
-def _split_template(template: str) -> tuple[list[str], list[str]]:
-    """Literal pieces and placeholder names: lits[0] {names[0]} lits[1] ... lits[-1]."""
-    parts = _PLACEHOLDER.split(template)
-    return parts[0::2], parts[1::2]
-
-
 def _match_absolute(text: Any) -> tuple[str, str] | None:
     """(version, template) whose fixed header and footer enclose ``text``."""
     if not isinstance(text, str):
         return None
     for version, variants in _ABSOLUTE.items():
         for template in variants:
-            lits, _ = _split_template(template)
+            lits, _ = split_template(template)
             if (
                 len(text) >= len(lits[0]) + len(lits[-1])
                 and text.startswith(lits[0])
@@ -492,7 +478,7 @@ def parse_rendered_absolute(text: str) -> dict[str, Any]:
             "text is not a rendered Prometheus absolute prompt (header or footer differs)"
         )
     version, template = match
-    lits, names = _split_template(template)
+    lits, names = split_template(template)
     body = text[len(lits[0]) : len(text) - len(lits[-1])]
     values: dict[str, str] = {}
     values[names[0]], found, body = body.partition(lits[1])

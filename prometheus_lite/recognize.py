@@ -29,10 +29,10 @@ from typing import Any, Literal
 
 from . import templates as T
 from .errors import PromptError, RubricError, check_unicode
-from .recognize_families import FamilyPrompt, recognize_family, unwrap_family
+from .placeholders import PLACEHOLDER, ambiguous, fill, fillings, split_template
+from .recognize_families import FAMILY_TEMPLATES, recognize_family, unwrap_family
 from .results import CompareRequest, GradeRequest
 from .rubrics import PRESETS, RenderedRubric, Rubric, parse_rendered_rubric
-from .template_match import PLACEHOLDER, ambiguous, fillings, split_template
 
 __all__ = [
     "KNOWN_TEMPLATES",
@@ -97,10 +97,6 @@ class Recognized:
 # --------------------------------------------------------------------------- templates
 
 
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
 def _parse(template: str, text: str, mode: Mode) -> dict[str, str] | None:
     """The placeholder values if ``text`` is ``template`` filled, else None.
 
@@ -147,7 +143,7 @@ def _rerender(name: str, request: GradeRequest | CompareRequest) -> str:
         values["response_A"], values["response_B"] = request.response_a, request.response_b
     if set(PLACEHOLDER.findall(template)) != set(values):  # e.g. a reference it has no slot for
         return ""
-    return _fill(template, values)
+    return fill(template, values)
 
 
 def _check_round_trip(name: str, request: GradeRequest | CompareRequest, user: str) -> None:
@@ -315,10 +311,12 @@ def _result(wrapping: str, system: str | None, user: str) -> Recognized:
     return Recognized(request, mode, version, name, wrapping, system, user)
 
 
-def _family_result(found: FamilyPrompt, wrapping: str) -> Recognized:
-    mode: Mode = "relative" if found.mode == "relative" else "absolute"
-    return Recognized(found.request, mode, "", found.template, wrapping, None, found.user,
-                      found.family)
+def _family_result(found: tuple[str, GradeRequest | CompareRequest], wrapping: str,
+                   user: str) -> Recognized:
+    name, request = found
+    family = FAMILY_TEMPLATES[name][0]
+    mode: Mode = "relative" if isinstance(request, CompareRequest) else "absolute"
+    return Recognized(request, mode, "", name, wrapping, None, user, family)
 
 
 def recognize_text(text: str) -> Recognized:
@@ -332,7 +330,7 @@ def recognize_text(text: str) -> Recognized:
         wrapping, user = unwrap_family(text)
         found = recognize_family(user)
         if found is not None:
-            return _family_result(found, wrapping)
+            return _family_result(found, wrapping, user)
     return _result(*_unwrap(text))
 
 
@@ -379,10 +377,10 @@ def recognize_messages(messages: Sequence[Mapping[str, Any]]) -> Recognized:
         if found is not None:
             if system is not None:
                 raise PromptError(
-                    f"a {found.family} prompt is one user message without a system message "
-                    "(as its own library sends it); leave the system message out"
+                    f"a {FAMILY_TEMPLATES[found[0]][0]} prompt is one user message without a "
+                    "system message (as its own library sends it); leave the system message out"
                 )
-            return _family_result(found, wrapping)
+            return _family_result(found, wrapping, user)
     start = user.find(HEADER)
     if start > 0 and system is None and user[:start].endswith("\n\n"):
         system, user, wrapping = user[: start - 2], user[start:], "messages-merged"

@@ -21,17 +21,16 @@ with other variable names (a custom metric) is refused with a message saying so.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from . import family_templates as FT
 from .errors import PromptError, RubricError
 from .family_prompts import render_flow_judge, render_selene
+from .placeholders import ambiguous, fillings
 from .results import CompareRequest, GradeRequest
 from .rubrics import RenderedRubric, Rubric
-from .template_match import ambiguous, fillings
 
 __all__ = [
-    "FAMILY_TEMPLATES", "FamilyPrompt", "recognize_family", "starts_like_family", "unwrap_family",
+    "FAMILY_TEMPLATES", "recognize_family", "starts_like_family", "unwrap_family",
 ]
 
 Request = GradeRequest | CompareRequest
@@ -62,17 +61,6 @@ _WRAPPINGS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 _BOS = ("<|begin_of_text|>", "<s>")
 
 
-@dataclass(frozen=True)
-class FamilyPrompt:
-    """A recognised Selene or Flow-Judge prompt: the request and which template it filled."""
-
-    request: Request
-    family: str
-    mode: str
-    template: str  # a key of FAMILY_TEMPLATES
-    user: str  # the filled template as sent (without any chat wrapping)
-
-
 def starts_like_family(text: str) -> bool:
     """Whether ``text`` (unwrapped) begins like one of the family templates."""
     return any(text.startswith(_head(t)) for _, _, t in FAMILY_TEMPLATES.values())
@@ -94,9 +82,10 @@ def unwrap_family(text: str) -> tuple[str, str]:
     return "bare", stripped
 
 
-def recognize_family(user: str) -> FamilyPrompt | None:
-    """The request a filled Selene / Flow-Judge template holds; None when ``user`` starts
-    like none of them; a PromptError when it starts like one but cannot be read."""
+def recognize_family(user: str) -> tuple[str, Request] | None:
+    """(template name, a key of FAMILY_TEMPLATES; the request) of a filled Selene /
+    Flow-Judge template; None when ``user`` starts like none of them; a PromptError when
+    it starts like one but cannot be read."""
     if not starts_like_family(user):
         return None
     readings: list[tuple[str, Request, dict[str, str]]] = []
@@ -131,8 +120,7 @@ def recognize_family(user: str) -> FamilyPrompt | None:
             "(POST /v1/grade or /v1/compare)"
         )
     name, request, _ = readings[0]
-    family, mode, _ = FAMILY_TEMPLATES[name]
-    return FamilyPrompt(request, family, mode, name, user)
+    return name, request
 
 
 # --------------------------------------------------------------------------- internals

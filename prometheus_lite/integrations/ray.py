@@ -119,8 +119,9 @@ class JudgeActor:
         # constraint here, not twice in racing threads.
         if mode == "compare":
             self.judge.constraint(WINNER_LABELS)
-        for scale in () if mode == "compare" else FAMILIES[self.judge.family].scales:
-            self.judge.constraint(SCALES[scale].labels)
+        else:
+            for scale in FAMILIES[self.judge.family].scales:
+                self.judge.constraint(SCALES[scale].labels)
 
     def _tasks(
         self, rows: list[dict[str, Any]]

@@ -45,8 +45,7 @@ _TYPES: dict[str, pa.DataType] = {
 # Every grade label of every scale, numbers first ("0".."5", then "No", "Yes"): one
 # Parquet schema holds grades on any scale, each row's labels set and the others null.
 GRADE_LABELS: tuple[str, ...] = tuple(sorted(
-    {lb for scale in SCALES.values() for lb in scale.labels},
-    key=lambda lb: (not lb.isdigit(), int(lb) if lb.isdigit() else 0, lb),
+    {lb for scale in SCALES.values() for lb in scale.labels}, key=lambda lb: (not lb.isdigit(), lb)
 ))
 
 

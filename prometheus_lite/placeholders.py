@@ -1,6 +1,8 @@
-"""Cut a filled ``{name}`` template back into its values (pure Python).
+"""``{name}`` templates: filled in one pass, and cut back into their values (pure Python).
 
-The recognisers (``recognize.py`` for Prometheus prompts, ``recognize_families.py`` for
+:func:`fill` is how every prompt text is made (``prompts.py``, ``family_prompts.py``):
+one-pass replacement, never ``str.format``, since graded text contains braces. The
+recognisers (``recognize.py`` for Prometheus prompts, ``recognize_families.py`` for
 Selene and Flow-Judge) read a prompt a caller already rendered. Graded text may contain
 the template's own literal text, so a filled template can have several readings:
 :func:`fillings` returns every one (up to a bound) and the caller decides which are
@@ -10,13 +12,23 @@ plausible, refusing the prompt when more than one remains.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from .errors import PromptError
 
-__all__ = ["MAX_SPLITS", "PLACEHOLDER", "ambiguous", "fillings", "split_template"]
+__all__ = ["MAX_SPLITS", "PLACEHOLDER", "ambiguous", "fill", "fillings", "split_template"]
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 MAX_SPLITS = 64  # past this many ways to cut a text, it is refused as ambiguous anyway
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """Replace every ``{name}`` in one pass; replaced text is never scanned again. The
+    values must name exactly the template's placeholders (else a bug, not a user error)."""
+    names = set(PLACEHOLDER.findall(template))
+    if names != set(values):
+        raise AssertionError(f"template placeholders {sorted(names)} != {sorted(values)}")
+    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
 def split_template(template: str) -> tuple[list[str], list[str]]:
