@@ -60,10 +60,10 @@ INVARIANT_MAX_TOKENS = 63  # GGML_FA_TILE_Q - 1
 # skips a 64-cell KV tile only when it is masked for all 64 query rows of its Q tile, so
 # rows of different sequences make every row attend over the union of their cells. Measured
 # with raw llama_decode (embedded model, 2 threads, AMD Zen 4, 8 sequences of 900 tokens;
-# ``python -m prometheus_lite.bench.tile``): 9.96 ms per token at 64 rows mixed against
-# 4.97 at 63; one sequence alone is 13% faster tiled (4.13 against 4.76). So on a CPU a pass
-# of several sequences holds at most MIXED_MAX_TOKENS tokens, and one sequence's prompt
-# chunk may use the whole batch.
+# ``python -P -m prometheus_lite.bench.tile --threads 2``): 9.60 ms per token at 64 rows
+# mixed against 5.06 at 63; one sequence alone is faster tiled (4.08 against 4.73). So on
+# a CPU a pass of several sequences holds at most MIXED_MAX_TOKENS tokens, and one
+# sequence's prompt chunk may use the whole batch.
 MIXED_MAX_TOKENS = INVARIANT_MAX_TOKENS
 _TILED_MM_ENV = "GGML_CPU_TILED_MM"
 
