@@ -4,7 +4,8 @@ Two jobs, neither of which imports ``llama_cpp`` (finding the file is
 :mod:`prometheus_lite.hub`'s):
 
 * :func:`validate_gguf` / :func:`read_model_info` read the GGUF header with
-  ``gguf.GGUFReader`` and explain what is wrong with files that are not usable GGUFs.
+  :class:`prometheus_lite.gguf_reader.HeaderReader` (gguf-py's reader, without its
+  per-element cost) and explain what is wrong with files that are not usable GGUFs.
 * :func:`read_model_info` also records the model's judge family and prompt format, as
   decided by :mod:`prometheus_lite.judges` (the one place that maps a model to its judge;
   its functions are re-exported here).
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import gguf
-import numpy as np
 
 from .errors import InvalidModelFileError
 from .gguf_keys import FAMILY_KEY, PROMPT_FORMAT_KEY, SYNTHETIC_KEY
+from .gguf_reader import HeaderReader, TruncatedData
 from .hub import EMBEDDED_MODEL_NOTE, is_embedded_model
 from .judges import (  # re-exported: the mapping used to live here
     decide_family,
@@ -108,42 +109,6 @@ class ModelInfo:
         return data
 
 
-class _TruncatedData(Exception):
-    def __init__(self, expected_size: int) -> None:
-        super().__init__(expected_size)
-        self.expected_size = expected_size
-
-
-def _tensor_data_end(start_offs: int, fields: list[Any]) -> int | None:
-    """Where the last tensor's data ends, from the tensor info table; None if unsure."""
-    try:
-        end = start_offs
-        for info in fields:
-            _len, _name, _n_dims, dims, raw_dtype, offset = info.parts
-            qtype = gguf.GGMLQuantizationType(int(raw_dtype[0]))
-            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-            n_bytes = int(np.prod(dims, dtype=np.uint64)) * type_size // block
-            end = max(end, start_offs + int(offset[0]) + n_bytes)
-        return end
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return None
-
-
-class _CheckedReader(gguf.GGUFReader):
-    """GGUFReader that reports truncated tensor data (with sizes) instead of failing to
-    reshape it.
-
-    Hooks the reader's private ``_build_tensors(start_offs, fields)`` (unchanged from
-    gguf 0.10 to 0.19); if that ever changes, the check is skipped, nothing else.
-    """
-
-    def _build_tensors(self, *args: Any, **kwargs: Any) -> None:
-        end = _tensor_data_end(*args) if len(args) == 2 and not kwargs else None
-        if end is not None and end > len(self.data):
-            raise _TruncatedData(end)
-        super()._build_tensors(*args, **kwargs)
-
-
 def _describe_non_gguf(head: bytes, size: int) -> tuple[str, str]:
     """(what the bytes look like, how to fix it) for a file without the GGUF magic."""
     convert = "convert the checkpoint to GGUF with `prometheus-lite convert`, or download a GGUF"
@@ -211,7 +176,7 @@ def _open_gguf(path: str | os.PathLike[str]) -> tuple[Path, int, gguf.GGUFReader
             "a current GGUF of the model or re-convert it (or upgrade: pip install -U gguf)."
         )
     try:
-        reader = _CheckedReader(p)
+        reader = HeaderReader(p)
     except Exception as exc:  # the reader raises ValueError/IndexError/KeyError on bad data
         raise _diagnose(p, size, exc) from exc
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=reader.data_offset)
@@ -229,7 +194,7 @@ def _truncated(p: Path, size: int, expected: int) -> InvalidModelFileError:
 
 
 def _diagnose(p: Path, size: int, exc: Exception) -> InvalidModelFileError:
-    if isinstance(exc, _TruncatedData):
+    if isinstance(exc, TruncatedData):
         return _truncated(p, size, exc.expected_size)
     if "GGMLQuantizationType" in str(exc):
         return InvalidModelFileError(
