@@ -19,9 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import gguf
-
 from prometheus_lite.errors import PrometheusLiteError
+from prometheus_lite.gguf_reader import HeaderReader
 from prometheus_lite.hub import EMBEDDED_MODEL_FILE, is_embedded_model, resolve_model
 from prometheus_lite.models import read_model_info
 
@@ -70,7 +69,7 @@ class BenchConfig:
 def _kv_bytes_per_position(path: Path) -> int | None:
     """KV-cache bytes one token position adds (and every later token reads): layers x
     (K + V widths) x 2 bytes (F16 cache)."""
-    r = gguf.GGUFReader(path)
+    r = HeaderReader(path)
 
     def f(key: str) -> Any:
         fld = r.get_field(key)

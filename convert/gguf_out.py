@@ -22,6 +22,7 @@ import gguf
 import numpy as np
 
 from prometheus_lite.errors import ConversionError
+from prometheus_lite.gguf_reader import HeaderReader
 
 __all__ = [
     "PlannedTensor",
@@ -140,7 +141,7 @@ class TensorRow:
 def read_tensor_table(path: str | os.PathLike[str]) -> list[TensorRow]:
     """Tensors of a GGUF file with type, shape and size (for ``info --tensors``)."""
     try:
-        reader = gguf.GGUFReader(path)
+        reader = HeaderReader(path)
     except (OSError, ValueError) as e:
         raise ConversionError(f"{path}: not a readable GGUF file ({e})") from e
     return [

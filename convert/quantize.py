@@ -15,6 +15,7 @@ from pathlib import Path
 import gguf
 
 from prometheus_lite.errors import QuantizationError
+from prometheus_lite.gguf_reader import HeaderReader
 
 from .gguf_out import atomic_path
 
@@ -47,7 +48,7 @@ def _check_input(src: Path) -> None:
     if not src.is_file():
         raise QuantizationError(f"{src}: no such file")
     try:
-        reader = gguf.GGUFReader(src)
+        reader = HeaderReader(src)
     except (OSError, ValueError) as e:
         raise QuantizationError(f"{src}: not a GGUF file ({e})") from e
     quantized = sorted({t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2}

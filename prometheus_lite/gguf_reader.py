@@ -25,11 +25,11 @@ __all__ = ["HeaderReader", "TruncatedData"]
 _STRING, _ARRAY = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY
 
 
-class TruncatedData(Exception):
-    """The tensor data of the file ends past the end of the file."""
+class TruncatedData(ValueError):
+    """The file's tensor data runs past the end of the file."""
 
     def __init__(self, expected_size: int) -> None:
-        super().__init__(expected_size)
+        super().__init__(f"the tensor data runs to byte {expected_size:,}, past the file's end")
         self.expected_size = expected_size
 
 
