@@ -46,8 +46,8 @@ COMPARED = ("id", "line", "feedback", "score", "winner", "probabilities", "expec
             "completion_tokens", "finish", "truncated_response_tokens")
 
 TOPICS = ["the capital of France", "how a rainbow forms", "why the sky is blue",
-          "what a prime number is", "how to boil an egg", "who wrote Hamlet",
-          "what photosynthesis does", "how tides work"]
+          "what a prime number is", "how to boil an egg", "who wrote Hamlet"]
+N_ALL = len(TOPICS) + 2  # grade_items(): the topics, a bad field and a malformed line
 
 
 def grade_items() -> list[str]:
@@ -118,7 +118,8 @@ def test_two_actors_equal_single_machine_jsonl(cluster: str, grade_input: Path,
                                                tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     summary = ray_run(grade_input, out)
-    assert (summary.total, summary.done, summary.errors, summary.skipped) == (10, 8, 2, 0)
+    assert (summary.total, summary.done, summary.errors, summary.skipped) == (N_ALL, N_ALL - 2,
+                                                                           2, 0)
     got = by_id(read_jsonl(out))
     assert got.keys() == reference.keys()
     for item_id, ref in reference.items():
@@ -127,8 +128,8 @@ def test_two_actors_equal_single_machine_jsonl(cluster: str, grade_input: Path,
     assert "invalid JSON" in reference["7"]["error"]
 
     again = ray_run(grade_input, out)  # a finished run: nothing left to do
-    assert (again.done, again.errors, again.skipped) == (0, 0, 10)
-    assert len(read_jsonl(out)) == 10
+    assert (again.done, again.errors, again.skipped) == (0, 0, N_ALL)
+    assert len(read_jsonl(out)) == N_ALL
 
 
 def test_parquet_in_and_sharded_parquet_out(cluster: str, grade_input: Path,
@@ -141,12 +142,13 @@ def test_parquet_in_and_sharded_parquet_out(cluster: str, grade_input: Path,
     pq.write_table(pa.Table.from_pylist(good), inp)
     out = tmp_path / "shards"
     summary = run_ray_batch(inp, out, "grade", workers=2, threads_per_worker=1, batch_size=2,
-                            progress=False, shard_rows=3, **JUDGE)
-    assert (summary.total, summary.done, summary.errors) == (8, 8, 0)
+                            progress=False, shard_rows=2, **JUDGE)
+    n = len(good)
+    assert (summary.total, summary.done, summary.errors) == (n, n, 0)
     shards = sorted(out.glob("part-*.parquet"))
-    # 8 records, at most 3 per shard (a shard is also flushed after 30 s: more under load)
+    # 6 records, at most 2 per shard (a shard is also flushed after 30 s: more under load)
     rows = [pq.read_metadata(s).num_rows for s in shards]
-    assert sum(rows) == 8 and max(rows) <= 3 and len(shards) >= 3, rows
+    assert sum(rows) == n and max(rows) <= 2 and len(shards) >= 3, rows
     table = pa.concat_tables([pq.read_table(s) for s in shards])
     assert table.schema == record_schema("grade")
     got = by_id(table.to_pylist())
@@ -158,7 +160,7 @@ def test_parquet_in_and_sharded_parquet_out(cluster: str, grade_input: Path,
         # One struct holds every scale's labels: this row's others are null.
         rec["probabilities"] = {k: v for k, v in rec["probabilities"].items() if v is not None}
         assert rec == ref, item_id
-    assert ray_run(inp, out).skipped == 8  # resumes from the shards
+    assert ray_run(inp, out).skipped == n  # resumes from the shards
 
 
 def test_parquet_records_hold_every_scale(tmp_path: Path) -> None:
@@ -290,9 +292,9 @@ def test_actor_killed_mid_run(cluster: str, grade_input: Path, reference: dict[s
     t.join(timeout=300)
     assert not t.is_alive()
     assert "error" not in done, done.get("error")
-    assert killed_at < 10, "the run finished before the actor was killed"
+    assert killed_at < N_ALL, "the run finished before the actor was killed"
     summary = done["summary"]
-    assert (summary.done, summary.errors) == (8, 2)
+    assert (summary.done, summary.errors) == (N_ALL - 2, 2)
     got = by_id(read_jsonl(out))  # every id exactly once
     assert got == reference
     assert _judge_actors()[victim]["NumRestarts"] >= 1  # Ray restarted it and retried
@@ -324,12 +326,12 @@ def test_cli_rerun_after_interrupted_run(cluster: str, grade_input: Path,
         finally:
             first.wait(timeout=60)
     partial = by_id(read_jsonl(out))
-    assert 2 <= len(partial) < 10
+    assert 2 <= len(partial) < N_ALL
     second = subprocess.run(cmd, capture_output=True, timeout=300)
     err = second.stderr.decode()
     assert second.returncode == 0, err[-2000:]
-    n_left = 10 - len(partial)
-    assert f"10 items: {n_left - sum(1 for k in ('broken', '7') if k not in partial)} judged" \
+    n_left = N_ALL - len(partial)
+    assert f"{N_ALL} items: {n_left - sum(1 for k in ('broken', '7') if k not in partial)} judged" \
         in err, err[-2000:]
     assert f"{len(partial)} already done" in err
     assert by_id(read_jsonl(out)) == reference
@@ -343,11 +345,11 @@ def test_a_second_run_on_the_same_output_refuses_at_once(
     old code judged everything and died at its first write, or, for Parquet, ran on and
     deleted the first run's temporary shard); the first run then finishes as if alone."""
     out = tmp_path / ("out.jsonl" if kind == "jsonl" else "shards")
-    ids = [f"g{i}" for i in range(12)]  # long enough to still be running during the second
+    ids = [f"g{i}" for i in range(8)]  # long enough to still be running during the second
     inp = tmp_path / "items.jsonl"
     inp.write_text("".join(
-        json.dumps({"id": i, "instruction": f"Explain {TOPICS[k % 8]}.",
-                    "response": f"Here is a short explanation of {TOPICS[k % 8]}.",
+        json.dumps({"id": i, "instruction": f"Explain {TOPICS[k % len(TOPICS)]}.",
+                    "response": f"Here is a short explanation of {TOPICS[k % len(TOPICS)]}.",
                     "rubric": "helpfulness"}) + "\n" for k, i in enumerate(ids)))
     cmd = cli_command(inp, out, cluster, workers=1)
     actors_before = set(_judge_actors())
