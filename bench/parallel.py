@@ -106,6 +106,7 @@ def _summary(judge: Judge, wall: float, results: list[Any]) -> dict[str, Any]:
         "kv_bytes": rt.kv_bytes,
         "evictions": judge.engine.evictions_total,
         "preemptions": judge.engine.preemptions_total,
+        "pool_resets": judge.engine.pool_resets_total,
         "n_ctx": rt.n_ctx,
     }
 

@@ -32,10 +32,15 @@ does with its slots:
 Determinism: with ``n_parallel = 1`` the context holds one sequence, whose cells lie
 exactly where a fresh run puts them, so results are bit-identical to a fresh run of the
 same request. With more slots, llama.cpp's CPU kernels round differently for different
-batch shapes and cell placements (flash attention groups cells by their index in the
+batch shapes and cell placements (flash attention sums over cells in their order in the
 pool; repacked and tiled matmuls switch with the number of columns):
 ``LlamaRuntime(batch_invariant=True)`` removes the batch-shape part
-(``bench/invariance.py`` measures each cause).
+(``bench/invariance.py`` measures each cause), and with it the engine keeps an *ordered
+pool*: llama.cpp hands out cells from a search head that drops to any cell freed below it,
+so no cell is freed while a job runs (removed tokens' cells are retired, not freed), a job
+starts only when the pool has room for its prompt and whole budget beside the running
+jobs' budgets, and when it has not and nothing runs, the pool is emptied. Every
+sequence's cells then follow its positions, as in a fresh run.
 """
 
 from __future__ import annotations
@@ -95,7 +100,7 @@ class Engine:
     (started on the first job) does all the llama.cpp work. For monitoring:
     ``queue_depth``, ``busy``, ``kv_cells_total``, ``kv_cells_used``, ``prompt_tokens_total``
     (prefilled), ``cached_tokens_total``, ``generated_tokens_total``, ``evictions_total``,
-    ``preemptions_total``.
+    ``preemptions_total``, ``pool_resets_total`` (ordered pool: emptied when full).
     """
 
     def __init__(
@@ -127,6 +132,12 @@ class Engine:
         self.generated_tokens_total = 0
         self.evictions_total = 0
         self.preemptions_total = 0
+        # Batch invariance needs each sequence's cells in position order: an ordered pool
+        # frees no cell while a job runs (removed tokens' cells are retired, see
+        # LlamaRuntime.seq_retire) and is emptied when nothing runs and it is full.
+        self._ordered = runtime.batch_invariant and n_seq > 1
+        self._retired: dict[int, int] = {}  # segment -> its cells the retired sequence holds
+        self.pool_resets_total = 0
 
     # -- public ---------------------------------------------------------------------
     @property
@@ -256,7 +267,7 @@ class Engine:
 
     # -- the pool ---------------------------------------------------------------------
     def _cells_used(self) -> int:
-        held: dict[int, int] = {}
+        held = dict(self._retired)
         for slot in self._slots:
             for seg, n in slot.cells:
                 if held.get(seg, 0) < n:
@@ -278,10 +289,17 @@ class Engine:
         self._front[last[0]] = (slot.seq, last[1])
 
     def _truncate(self, slot: _Slot, n: int) -> None:
-        """Keep the first ``n`` tokens of ``slot``'s sequence (cache and record)."""
+        """Keep the first ``n`` tokens of ``slot``'s sequence (cache and record); in an
+        ordered pool the cells of the others are retired, not freed."""
         if len(slot.tokens) <= n:
             return
-        self.rt.seq_truncate(slot.seq, n)
+        if self._ordered:
+            self.rt.seq_retire(slot.seq, n)
+            for seg, k in slot.cells:  # the retired part of a segment is its tail: record
+                if self._retired.get(seg, 0) < k:  # its whole extent (the union is the same)
+                    self._retired[seg] = k
+        else:
+            self.rt.seq_truncate(slot.seq, n)
         del slot.tokens[n:]
         kept, total = [], 0
         for seg, k in slot.cells:
@@ -331,9 +349,47 @@ class Engine:
         """Free cells until ``need`` are free (cached prompts first, then the newest
         running jobs); returns the free cells."""
         free = self.kv_cells_total - self._cells_used()
+        if self._ordered and free < need:
+            if not self.busy:
+                self._reset_pool()
+                return self.kv_cells_total
+            # Running jobs outgrew what _start reserved for them (not expected): free cells
+            # the usual way from now on, and say that grades may depend on the batch.
+            self._unorder()
+            free = self.kv_cells_total - self._cells_used()
         while free < need and self._evict_one(keep):
             free = self.kv_cells_total - self._cells_used()
         return free
+
+    def _still_to_write(self, slot: _Slot) -> int:
+        """Cells ``slot``'s running job may still add: the rest of its prompt and its
+        whole token budget."""
+        job = slot.job
+        assert job is not None
+        final = len(job.want) + (0 if job.forced is not None else job.max_new_tokens)
+        return max(0, final - len(slot.tokens))
+
+    def _unorder(self) -> None:
+        """Leave the ordered pool: free the retired cells, and free cells as usual from now
+        on (a running job may then get cells below its older ones)."""
+        log.warning("the ordered KV pool is full while jobs run: cells are freed from now "
+                    "on, and grades may differ from a run alone")
+        self._ordered = False
+        self.rt.free_retired()
+        self._retired.clear()
+        self._epoch += 1
+
+    def _reset_pool(self) -> None:
+        """Ordered pool, nothing running: empty it (cached prompts too), so that cells are
+        handed out from cell 0 on again, each sequence's in position order."""
+        self.rt.clear()
+        self.evictions_total += sum(1 for s in self._slots if s.tokens)
+        for slot in self._slots:
+            slot.tokens, slot.cells = [], []
+        self._retired.clear()
+        self._front.clear()
+        self._epoch += 1
+        self.pool_resets_total += 1
 
     # -- starting a job ---------------------------------------------------------------
     def _start(self, job: Job) -> bool:
@@ -346,6 +402,14 @@ class Engine:
         """
         rt = self.rt
         want = job.all_tokens
+        if self._ordered:
+            grows = 0 if job.forced is not None else min(job.max_new_tokens,
+                                                          rt.n_ctx - len(job.tokens))
+            reserved = sum(self._still_to_write(s) for s in self._slots if s.job is not None)
+            if self.kv_cells_total - self._cells_used() < len(want) + grows + reserved:
+                if reserved or any(s.job is not None for s in self._slots):
+                    return False  # the pool is emptied once the running jobs are done
+                self._reset_pool()
         # The slot sharing the longest prefix; on a tie an idle one (reused in place, no copy).
         common, _, best = max(
             ((_common_prefix(s.tokens, want), s.job is None, s) for s in self._slots),
@@ -495,6 +559,9 @@ class Engine:
         """
         if rc == 1:
             log.warning("llama_decode found no room in the KV pool for %d sequences", len(parts))
+            if self._ordered:  # not expected: the pool's record disagrees with llama.cpp
+                self._unorder()
+                return
             if self._evict_one() or self._preempt_newest():
                 return
         for slot, n in parts:

@@ -208,8 +208,9 @@ class LlamaRuntime:
             matmuls in this process, at most 63 tokens a pass (``n_batch`` and ``max_batch``
             capped at 61, leaving room for padding), and a decode of one row or one output
             gets a padding row of an extra sequence (id ``n_seq``), removed again after it.
-            Not covered: a sequence whose new tokens land in pool cells freed before its
-            older ones (bench/invariance.py ``--finish-one`` measures it).
+            The cells a sequence gets must also follow its positions (flash attention sums
+            in cell order; bench/invariance.py ``--finish-one`` measures it): the engine
+            then frees no cell while a job runs (:meth:`seq_retire`, :meth:`clear`).
     """
 
     def __init__(
@@ -269,7 +270,8 @@ class LlamaRuntime:
         self.n_ctx = n_ctx or min(4096, self.n_ctx_train)
         if plan is not None:
             n_seq, kv_cells = plan(self)
-        self.n_seq = max(1, min(int(n_seq), LLAMA_MAX_SEQ))
+        # batch_invariant: two more sequences, the padding rows' and the retired cells'.
+        self.n_seq = max(1, min(int(n_seq), LLAMA_MAX_SEQ - 2 * batch_invariant))
         cells = max(self.n_ctx, int(kv_cells or self.n_ctx))
         threads = n_threads or os.cpu_count() or 1
         max_batch = max(n_batch, max_batch or n_batch)
@@ -283,7 +285,7 @@ class LlamaRuntime:
         cparams.n_ctx = cells
         cparams.n_batch = max_batch + pad_room
         cparams.n_ubatch = min(max_batch, n_ubatch or max_batch) + pad_room
-        cparams.n_seq_max = self.n_seq + batch_invariant  # + the padding sequence
+        cparams.n_seq_max = self.n_seq + 2 * batch_invariant  # + padding, retired cells
         cparams.kv_unified = True
         cparams.type_k = KV_CACHE_TYPES[cache_type_k][0]
         cparams.type_v = KV_CACHE_TYPES[cache_type_v][0]
@@ -495,6 +497,26 @@ class LlamaRuntime:
     def seq_clear(self, seq: int) -> None:
         """Drop every token of sequence ``seq`` (cells no other sequence holds are freed)."""
         self.seq_truncate(seq, 0)
+
+    # batch_invariant: llama.cpp puts new tokens from its search head on, and moves the head
+    # down to any cell freed below it (src/llama-kv-cache.cpp: seq_rm, find_slot), so a
+    # sequence still running would get cells below its older ones. Retired cells stay
+    # occupied (by sequence n_seq + 1) until the pool is cleared: the pool only grows.
+    def seq_retire(self, seq: int, n: int) -> None:
+        """Keep the first ``n`` positions of ``seq``; its later cells are not freed but
+        held by the retired-cells sequence until :meth:`clear` (batch_invariant only)."""
+        if not self.batch_invariant:
+            raise ValueError("seq_retire needs LlamaRuntime(batch_invariant=True)")
+        self._L.llama_memory_seq_cp(self._mem, seq, self.n_seq + 1, n, -1)
+        self.seq_truncate(seq, n)
+
+    def free_retired(self) -> None:
+        """Free the retired cells now (new tokens may then land below running ones)."""
+        self._L.llama_memory_seq_rm(self._mem, self.n_seq + 1, -1, -1)
+
+    def clear(self) -> None:
+        """Empty the whole pool; new tokens go from cell 0 on again."""
+        self._L.llama_memory_clear(self._mem, False)
 
     def seq_pos_max(self, seq: int) -> int:
         """The highest position of ``seq`` in the cache, -1 when it holds none."""
