@@ -110,12 +110,12 @@ import json, sys
 from prometheus_lite import Judge
 from prometheus_lite.results import GradeRequest
 
-items = [GradeRequest(f"Question {i}?", " ".join(["word"] * (20 + 37 * (i % 5))),
+items = [GradeRequest(f"Question {i}?", " ".join(["word"] * (5 + 20 * (i % 5))),
                       "helpfulness", id=str(i)) for i in range(10)]
-kw = dict(n_ctx=1024, max_new_tokens=24, greedy=True, n_threads=2, batch_invariant=True)
+kw = dict(n_ctx=2048, max_new_tokens=24, greedy=True, n_threads=2, batch_invariant=True)
 with Judge(sys.argv[1], n_parallel=1, **kw) as one:
     alone = [(r.raw_output, r.probabilities) for r in one.batch(items)]
-with Judge(sys.argv[1], n_parallel=4, kv_cells=2048, **kw) as four:
+with Judge(sys.argv[1], n_parallel=4, kv_cells=6144, **kw) as four:
     beside = [(r.raw_output, r.probabilities) for r in four.batch(items)]
     engine, rt = four.engine, four.runtime
     in_line = all(rt.seq_pos_max(s.seq) + 1 == len(s.tokens) for s in engine._slots)
@@ -129,7 +129,7 @@ with Judge(sys.argv[1], n_parallel=4, kv_cells=2048, **kw) as four:
 def test_same_grades_at_four_slots_as_alone_through_pool_resets(tiny_q4_k_m):
     """The engine's ordered pool: no cell is freed while a job runs, so each sequence's
     cells follow its positions and flash attention sums in the order a lone run does; the
-    pool (two contexts for four slots) fills and is emptied between jobs. Every grade,
+    pool (three contexts for four slots) fills and is emptied between jobs. Every grade,
     probabilities included, is the same bits as at --parallel 1."""
     proc = subprocess.run([sys.executable, "-c", ENGINE_CHILD, str(tiny_q4_k_m)],
                           capture_output=True, text=True, timeout=600, check=False)
