@@ -350,9 +350,6 @@ class Engine:
         running jobs); returns the free cells."""
         free = self.kv_cells_total - self._cells_used()
         if self._ordered and free < need:
-            if not self.busy:
-                self._reset_pool()
-                return self.kv_cells_total
             # Running jobs outgrew what _start reserved for them (not expected): free cells
             # the usual way from now on, and say that grades may depend on the batch.
             self._unorder()
@@ -372,8 +369,8 @@ class Engine:
     def _unorder(self) -> None:
         """Leave the ordered pool: free the retired cells, and free cells as usual from now
         on (a running job may then get cells below its older ones)."""
-        log.warning("the ordered KV pool is full while jobs run: cells are freed from now "
-                    "on, and grades may differ from a run alone")
+        log.warning("the ordered KV pool ran out of room while jobs run: cells are freed "
+                    "from now on, and grades may differ from a run alone")
         self._ordered = False
         self.rt.free_retired()
         self._retired.clear()
@@ -407,7 +404,7 @@ class Engine:
                                                           rt.n_ctx - len(job.tokens))
             reserved = sum(self._still_to_write(s) for s in self._slots if s.job is not None)
             if self.kv_cells_total - self._cells_used() < len(want) + grows + reserved:
-                if reserved or any(s.job is not None for s in self._slots):
+                if self.busy:
                     return False  # the pool is emptied once the running jobs are done
                 self._reset_pool()
         # The slot sharing the longest prefix; on a tie an idle one (reused in place, no copy).

@@ -1,14 +1,17 @@
 """A GGUF file's header, read with gguf-py's ``GGUFReader`` but without its per-element cost.
 
 ``gguf.GGUFReader`` makes two or three numpy views for every element of every array field
-while it parses the header: for the embedded model's 49,152-token vocabulary (tokens,
-scores, types) and 48,900 merges that is 2.3-2.8 s, most of a judge's start-up, although
+while it parses the header: for the embedded model's 49,152 tokens, their 49,152 types and
+48,900 merges that is 2.3-2.8 s, most of a judge's start-up, although
 prometheus-lite reads two of those elements (the BOS and EOS token texts).
 :class:`HeaderReader` is the same reader with one private method replaced
-(``_build_fields``, unchanged from gguf 0.10 to 0.19): an array field is scanned once for
-where its elements lie, and its parts are made when they are read. Fields, tensors and
-errors are gguf-py's; a file in the other byte order, or an array of arrays, takes gguf-py's
-own path.
+(``_build_fields``): an array field is scanned once for where its elements lie, and its
+parts are made when they are read. The private methods it replaces or calls
+(``_build_fields``, ``_build_tensors``, ``_get_field_parts``, ``_get``, ``_get_str``) are the
+same in gguf 0.17.0 to 0.19.0, the versions pyproject allows (compared), and
+``tests/test_gguf_reader.py`` checks the result against ``gguf.GGUFReader`` itself.
+Fields, tensors and errors are gguf-py's; a file in the other byte order, or an array of
+arrays, takes gguf-py's own path.
 """
 
 from __future__ import annotations
@@ -85,8 +88,8 @@ class _ArrayParts(Sequence):
 class HeaderReader(gguf.GGUFReader):
     """``gguf.GGUFReader`` with lazily made array elements (see the module's docstring) that
     also reports truncated tensor data, with sizes, instead of failing to reshape it (through
-    the private ``_build_tensors(start_offs, fields)``, also unchanged from gguf 0.10 to 0.19;
-    if that ever changes, the check is skipped, nothing else)."""
+    the private ``_build_tensors(start_offs, fields)``; if its signature ever changes, the
+    check is skipped, nothing else)."""
 
     def _build_tensors(self, *args: Any, **kwargs: Any) -> None:
         end = tensor_data_end(*args) if len(args) == 2 and args[1] and not kwargs else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 from llama_vendor import vocab_dir
 
@@ -53,10 +54,30 @@ def test_real_vocabularies_read_as_gguf_py_reads_them(
     same_as_gguf_py(folder / f"ggml-vocab-{name}.gguf")
 
 
+def test_arrays_of_every_shape_read_as_gguf_py_reads_them(tmp_path: Path) -> None:
+    """Nested (gguf-py's own path here), empty, bool, float and string arrays, with a
+    non-ASCII and an empty string, written by gguf-py's writer."""
+    path = tmp_path / "arrays.gguf"
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_array("test.nested", [[1, 2], [3, 4, 5]])
+    w.add_array("test.empty", [])
+    w.add_array("test.bools", [True, False, True])
+    w.add_array("test.floats", [0.5, -1.25])
+    w.add_array("test.strings", ["é", "", "x" * 300])
+    w.add_tensor("t", np.arange(8, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    same_as_gguf_py(path)
+    assert HeaderReader(path).fields["test.strings"].contents() == ["é", "", "x" * 300]
+
+
 def test_a_header_cut_inside_the_vocabulary_is_a_clear_error(tmp_path: Path) -> None:
     source = resolve_model(None)
     tokens = HeaderReader(source).fields[gguf.Keys.Tokenizer.LIST]
-    middle = tokens.offset + 100_000  # 400,000 bytes of tokens from there
+    middle = tokens.offset + 100_000
+    assert middle < HeaderReader(source).fields[gguf.Keys.Tokenizer.TOKEN_TYPE].offset
     cut = tmp_path / "cut.gguf"
     with source.open("rb") as fh:
         cut.write_bytes(fh.read(middle))

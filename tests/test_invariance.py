@@ -119,10 +119,19 @@ with Judge(sys.argv[1], n_parallel=4, kv_cells=6144, **kw) as four:
     beside = [(r.raw_output, r.probabilities) for r in four.batch(items)]
     engine, rt = four.engine, four.runtime
     in_line = all(rt.seq_pos_max(s.seq) + 1 == len(s.tokens) for s in engine._slots)
-    print(json.dumps({"same": [a == b for a, b in zip(alone, beside)],
-                      "resets": engine.pool_resets_total, "ordered": engine._ordered,
-                      "record_matches_cache": in_line,
-                      "used": engine.kv_cells_used, "total": engine.kv_cells_total}))
+    result = {"same": [a == b for a, b in zip(alone, beside)],
+              "resets": engine.pool_resets_total, "ordered": engine._ordered,
+              "record_matches_cache": in_line,
+              "used": engine.kv_cells_used, "total": engine.kv_cells_total}
+# The fallback: reservations that undercount (as a bug would) overfill the pool while jobs
+# run; the engine leaves ordered mode and every item still finishes.
+from prometheus_lite.engine import Engine
+Engine._still_to_write = lambda self, slot: 0
+with Judge(sys.argv[1], n_parallel=4, kv_cells=4096, **kw) as four:
+    grades = list(four.batch(items))
+    result["fallback_ordered"] = four.engine._ordered
+    result["fallback_finished"] = [getattr(r, "score", None) in (1, 2, 3, 4, 5) for r in grades]
+print(json.dumps(result))
 '''
 
 
@@ -138,3 +147,4 @@ def test_same_grades_at_four_slots_as_alone_through_pool_resets(tiny_q4_k_m):
     assert out["same"] == [True] * 10, out
     assert out["resets"] >= 1 and out["ordered"] and out["record_matches_cache"], out
     assert 0 < out["used"] <= out["total"]
+    assert out["fallback_ordered"] is False and out["fallback_finished"] == [True] * 10, out
