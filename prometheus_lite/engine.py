@@ -22,6 +22,12 @@ does with its slots:
   slot's tokens: in place if that slot is idle, else by sharing that sequence's cells and
   cutting the copy. Reuse is in whole ``n_batch`` chunks from position 0 and prompts are
   prefilled in the same aligned chunks.
+- **Longest prefix first.** A free slot takes, of the first :data:`LOOKAHEAD` queued jobs,
+  the one that starts from the longest cached or coming prefix (SGLang's ``lpm`` policy), so
+  the rubrics of one response run together whatever the input order; no job is passed over
+  more than :data:`MAX_PASSED` times. Under load, cached prompts that no queued job would
+  start from are dropped: attention visits every cell below the pool's highest used one,
+  masked or not, so an unused prompt slows every step.
 - **Continuous batching.** Each step packs every decoding slot's next token, then
   fills the batch with prompt chunks of slots still prefilling, in one ``llama_decode``.
 - **Per sequence**, exactly as a single run: its own sampler chain and seed, the
@@ -51,6 +57,7 @@ import time
 from collections import deque
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -81,6 +88,22 @@ class _Slot:
     cells: list[list[int]] = field(default_factory=list)
     job: Job | None = None
     last_used: int = 0
+
+
+# Queued jobs the engine compares when it chooses the next one, and how many later jobs may
+# start before a queued one (so none waits for ever).
+LOOKAHEAD = 64
+MAX_PASSED = 16
+
+
+def _chunk_keys(tokens: list[int], n: int) -> list[int]:
+    """One key per whole ``n``-token chunk of ``tokens``, each naming the chunk and all
+    before it: two lists share their first k chunks when their first k keys are equal."""
+    keys, key = [], 0
+    for i in range(0, len(tokens) - n + 1, n):
+        key = hash((key, *tokens[i : i + n]))
+        keys.append(key)
+    return keys
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -228,14 +251,19 @@ class Engine:
                     self._cv.wait()
                 if self._closed:
                     break
-                admitted = []
+                admitted: list[Job] = []
                 free = self.n_parallel - self.busy - len(self._waiting)
+                known = self._prefix_keys() if self._queue and free > 0 else set()
                 while self._queue and len(admitted) < free:
-                    job = self._queue.popleft()
+                    job = self._next_queued(known)
                     if job.future.set_running_or_notify_cancel():
                         admitted.append(job)
+                        known.update(self._keys(job))
+                upcoming = list(islice(self._queue, LOOKAHEAD)) if admitted else []
             try:
                 waiting, self._waiting = self._waiting + admitted, []
+                if upcoming:
+                    self._drop_unneeded(waiting + upcoming)
                 for job in waiting:
                     if job.future.cancel_requested:
                         continue
@@ -264,6 +292,86 @@ class Engine:
         for job in self._waiting:
             job.future.set_exception(CancelledError("the judge was closed"))
         self._waiting.clear()
+
+    # -- choosing the next job ----------------------------------------------------------
+    def _prefix_keys(self) -> set[int]:
+        """The chunk keys of every prefix a new job could start from: what each sequence
+        holds, and what running and waiting jobs are bringing into the cache."""
+        n = self.rt.n_batch
+        keys: set[int] = set()
+        for slot in self._slots:
+            keys.update(_chunk_keys(slot.tokens, n))
+            if slot.job is not None:
+                keys.update(_chunk_keys(slot.job.want, n))
+        for job in self._waiting:
+            keys.update(self._keys(job))
+        return keys
+
+    def _keys(self, job: Job) -> list[int]:
+        if job.keys is None:
+            job.keys = _chunk_keys(job.all_tokens, self.rt.n_batch)
+        return job.keys
+
+    def _next_queued(self, known: set[int]) -> Job:
+        """Take the next job off the queue: of the first :data:`LOOKAHEAD`, the one that
+        starts from the longest prefix already cached or coming (SGLang's longest-prefix-match
+        policy), in arrival order on a tie. A job passed over :data:`MAX_PASSED` times goes
+        next."""
+        q = self._queue
+        if len(q) == 1 or q[0].passed >= MAX_PASSED:
+            return q.popleft()
+        best_i, best = 0, -1
+        for i in range(min(len(q), LOOKAHEAD)):
+            reuse = 0
+            for key in self._keys(q[i]):
+                if key not in known:
+                    break
+                reuse += 1
+            if reuse > best:
+                best_i, best = i, reuse
+        for i in range(best_i):
+            q[i].passed += 1
+        job = q[best_i]
+        del q[best_i]
+        return job
+
+    def _drop_unneeded(self, known: list[Job]) -> None:
+        """Under load (jobs still queued after the free slots were filled), drop the cached
+        prompts that none of the ``known`` jobs would start from.
+
+        Attention visits every cell below the pool's highest used one (llama.cpp's ``n_kv``)
+        for every row, masked or not, so a prompt kept for a reuse that may never come costs
+        every step; a job that can use it is known, because waiting work is. Each known job
+        has one provider, the sequence it would copy the most chunks from (running ones
+        first, then the most recently used); a cached prompt that provides for none goes.
+        Not in an ordered pool, whose cells are retired rather than freed.
+        """
+        if self._ordered:
+            return
+        n = self.rt.n_batch
+        held = {}
+        for slot in self._slots:
+            keys = set(_chunk_keys(slot.tokens, n))
+            if slot.job is not None:
+                keys.update(self._keys(slot.job))
+            held[slot.seq] = keys
+        order = sorted(self._slots, key=lambda s: (s.job is None, -s.last_used))
+        providers = set()
+        for job in known:
+            best, who = 0, None
+            for slot in order:
+                reuse = 0
+                for key in self._keys(job):
+                    if key not in held[slot.seq]:
+                        break
+                    reuse += 1
+                if reuse > best:
+                    best, who = reuse, slot.seq
+            providers.add(who)
+        for slot in self._slots:
+            if slot.job is None and slot.tokens and slot.seq not in providers:
+                self._truncate(slot, 0)
+                self.evictions_total += 1
 
     # -- the pool ---------------------------------------------------------------------
     def _cells_used(self) -> int:

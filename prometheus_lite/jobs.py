@@ -115,6 +115,8 @@ class Job:
     gen: Generation | None = None
     order: int = 0  # when it took its slot: the newest running job yields first
     tried: int = -1  # the engine's epoch at its last failed start
+    passed: int = 0  # times a later job was started before it
+    keys: list[int] | None = None  # the engine's chunk keys of all_tokens
     emitted: int = 0  # tokens of ``out`` given to on_token (a restarted job repeats none)
     t_submit: float = 0.0
     t_start: float = 0.0

@@ -15,7 +15,7 @@ import numpy as np
 
 from .capacity import Capacity, choose_parallel
 from .constraint import SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
-from .engine import Engine
+from .engine import LOOKAHEAD, Engine
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .families import FAMILIES, SCALES
 from .hub import resolve_model
@@ -439,10 +439,12 @@ class Judge:
         """Judge many requests, up to ``n_parallel`` at once, yielding results in input order.
 
         An item with bad input yields a :class:`Failure` naming the problem; the
-        others are unaffected. Requests are read from the iterable only a few slots'
-        worth ahead, so a generator of millions of lines is fine.
+        others are unaffected. Requests are read from the iterable a bounded number ahead
+        (enough for the engine to run items that share a prompt prefix together), so a
+        generator of millions of lines is fine.
         """
-        ahead = 2 * self.n_parallel + 2
+        # Far enough for the engine to choose jobs by shared prefix (engine.LOOKAHEAD).
+        ahead = max(2 * self.n_parallel + 2, LOOKAHEAD)
         pending: deque[tuple[Request, Future[Grade | Comparison]]] = deque()
         it = iter(requests)
         try:
