@@ -10,7 +10,7 @@ them side by side and reports ratios. Scenarios:
 - ``rubrics``: ``responses`` benchmark items x the five preset rubrics, greedy, short
   answers (prefill-dominated, like a 7B judge on a laptop), in ``order`` shuffled or
   consecutive. ``legacy`` runs the engine as it was before parallel slots: one sequence,
-  reusing only the previous prompt's prefix.
+  in arrival order, reusing only the previous prompt's prefix.
 - ``short``: ``items`` one-sentence items (instruction and response of a sentence each,
   the preset rubrics in turn), official sampling or greedy (``greedy``), ``max_new_tokens``
   new tokens: the decode-bound case, where slots share every forward pass.
@@ -77,7 +77,7 @@ def _judge(spec: dict[str, Any], *, n_parallel: int, greedy: bool, max_new: int)
     )
     if spec.get("legacy"):
         judge.engine.close()
-        judge.engine = Engine(judge.runtime, 1, n_seq=1)
+        judge.engine = Engine(judge.runtime, 1, n_seq=1, schedule="fcfs")
     return judge
 
 

@@ -94,6 +94,7 @@ class _Slot:
 # start before a queued one (so none waits for ever).
 LOOKAHEAD = 64
 MAX_PASSED = 16
+SCHEDULES = ("lpm", "fcfs")
 
 
 def _chunk_keys(tokens: list[int], n: int) -> list[int]:
@@ -119,17 +120,26 @@ class Engine:
     """Runs jobs on ``runtime``'s sequences, up to ``n_parallel`` at once.
 
     ``n_seq`` limits the sequences used (default all of the runtime's; those beyond
-    ``n_parallel`` hold cached prompts). Thread-safe ``submit``; one background thread
-    (started on the first job) does all the llama.cpp work. For monitoring:
+    ``n_parallel`` hold cached prompts). ``schedule`` chooses the next queued job: ``lpm``
+    (longest cached prefix first) or ``fcfs`` (arrival order). Thread-safe ``submit``; one
+    background thread (started on the first job) does all the llama.cpp work. For monitoring:
     ``queue_depth``, ``busy``, ``kv_cells_total``, ``kv_cells_used``, ``prompt_tokens_total``
     (prefilled), ``cached_tokens_total``, ``generated_tokens_total``, ``evictions_total``,
     ``preemptions_total``, ``pool_resets_total`` (ordered pool: emptied when full).
     """
 
     def __init__(
-        self, runtime: LlamaRuntime, n_parallel: int = 1, *, n_seq: int | None = None
+        self,
+        runtime: LlamaRuntime,
+        n_parallel: int = 1,
+        *,
+        n_seq: int | None = None,
+        schedule: str = "lpm",
     ) -> None:
         n_seq = runtime.n_seq if n_seq is None else n_seq
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule = schedule
         if not 1 <= n_parallel <= n_seq <= runtime.n_seq:
             raise ValueError(
                 f"need 1 <= n_parallel ({n_parallel}) <= n_seq ({n_seq}) <= {runtime.n_seq}"
@@ -253,7 +263,8 @@ class Engine:
                     break
                 admitted: list[Job] = []
                 free = self.n_parallel - self.busy - len(self._waiting)
-                known = self._prefix_keys() if self._queue and free > 0 else set()
+                lpm = self.schedule == "lpm" and bool(self._queue) and free > 0
+                known = self._prefix_keys() if lpm else set()
                 while self._queue and len(admitted) < free:
                     job = self._next_queued(known)
                     if job.future.set_running_or_notify_cancel():
@@ -318,7 +329,7 @@ class Engine:
         policy), in arrival order on a tie. A job passed over :data:`MAX_PASSED` times goes
         next."""
         q = self._queue
-        if len(q) == 1 or q[0].passed >= MAX_PASSED:
+        if len(q) == 1 or q[0].passed >= MAX_PASSED or self.schedule == "fcfs":
             return q.popleft()
         best_i, best = 0, -1
         for i in range(min(len(q), LOOKAHEAD)):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .capacity import Capacity, choose_parallel
 from .constraint import SCORE_LABELS, WINNER_LABELS, ConstraintState, OutputConstraint
-from .engine import LOOKAHEAD, Engine
+from .engine import LOOKAHEAD, SCHEDULES, Engine
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .families import FAMILIES, SCALES
 from .hub import resolve_model
@@ -156,6 +156,8 @@ class Judge:
             ``q8_0`` or ``q4_0`` (a quantized V cache needs flash attention).
         batch_invariant: every result is the same bits whatever else is in the batch
             (see ``llama.LlamaRuntime``; costs speed on CPUs with repacked kernels).
+        schedule: which queued item runs next: ``lpm`` (the longest cached prompt prefix
+            first: the rubrics of one response run together) or ``fcfs`` (arrival order).
     """
 
     def __init__(
@@ -176,7 +178,10 @@ class Judge:
         cache_type_k: str = "f16",
         cache_type_v: str = "f16",
         batch_invariant: bool = False,
+        schedule: str = "lpm",
     ) -> None:
+        if schedule not in SCHEDULES:  # before the model loads
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         path = resolve_model(model)
         self.info = read_model_info(path)  # validates the file before llama.cpp sees it
         if self.info.synthetic:
@@ -222,7 +227,7 @@ class Judge:
         )
         self.n_parallel: int = decided[0].n_parallel
         self.parallel_reason: str = decided[0].why
-        self.engine = Engine(self.runtime, self.n_parallel)
+        self.engine = Engine(self.runtime, self.n_parallel, schedule=schedule)
         self._constraints: dict[tuple[str, ...], OutputConstraint] = {}
         log.info(
             "loaded %s (prompt format %s: %s; %d parallel slots, %s)", path, self.prompt_format,

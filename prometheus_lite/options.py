@@ -62,6 +62,7 @@ class ModelOptions:
     cache_type_k: str = "f16"
     cache_type_v: str = "f16"
     batch_invariant: bool = False
+    schedule: str = "lpm"
 
     def make_judge(self, *, n_parallel: int | str | None = None) -> Any:
         from .judge import Judge  # loads llama.cpp: only when judging
@@ -96,6 +97,7 @@ class ModelOptions:
             cache_type_k=self.cache_type_k,
             cache_type_v=self.cache_type_v,
             batch_invariant=self.batch_invariant,
+            schedule=self.schedule,
         )
 
     def renderer(self) -> Callable[[Request], Prompt]:
@@ -223,6 +225,15 @@ _MODEL_OPTIONS: list[Callable[[Any], Any]] = [
         "measured speed cost; see the README.",
     ),
     click.option(
+        "--schedule",
+        type=click.Choice(["lpm", "fcfs"]),
+        default="lpm",
+        show_default=True,
+        help="Which queued item runs next: lpm, the one sharing the longest cached prompt "
+        "prefix (the rubrics of one response run together, in any input order); fcfs, "
+        "arrival order.",
+    ),
+    click.option(
         "--dry-run",
         is_flag=True,
         help="Print the exact prompt text without loading the model "
@@ -251,6 +262,7 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "cache_type_k",
         "cache_type_v",
         "batch_invariant",
+        "schedule",
     ]
 
     @functools.wraps(f)

@@ -34,9 +34,11 @@ def test_quantized_cache_and_pool_in_the_batch_start_line(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, [
         "grade", "--input", str(items), "--output", str(out), "--greedy", "--max-tokens", "16",
         "--parallel", "2", "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--no-progress",
+        "--schedule", "fcfs",
     ])
     assert result.exit_code == 0, result.output
     assert "KV pool" in result.output and "KV cache K q8_0, V q8_0" in result.output
+    assert "schedule fcfs" in result.output
     record = json.loads(out.read_text())
     assert record["score"] in (1, 2, 3, 4, 5) and not record["error"]
 

@@ -46,6 +46,20 @@ def test_the_job_sharing_the_cached_prompt_goes_first(one: Judge) -> None:
     assert r_b1.usage.cached_prompt_tokens < 0.3 * r_b1.usage.prompt_tokens
 
 
+def test_fcfs_runs_in_arrival_order() -> None:
+    """The same queue under ``schedule="fcfs"``: B runs between the two A items, so the
+    second finds only B's prompt cached."""
+    with Judge(n_ctx=1024, n_threads=1, n_parallel=1, max_new_tokens=8, greedy=True,
+               schedule="fcfs") as judge:
+        _, r_b1, r_a2 = _queue_at_once(judge, [
+            GradeRequest(*A, "helpfulness"), GradeRequest(*B, "helpfulness"),
+            GradeRequest(*A, "harmlessness"),
+        ])
+    assert r_a2.usage.cached_prompt_tokens < 0.3 * r_a2.usage.prompt_tokens
+    with pytest.raises(ValueError, match="lpm, fcfs"):
+        Judge(schedule="sjf")
+
+
 def test_a_job_passed_over_max_passed_times_goes_next(
     one: Judge, monkeypatch: pytest.MonkeyPatch
 ) -> None:

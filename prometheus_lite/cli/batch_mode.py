@@ -39,6 +39,9 @@ def file_batch(
             rt = getattr(judge, "runtime", None)  # the reason already describes the KV pool
             k, v = getattr(rt, "cache_type_k", None), getattr(rt, "cache_type_v", None)
             pool = f"; KV cache K {k}, V {v}" if k and v else ""
+            engine = getattr(judge, "engine", None)
+            if getattr(engine, "schedule", None):
+                pool += f"; schedule {engine.schedule}"
             click.echo(
                 f"{judge.model_name}: {n} parallel slot{'s' if n != 1 else ''} "
                 f"({getattr(judge, 'parallel_reason', '')}){pool}",
