@@ -14,6 +14,7 @@ from prometheus_lite.bench.tile import measure
 
 MODEL = os.environ.get("PL_BENCH_MODEL") or None
 KEYS = {f"{rows} rows, {what}" for rows in (63, 64) for what in ("1 sequence", "8 sequences")}
+KEYS.add("63 rows, 1 sequence, pool otherwise empty")
 
 
 def test_tile_threshold(benchmark):
@@ -31,4 +32,6 @@ def test_tile_threshold(benchmark):
     mixed = ms["64 rows, 8 sequences"] / ms["63 rows, 8 sequences"]
     alone = ms["64 rows, 1 sequence"] / ms["63 rows, 1 sequence"]
     print(f"per token, 64 rows against 63: {mixed:.2f}x mixed, {alone:.2f}x one sequence")
+    masked = ms["63 rows, 1 sequence"] / ms["63 rows, 1 sequence, pool otherwise empty"]
+    print(f"63 rows beside the others' cells against alone: {masked:.2f}x")
     benchmark.extra_info.update(out)

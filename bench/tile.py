@@ -6,7 +6,9 @@ sequences' decode rows (each of those sequences ``--context`` tokens long).
 
 ggml-cpu runs >= 64 query rows through a tiled kernel that skips a 64-cell KV tile only when
 all 64 rows mask it, so mixed sequences attend over each other's cells; below 64 rows each
-row visits only its own. The engine keeps passes of several sequences under the tile
+row computes only its own but still steps over every other cell (masked) below the pool's
+highest used one, which the last figure (the 63-row chunk with the pool otherwise empty)
+shows. The engine keeps passes of several sequences under the tile
 (``llama.MIXED_MAX_TOKENS``). Prints one JSON line: ms per token, median of ``--repeats``.
 """
 
@@ -57,6 +59,18 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int) 
                     times.setdefault(key, []).append(1000 * dt / rows)
                     for s in range(7):
                         rt.seq_truncate(s, context)
+        # The same 63-row chunk with the other sequences' cells gone: what visiting their
+        # masked cells cost (every row steps over every cell below the highest used one).
+        for s in range(8):
+            rt.seq_truncate(s, 0)
+        for _ in range(repeats):
+            rt.seq_truncate(8, 0)
+            fill(8, 256)
+            es = [BatchEntry(t, 256 + i, 8, i == 62) for i, t in enumerate(toks(63))]
+            t0 = time.perf_counter()
+            assert rt.decode(es) == 0
+            times.setdefault("63 rows, 1 sequence, pool otherwise empty", []).append(
+                1000 * (time.perf_counter() - t0) / 63)
     finally:
         rt.close()
     return {"ms_per_token": {k: float(np.median(v)) for k, v in times.items()},
