@@ -313,7 +313,7 @@ class Engine:
         for slot in self._slots:
             keys.update(_chunk_keys(slot.tokens, n))
             if slot.job is not None:
-                keys.update(_chunk_keys(slot.job.want, n))
+                keys.update(self._keys(slot.job))  # its whole prompt, prefilled or not
         for job in self._waiting:
             keys.update(self._keys(job))
         return keys
@@ -352,10 +352,10 @@ class Engine:
 
         Attention visits every cell below the pool's highest used one (llama.cpp's ``n_kv``)
         for every row, masked or not, so a prompt kept for a reuse that may never come costs
-        every step; a job that can use it is known, because waiting work is. Each known job
-        has one provider, the sequence it would copy the most chunks from (running ones
-        first, then the most recently used); a cached prompt that provides for none goes.
-        Not in an ordered pool, whose cells are retired rather than freed.
+        every step. Under load the next work is known: it is queued. Each known job has one
+        provider, the sequence it would copy the most chunks from (running ones first, then
+        the most recently used); a cached prompt that provides for none goes. Not in an
+        ordered pool, whose cells are retired rather than freed.
         """
         if self._ordered:
             return
