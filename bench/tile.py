@@ -38,39 +38,36 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int) 
             rc = rt.decode([BatchEntry(t, p + i, seq, i == k - 1) for i, t in enumerate(toks(k))])
             assert rc == 0, rc
 
+    times: dict[str, list[float]] = {}
+
+    def chunk(key: str, rows: int, mixed: bool) -> None:
+        """Time one pass: sequence 8's prompt chunk at position 256, beside one decode row
+        of each of sequences 0-6 when ``mixed``."""
+        rt.seq_truncate(8, 0)
+        fill(8, 256)
+        n_prompt = rows - (7 if mixed else 0)
+        es = [BatchEntry(t, 256 + i, 8, i == n_prompt - 1) for i, t in enumerate(toks(n_prompt))]
+        if mixed:
+            es += [BatchEntry(toks(1)[0], context, s, True) for s in range(7)]
+        t0 = time.perf_counter()
+        assert rt.decode(es) == 0
+        times.setdefault(key, []).append(1000 * (time.perf_counter() - t0) / rows)
+        for s in range(7):
+            rt.seq_truncate(s, context)
+
     for s in range(8):
         fill(s, context)
-    times: dict[str, list[float]] = {}
     try:
         for _ in range(repeats):
             for rows in (63, 64):
                 for mixed in (False, True):
-                    rt.seq_truncate(8, 0)
-                    fill(8, 256)
-                    n_prompt = rows - (7 if mixed else 0)
-                    es = [BatchEntry(t, 256 + i, 8, i == n_prompt - 1)
-                          for i, t in enumerate(toks(n_prompt))]
-                    if mixed:
-                        es += [BatchEntry(toks(1)[0], context, s, True) for s in range(7)]
-                    t0 = time.perf_counter()
-                    assert rt.decode(es) == 0
-                    dt = time.perf_counter() - t0
-                    key = f"{rows} rows, {'8 sequences' if mixed else '1 sequence'}"
-                    times.setdefault(key, []).append(1000 * dt / rows)
-                    for s in range(7):
-                        rt.seq_truncate(s, context)
+                    chunk(f"{rows} rows, {'8 sequences' if mixed else '1 sequence'}", rows, mixed)
         # The same 63-row chunk with the other sequences' cells gone: what visiting their
         # masked cells cost (every row steps over every cell below the highest used one).
         for s in range(8):
             rt.seq_truncate(s, 0)
         for _ in range(repeats):
-            rt.seq_truncate(8, 0)
-            fill(8, 256)
-            es = [BatchEntry(t, 256 + i, 8, i == 62) for i, t in enumerate(toks(63))]
-            t0 = time.perf_counter()
-            assert rt.decode(es) == 0
-            times.setdefault("63 rows, 1 sequence, pool otherwise empty", []).append(
-                1000 * (time.perf_counter() - t0) / 63)
+            chunk("63 rows, 1 sequence, pool otherwise empty", 63, False)
     finally:
         rt.close()
     return {"ms_per_token": {k: float(np.median(v)) for k, v in times.items()},

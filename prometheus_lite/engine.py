@@ -263,8 +263,9 @@ class Engine:
                     break
                 admitted: list[Job] = []
                 free = self.n_parallel - self.busy - len(self._waiting)
-                lpm = self.schedule == "lpm" and bool(self._queue) and free > 0
-                known = self._prefix_keys() if lpm else set()
+                # Admission changes no sequence: their keys serve the choice and the drop.
+                held = self._held_keys() if self._queue and free > 0 else {}
+                known = set().union(*held.values(), *map(self._keys, self._waiting))
                 while self._queue and len(admitted) < free:
                     job = self._next_queued(known)
                     if job.future.set_running_or_notify_cancel():
@@ -274,7 +275,7 @@ class Engine:
             try:
                 waiting, self._waiting = self._waiting + admitted, []
                 if upcoming:
-                    self._drop_unneeded(waiting + upcoming)
+                    self._drop_unneeded(waiting + upcoming, held)
                 for job in waiting:
                     if job.future.cancel_requested:
                         continue
@@ -305,39 +306,43 @@ class Engine:
         self._waiting.clear()
 
     # -- choosing the next job ----------------------------------------------------------
-    def _prefix_keys(self) -> set[int]:
-        """The chunk keys of every prefix a new job could start from: what each sequence
-        holds, and what running and waiting jobs are bringing into the cache."""
+    def _held_keys(self) -> dict[int, set[int]]:
+        """Each sequence's chunk keys: what it holds and, while a job runs on it, that
+        job's whole prompt (prefilled or still coming)."""
         n = self.rt.n_batch
-        keys: set[int] = set()
+        held = {}
         for slot in self._slots:
-            keys.update(_chunk_keys(slot.tokens, n))
+            keys = set(_chunk_keys(slot.tokens, n))
             if slot.job is not None:
-                keys.update(self._keys(slot.job))  # its whole prompt, prefilled or not
-        for job in self._waiting:
-            keys.update(self._keys(job))
-        return keys
+                keys.update(self._keys(slot.job))
+            held[slot.seq] = keys
+        return held
 
     def _keys(self, job: Job) -> list[int]:
         if job.keys is None:
             job.keys = _chunk_keys(job.all_tokens, self.rt.n_batch)
         return job.keys
 
+    def _reuse(self, job: Job, keys: set[int]) -> int:
+        """Whole chunks of ``job``'s prompt that ``keys`` hold from its start."""
+        reuse = 0
+        for key in self._keys(job):
+            if key not in keys:
+                break
+            reuse += 1
+        return reuse
+
     def _next_queued(self, known: set[int]) -> Job:
         """Take the next job off the queue: of the first :data:`LOOKAHEAD`, the one that
-        starts from the longest prefix already cached or coming (SGLang's longest-prefix-match
-        policy), in arrival order on a tie. A job passed over :data:`MAX_PASSED` times goes
-        next."""
+        starts from the longest prefix in ``known`` (cached or coming; SGLang's
+        longest-prefix-match policy), in arrival order on a tie. A job passed over
+        :data:`MAX_PASSED` times goes next."""
         q = self._queue
         if len(q) == 1 or q[0].passed >= MAX_PASSED or self.schedule == "fcfs":
             return q.popleft()
         best_i, best = 0, -1
         for i in range(min(len(q), LOOKAHEAD)):
-            reuse = 0
-            for key in self._keys(q[i]):
-                if key not in known:
-                    break
-                reuse += 1
+            reuse = self._reuse(q[i], known)
             if reuse > best:
                 best_i, best = i, reuse
         for i in range(best_i):
@@ -346,9 +351,10 @@ class Engine:
         del q[best_i]
         return job
 
-    def _drop_unneeded(self, known: list[Job]) -> None:
+    def _drop_unneeded(self, known: list[Job], held: dict[int, set[int]]) -> None:
         """Under load (jobs still queued after the free slots were filled), drop the cached
-        prompts that none of the ``known`` jobs would start from.
+        prompts that none of the ``known`` jobs would start from (``held``: see
+        :meth:`_held_keys`).
 
         Attention visits every cell below the pool's highest used one (llama.cpp's ``n_kv``)
         for every row, masked or not, so a prompt kept for a reuse that may never come costs
@@ -359,23 +365,12 @@ class Engine:
         """
         if self._ordered:
             return
-        n = self.rt.n_batch
-        held = {}
-        for slot in self._slots:
-            keys = set(_chunk_keys(slot.tokens, n))
-            if slot.job is not None:
-                keys.update(self._keys(slot.job))
-            held[slot.seq] = keys
         order = sorted(self._slots, key=lambda s: (s.job is None, -s.last_used))
         providers = set()
         for job in known:
             best, who = 0, None
             for slot in order:
-                reuse = 0
-                for key in self._keys(job):
-                    if key not in held[slot.seq]:
-                        break
-                    reuse += 1
+                reuse = self._reuse(job, held[slot.seq])
                 if reuse > best:
                     best, who = reuse, slot.seq
             providers.add(who)
