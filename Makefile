@@ -12,8 +12,11 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # torch 2.13.0 (CPU) is only for the converter's reference tests against transformers.
+# llama-cpp-python: the pinned version with our ggml-cpu patch (kernels/llama_cpp/), built
+# once into $(VENV)/wheels; it satisfies the pin, so the package install keeps it.
 $(STAMP): $(PY) $(SOURCES)
 	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) kernels/llama_cpp/build_wheel.py --wheel-dir $(VENV)/wheels --install
 	$(PY) -m pip install -q ".[test,reference,bench,eval,integrations,serve]"
 	touch $(STAMP)
 

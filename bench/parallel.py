@@ -30,6 +30,7 @@ from typing import Any
 
 from prometheus_lite import Judge
 from prometheus_lite.engine import Engine
+from prometheus_lite.native import llama_cpp_version
 from prometheus_lite.results import Failure
 from prometheus_lite.rubrics import PRESETS
 
@@ -108,6 +109,7 @@ def _summary(judge: Judge, wall: float, results: list[Any]) -> dict[str, Any]:
         "preemptions": judge.engine.preemptions_total,
         "pool_resets": judge.engine.pool_resets_total,
         "n_ctx": rt.n_ctx,
+        "llama_cpp_python": llama_cpp_version(),
     }
 
 

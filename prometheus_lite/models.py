@@ -338,9 +338,11 @@ SYNTHETIC_MODEL_NOTE = (
 )
 
 
-def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | None = None) -> str:
+def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | None = None,
+                runtime: str | None = None) -> str:
     """A summary for ``prometheus-lite info`` (``tensors=True`` adds the tensor table;
-    ``cpu_backend`` a line on how llama.cpp's CPU backend loads models here)."""
+    ``cpu_backend`` a line on how llama.cpp's CPU backend loads models here, ``runtime``
+    one on the llama-cpp-python build)."""
     types = ", ".join(f"{n} {t}" for t, n in info.tensor_type_counts.items())
     tokens = []
     for label, tid, text in (
@@ -366,6 +368,8 @@ def format_info(info: ModelInfo, *, tensors: bool = False, cpu_backend: str | No
         ("Judge family", f"{info.family}: {info.family_reason}"),
         ("Output format", describe_output(judge_family(info.prompt_format_detected, info.family))),
     ]
+    if runtime is not None:
+        rows.append(("Runtime", runtime))
     if cpu_backend is not None:
         rows.append(("CPU backend", cpu_backend))
     lines = [f"{label + ':':<16}{value}" for label, value in rows]

@@ -77,7 +77,9 @@ __all__ = [
     "ProbeResult",
     "cpu_backend",
     "extra_buffer_types_ok",
+    "llama_cpp_version",
     "rebuild_command",
+    "runtime_build",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,7 +158,7 @@ def library_identity(lib_dir: Path) -> dict[str, Any]:
             if any(s in p.name for s in (".so", ".dylib", ".dll")) and p.is_file():
                 st = p.stat()
                 files.append([p.name, st.st_size, st.st_mtime_ns])
-    return {"dir": str(lib_dir.resolve()), "files": files, "version": _llama_cpp_version()}
+    return {"dir": str(lib_dir.resolve()), "files": files, "version": llama_cpp_version()}
 
 
 def cpu_identity(cpuinfo: Path | None = None) -> dict[str, Any]:
@@ -184,11 +186,28 @@ def cpu_identity(cpuinfo: Path | None = None) -> dict[str, Any]:
     }
 
 
-def _llama_cpp_version() -> str | None:
+def llama_cpp_version() -> str | None:
     try:
         return importlib.metadata.version("llama_cpp_python")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+# The local version label of llama-cpp-python built with prometheus-lite's ggml-cpu patch
+# (kernels/llama_cpp/build_wheel.py: flash attention jumps over masked KV cells).
+PATCHED_LABEL = "pl.fa1"
+
+
+def runtime_build() -> str:
+    """Which llama-cpp-python is installed, and whether it carries our ggml-cpu patch."""
+    version = llama_cpp_version()
+    if version is None:
+        return "llama-cpp-python is not installed"
+    if version.partition("+")[2] == PATCHED_LABEL:
+        return (f"llama-cpp-python {version} (with prometheus-lite's ggml-cpu patch: flash "
+                "attention jumps over masked KV cells; same results, faster with parallel slots)")
+    return (f"llama-cpp-python {version} (stock build; `make install`, or "
+            "kernels/llama_cpp/build_wheel.py, builds it with prometheus-lite's ggml-cpu patch)")
 
 
 def _faults() -> set[str]:
@@ -449,7 +468,8 @@ def rebuild_command(cpu: dict[str, Any] | None = None) -> str:
     AVX-512 where the CPU has them, without ``GGML_NATIVE`` (which also turns AMX on).
     """
     cpu = cpu or cpu_identity()
-    version = _llama_cpp_version() or PINNED_LLAMA_CPP_PYTHON
+    # PyPI has the public version only (a local label marks our patched build).
+    version = (llama_cpp_version() or PINNED_LLAMA_CPP_PYTHON).partition("+")[0]
     args = ["-DGGML_NATIVE=OFF"]
     if cpu["machine"].lower() in ("x86_64", "amd64", "i686", "i386"):
         flags = set(cpu["flags"])

@@ -39,7 +39,7 @@ def info(model: str | None, tensors: bool, as_json: bool) -> None:
     """
     from ..hub import resolve_model
     from ..models import format_info, read_model_info
-    from ..native import cpu_backend
+    from ..native import cpu_backend, llama_cpp_version, runtime_build
 
     model_info = read_model_info(resolve_model(model))
     backend_error: PrometheusLiteError | None = None
@@ -55,8 +55,10 @@ def info(model: str | None, tensors: bool, as_json: bool) -> None:
         if not tensors and isinstance(data, dict):
             data.pop("tensors", None)
         data["cpu_backend"] = backend_json
+        data["llama_cpp_python"] = llama_cpp_version()
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        click.echo(format_info(model_info, tensors=tensors, cpu_backend=summary))
+        click.echo(format_info(model_info, tensors=tensors, cpu_backend=summary,
+                               runtime=runtime_build()))
     if backend_error is not None:
         raise backend_error
