@@ -68,6 +68,28 @@ MIXED_MAX_TOKENS = INVARIANT_MAX_TOKENS
 _TILED_MM_ENV = "GGML_CPU_TILED_MM"
 
 
+ENV_THREADS = "PROMETHEUS_LITE_THREADS"
+
+
+def default_threads() -> int:
+    """CPU threads when none are given: ``$PROMETHEUS_LITE_THREADS``, else the cores this
+    process may run on (its CPU affinity, which containers and ``taskset`` narrow).
+
+    ggml's worker threads spin at every barrier, so two processes that each take every core
+    (test workers, Ray actors, two servers) slow each other far beyond sharing: give each
+    its share here.
+    """
+    raw = os.environ.get(ENV_THREADS, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ModelError(f"{ENV_THREADS}={raw!r} is not a thread count: set a whole "
+                             "number >= 1, or unset it to use every core this process may use")
+        return int(raw)
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def _llama():  # imported lazily so that `import prometheus_lite` stays light
     # A build whose very import dies on this CPU is caught by the probe (in a child
     # process) and reported as a clear error, before this process imports it.
@@ -181,7 +203,7 @@ class LlamaRuntime:
     Args:
         path: the GGUF file.
         n_ctx: the most tokens of one sequence; default min(4096, the training context).
-        n_threads: CPU threads; default all cores.
+        n_threads: CPU threads; default :func:`default_threads`.
         n_gpu_layers: layers to offload; default all when the build supports GPU offload.
         n_seq: sequences in the context (running ones plus cached prefixes).
         kv_cells: cells in the KV pool (at least ``n_ctx``; llama.cpp rounds up to 256);
@@ -273,7 +295,7 @@ class LlamaRuntime:
         # batch_invariant: two more sequences, the padding rows' and the retired cells'.
         self.n_seq = max(1, min(int(n_seq), LLAMA_MAX_SEQ - 2 * batch_invariant))
         cells = max(self.n_ctx, int(kv_cells or self.n_ctx))
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or default_threads()
         max_batch = max(n_batch, max_batch or n_batch)
         self.batch_invariant = batch_invariant
         if batch_invariant:

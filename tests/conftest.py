@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from prometheus_lite.llama import ENV_THREADS
+
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
 
@@ -14,6 +16,21 @@ def on_ci() -> bool:
     """``CI=true`` (set by ``.ci/run`` and by CI services): nothing may be skipped for want
     of the shared/ folder."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker's llama.cpp takes its share of the cores.
+
+    ggml's threads spin at every barrier, so workers that each take every core slow each
+    other far beyond sharing (measured on 2 cores, two test files side by side: 273 s and
+    222 s at 2 threads each, 142 s and 157 s at 1). Tests that pass ``n_threads`` keep it;
+    an explicit ``PROMETHEUS_LITE_THREADS`` wins. Child processes inherit the setting.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and not os.environ.get(ENV_THREADS):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        os.environ[ENV_THREADS] = str(max(1, cores // int(workers)))
 
 
 @pytest.fixture(scope="session")

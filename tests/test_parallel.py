@@ -42,13 +42,13 @@ def check(result: object) -> None:
 
 @pytest.fixture(scope="module")
 def serial() -> Judge:
-    with Judge(n_ctx=2048, max_new_tokens=24, greedy=True, n_parallel=1, n_threads=2) as j:
+    with Judge(n_ctx=2048, max_new_tokens=24, greedy=True, n_parallel=1) as j:
         yield j
 
 
 @pytest.fixture(scope="module")
 def parallel() -> Judge:
-    with Judge(n_ctx=2048, max_new_tokens=24, greedy=True, n_parallel=4, n_threads=2) as j:
+    with Judge(n_ctx=2048, max_new_tokens=24, greedy=True, n_parallel=4) as j:
         yield j
 
 
