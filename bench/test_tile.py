@@ -15,6 +15,7 @@ from prometheus_lite.bench.tile import measure
 MODEL = os.environ.get("PL_BENCH_MODEL") or None
 KEYS = {f"{rows} rows, {what}" for rows in (63, 64) for what in ("1 sequence", "8 sequences")}
 KEYS.add("63 rows, 1 sequence, pool otherwise empty")
+STEPS = {"8 sequences", "1 sequence beside 7", "1 sequence, pool otherwise empty"}
 
 
 def test_tile_threshold(benchmark):
@@ -34,4 +35,8 @@ def test_tile_threshold(benchmark):
     print(f"per token, 64 rows against 63: {mixed:.2f}x mixed, {alone:.2f}x one sequence")
     masked = ms["63 rows, 1 sequence"] / ms["63 rows, 1 sequence, pool otherwise empty"]
     print(f"63 rows beside the others' cells against alone: {masked:.2f}x")
+    step = out["decode_step_ms"]
+    assert set(step) == STEPS and all(v > 0 for v in step.values())
+    gain = 8 * step["1 sequence, pool otherwise empty"] / step["8 sequences"]
+    print(f"decode: 8 tokens in one step against 8 one-token steps alone: {gain:.2f}x per token")
     benchmark.extra_info.update(out)

@@ -9,7 +9,11 @@ all 64 rows mask it, so mixed sequences attend over each other's cells; below 64
 row computes only its own but still steps over every other cell (masked) below the pool's
 highest used one, which the last figure (the 63-row chunk with the pool otherwise empty)
 shows. The engine keeps passes of several sequences under the tile
-(``llama.MIXED_MAX_TOKENS``). Prints one JSON line: ms per token, median of ``--repeats``.
+(``llama.MIXED_MAX_TOKENS``). It also times the engine's decode step: one token of each of
+the 8 sequences in one pass, against one sequence's token beside the others and alone, the
+ceiling of what eight slots gain per decoded token. Prints one JSON line: ms per token and
+ms per decode step, medians of ``--repeats``, and the llama-cpp-python build (prometheus-lite's
+patched one jumps over masked cells: kernels/llama_cpp/).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from prometheus_lite.hub import resolve_model
 from prometheus_lite.llama import BatchEntry, LlamaRuntime
+from prometheus_lite.native import llama_cpp_version
 
 
 def measure(model: str | None, threads: int | None, context: int, repeats: int) -> dict:
@@ -55,6 +60,17 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int) 
         for s in range(7):
             rt.seq_truncate(s, context)
 
+    steps: dict[str, list[float]] = {}
+
+    def step(key: str, seqs: list[int]) -> None:
+        """Time one decode step: one token of each of ``seqs`` at position ``context``."""
+        es = [BatchEntry(toks(1)[0], context, s, True) for s in seqs]
+        t0 = time.perf_counter()
+        assert rt.decode(es) == 0
+        steps.setdefault(key, []).append(1000 * (time.perf_counter() - t0))
+        for s in seqs:
+            rt.seq_truncate(s, context)
+
     for s in range(8):
         fill(s, context)
     try:
@@ -62,16 +78,23 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int) 
             for rows in (63, 64):
                 for mixed in (False, True):
                     chunk(f"{rows} rows, {'8 sequences' if mixed else '1 sequence'}", rows, mixed)
-        # The same 63-row chunk with the other sequences' cells gone: what visiting their
-        # masked cells cost (every row steps over every cell below the highest used one).
-        for s in range(8):
+            step("8 sequences", list(range(8)))
+            step("1 sequence beside 7", [0])
+        # The other sequences' cells gone: what visiting their masked cells cost (every row
+        # steps over every cell below the highest used one).
+        for s in range(1, 8):
             rt.seq_truncate(s, 0)
+        for _ in range(repeats):
+            step("1 sequence, pool otherwise empty", [0])
+        rt.seq_truncate(0, 0)
         for _ in range(repeats):
             chunk("63 rows, 1 sequence, pool otherwise empty", 63, False)
     finally:
         rt.close()
     return {"ms_per_token": {k: float(np.median(v)) for k, v in times.items()},
-            "context": context, "threads": threads, "repeats": repeats}
+            "decode_step_ms": {k: float(np.median(v)) for k, v in steps.items()},
+            "context": context, "threads": threads, "repeats": repeats,
+            "llama_cpp_python": llama_cpp_version()}
 
 
 def main(argv: list[str] | None = None) -> int:

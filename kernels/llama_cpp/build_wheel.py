@@ -67,7 +67,10 @@ def build(wheel_dir: Path, sdist: Path | None) -> Path:
             )
             sdist = next(work.glob("llama_cpp_python-*.tar.gz"))
         with tarfile.open(sdist) as tar:
-            tar.extractall(work, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                tar.extractall(work, filter="data")
+            else:
+                tar.extractall(work)  # noqa: S202 - the sdist from the package index
         src = work / f"llama_cpp_python-{PINNED}"
         if not src.is_dir():
             raise SystemExit(f"{sdist} does not hold llama_cpp_python-{PINNED}/")
