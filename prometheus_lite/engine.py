@@ -27,7 +27,8 @@ does with its slots:
   the rubrics of one response run together whatever the input order; no job is passed over
   more than :data:`MAX_PASSED` times. Under load, cached prompts that no queued job would
   start from are dropped: attention visits every cell below the pool's highest used one,
-  masked or not, so an unused prompt slows every step.
+  masked or not (stock ggml-cpu tests each one; the build ``make install`` makes jumps over
+  runs of them, kernels/llama_cpp/), so an unused prompt slows every step.
 - **Continuous batching.** Each step packs every decoding slot's next token, then
   fills the batch with prompt chunks of slots still prefilling, in one ``llama_decode``.
 - **Per sequence**, exactly as a single run: its own sampler chain and seed, the

@@ -66,13 +66,15 @@ int main(void) {
 
 @pytest.fixture(scope="module")
 def next_unmasked(tmp_path_factory) -> Path:
+    # ggml builds ops.cpp as C++; the function is also plain C, so gcc alone will do.
     cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.fail("no C++ compiler (g++/c++) to build the patched function with")
+    cc = None if cxx else shutil.which("gcc") or shutil.which("cc")
+    if not (cxx or cc):
+        pytest.fail("no C or C++ compiler (g++, c++, gcc, cc) to build the patched function")
     d = tmp_path_factory.mktemp("fa")
-    src, exe = d / "harness.cpp", d / "harness"
+    src, exe = d / ("harness.cpp" if cxx else "harness.c"), d / "harness"
     src.write_text(HARNESS)
-    subprocess.run([cxx, "-O2", "-march=native", "-o", str(exe), str(src)], check=True)
+    subprocess.run([cxx or cc, "-O2", "-march=native", "-o", str(exe), str(src)], check=True)
     return exe
 
 
