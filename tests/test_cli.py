@@ -5,6 +5,7 @@ Grading runs use the real embedded SmolLM2-135M model with short budgets.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -96,10 +97,13 @@ def test_info_on_the_embedded_model(embedded: ModelInfo) -> None:
     result = run("info")
     assert result.exit_code == 0, result.output
     assert "Q4_1" in result.stdout and "llama" in result.stdout and "NOT a judge" in result.stdout
+    version = importlib.metadata.version("llama_cpp_python")  # the runtime, named
+    assert f"Runtime:        llama-cpp-python {version} (" in result.stdout
     result = run("info", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["quantization"] == "Q4_1" and data["is_embedded"] is True
+    assert data["llama_cpp_python"] == version
     assert "tensors" not in data
     result = run("info", str(embedded.path), "--json", "--tensors")
     assert result.exit_code == 0, result.output
