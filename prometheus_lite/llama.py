@@ -85,6 +85,11 @@ def default_threads() -> int:
             raise ModelError(f"{ENV_THREADS}={raw!r} is not a thread count: set a whole "
                              "number >= 1, or unset it to use every core this process may use")
         return int(raw)
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the OS has one."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prometheus_lite.llama import ENV_THREADS
+from prometheus_lite.llama import ENV_THREADS, usable_cores
 
 SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -28,9 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and not os.environ.get(ENV_THREADS):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
-        os.environ[ENV_THREADS] = str(max(1, cores // int(workers)))
+        os.environ[ENV_THREADS] = str(max(1, usable_cores() // int(workers)))
 
 
 @pytest.fixture(scope="session")
