@@ -264,14 +264,16 @@ class Engine:
                     break
                 admitted: list[Job] = []
                 free = self.n_parallel - self.busy - len(self._waiting)
-                # Admission changes no sequence: their keys serve the choice and the drop.
-                held = self._held_keys() if self._queue and free > 0 else {}
-                known = set().union(*held.values(), *map(self._keys, self._waiting))
-                while self._queue and len(admitted) < free:
-                    job = self._next_queued(known)
-                    if job.future.set_running_or_notify_cancel():
-                        admitted.append(job)
-                        known.update(self._keys(job))
+                held: dict[int, set[int]] = {}
+                if self._queue and free > 0:  # not every step: only when a slot can take one
+                    # Admission changes no sequence: their keys serve the choice and the drop.
+                    held = self._held_keys()
+                    known = set().union(*held.values(), *map(self._keys, self._waiting))
+                    while self._queue and len(admitted) < free:
+                        job = self._next_queued(known)
+                        if job.future.set_running_or_notify_cancel():
+                            admitted.append(job)
+                            known.update(self._keys(job))
                 upcoming = list(islice(self._queue, LOOKAHEAD)) if admitted else []
             try:
                 waiting, self._waiting = self._waiting + admitted, []

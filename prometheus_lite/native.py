@@ -206,8 +206,8 @@ def runtime_build() -> str:
     if version.partition("+")[2] == PATCHED_LABEL:
         return (f"llama-cpp-python {version} (with prometheus-lite's ggml-cpu patch: flash "
                 "attention jumps over masked KV cells; same results, faster with parallel slots)")
-    return (f"llama-cpp-python {version} (stock build; `make install`, or "
-            "kernels/llama_cpp/build_wheel.py, builds it with prometheus-lite's ggml-cpu patch)")
+    return (f"llama-cpp-python {version} (stock build; in a source checkout, `make install` "
+            "or kernels/llama_cpp/build_wheel.py builds it with prometheus-lite's ggml-cpu patch)")
 
 
 def _faults() -> set[str]:
