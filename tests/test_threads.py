@@ -24,7 +24,13 @@ def test_the_variable_sets_the_default_and_llama_cpp_gets_it(monkeypatch) -> Non
 
 def test_unset_it_is_the_cores_this_process_may_use(monkeypatch) -> None:
     monkeypatch.delenv(ENV_THREADS, raising=False)
-    assert default_threads() == len(os.sched_getaffinity(0))
+    cores = os.sched_getaffinity(0)
+    assert default_threads() == len(cores)
+    os.sched_setaffinity(0, {min(cores)})  # as taskset or a container's cpuset would
+    try:
+        assert default_threads() == 1  # not os.cpu_count()
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 @pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
