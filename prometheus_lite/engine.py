@@ -13,15 +13,16 @@ does with its slots:
   the pool is full, cached prompts are evicted (least recently used first), then new work
   waits; if running jobs outgrow the pool, the newest restarts later. A prompt that fits
   ``n_ctx`` alone always runs.
-- **One forward pass per step.** With one KV stream llama.cpp splits a batch only by
-  ``n_ubatch`` (``split_simple``), whatever the order of the sequences and however prefill
-  chunks and one-token decodes are mixed; ``n_ubatch`` is the largest batch, so each step
-  is one graph. (With per-sequence streams llama.cpp's ``split_equal`` cut a shuffled
+- **One forward pass per ``llama_decode``.** With one KV stream llama.cpp splits a batch
+  only by ``n_ubatch`` (``split_simple``), whatever the order of the sequences and however
+  prefill chunks and one-token decodes are mixed; ``n_ubatch`` is the largest batch, so each
+  call is one graph. (With per-sequence streams llama.cpp's ``split_equal`` cut a shuffled
   8-sequence step into several passes.)
 - **Shared prefixes.** A new job starts from the longest prefix it shares with any
   slot's tokens: in place if that slot is idle, else by sharing that sequence's cells and
-  cutting the copy. Reuse is in whole ``n_batch`` chunks from position 0 and prompts are
-  prefilled in the same aligned chunks.
+  cutting the copy. Reuse is in whole ``n_batch`` chunks from position 0; prompts are
+  prefilled in passes of up to ``max_batch`` tokens that start and end on those chunks'
+  boundaries, the last partial chunk in a pass of its own (:func:`chunk_end`).
 - **Longest prefix first.** A free slot takes, of the first :data:`LOOKAHEAD` queued jobs,
   the one that starts from the longest cached or coming prefix (SGLang's ``lpm`` policy), so
   the rubrics of one response run together whatever the input order; no job is passed over
@@ -30,7 +31,10 @@ does with its slots:
   masked or not (stock ggml-cpu tests each one; the build ``make install`` makes jumps over
   runs of them, kernels/llama_cpp/), so an unused prompt slows every step.
 - **Continuous batching.** Each step packs every decoding slot's next token, then
-  fills the batch with prompt chunks of slots still prefilling, in one ``llama_decode``.
+  prompt chunks of slots still prefilling: in one ``llama_decode`` on a GPU; on a CPU the
+  decode tokens are one pass (at most ``mixed_batch`` tokens, under flash attention's
+  64-row tile) and one slot's prompt chunk another, so that a prompt's rows never share
+  attention tiles with other sequences' rows.
 - **Per sequence**, exactly as a single run: its own sampler chain and seed, the
   output constraint checked on each sampled token (resampling from the allowed
   tokens only when it is rejected), the closing marker written when the feedback
@@ -69,7 +73,7 @@ from .errors import DecodeError
 from .jobs import Generation, Job, JudgeFuture
 from .llama import BatchEntry, LlamaRuntime, label_distribution
 
-__all__ = ["Engine", "Generation", "Job", "JudgeFuture", "choose_parallel"]
+__all__ = ["Engine", "Generation", "Job", "JudgeFuture", "choose_parallel", "chunk_end"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,26 @@ def _chunk_keys(tokens: list[int], n: int) -> list[int]:
         key = hash((key, *tokens[i : i + n]))
         keys.append(key)
     return keys
+
+
+def chunk_end(n_past: int, n: int, n_batch: int, left: int) -> int:
+    """Where a prompt chunk from ``n_past`` of an ``n``-token prompt ends, at most ``left``
+    tokens on.
+
+    A chunk ends on a multiple of ``n_batch`` (the prefix-reuse granularity), and the
+    prompt's last, partial ``n_batch`` chunk is a pass of its own. Whether a prompt runs
+    fresh or from a cached prefix, each token is then computed in a pass that starts on an
+    ``n_batch`` boundary, and the last chunk's tokens in the same pass: a slot alone gets a
+    fresh run's bits (ggml-cpu switches flash attention kernels at 64 rows and groups matmul
+    columns from a pass's first one; tests/test_judge.py checks the bits).
+    """
+    tail = n // n_batch * n_batch  # where the last, partial chunk starts (n when none)
+    if n_past >= tail:
+        return min(n, n_past + left)
+    end = min(tail, n_past + left) // n_batch * n_batch
+    if end <= n_past:  # less room than the rest of this chunk
+        end = min((n_past // n_batch + 1) * n_batch, n_past + left)
+    return end
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -574,7 +598,13 @@ class Engine:
 
     # -- one step -------------------------------------------------------------------
     def _step(self, only: _Slot | None = None) -> None:
-        """One llama_decode: every decoding slot's next token, then prompt chunks."""
+        """One engine step: every decoding slot's next token, then prompt chunks.
+
+        On a GPU that is one ``llama_decode``. Where passes of several sequences are capped
+        (``rt.mixed_batch`` below ``rt.max_batch``: a CPU, whose flash attention runs a pass
+        of 64 rows or more through tiles shared by its rows' sequences), the decode tokens
+        are one pass and one slot's prompt chunk, up to ``max_batch`` tokens, is another.
+        """
         rt = self.rt
         for slot in self._slots:
             if slot.job is not None and slot.job.future.cancel_requested:
@@ -591,19 +621,19 @@ class Engine:
                 break
             active = [s for s in active if s.job is not None]
         active.sort(key=lambda s: s.job.order)  # type: ignore[union-attr]
+        split = rt.mixed_batch < rt.max_batch
         entries: list[BatchEntry] = []
         rows: list[tuple[_Slot, int, int]] = []  # (slot, batch row, position it predicts after)
         parts: list[tuple[_Slot, int]] = []  # (slot, tokens added) in this batch
         room = min(rt.max_batch, free)
         mixed = min(room, rt.mixed_batch)  # the most tokens of a pass of several sequences
 
-        def limit() -> int:
-            return mixed if entries else room
-
         for slot in active:
             job = slot.job
             assert job is not None
-            if job.prefilling or not job.feed or len(entries) + len(job.feed) > limit():
+            if job.prefilling or not job.feed or len(entries) + len(job.feed) > (
+                mixed if entries else room
+            ):
                 continue
             for i, t in enumerate(job.feed):
                 last = i == len(job.feed) - 1
@@ -611,17 +641,20 @@ class Engine:
                     rows.append((slot, len(entries), job.n_past + i))
                 entries.append(BatchEntry(t, job.n_past + i, slot.seq, last))
             parts.append((slot, len(job.feed)))
+        if split and entries:
+            if not self._pass(entries, rows, parts):
+                return
+            room = min(rt.max_batch, free - len(entries))
+            entries, rows, parts = [], [], []
         for slot in active:
             job = slot.job
-            assert job is not None
-            left = limit() - len(entries)
-            if left <= 0:
-                break
-            if not job.prefilling:
+            if job is None or not job.prefilling:
                 continue
+            left = (mixed if entries else room) - len(entries)
+            if left <= 0 or (split and parts):
+                break
             want = job.want
-            # Aligned chunks: one slot alone prefills exactly as a fresh run does.
-            end = min(len(want), (job.n_past // rt.n_batch + 1) * rt.n_batch, job.n_past + left)
+            end = chunk_end(job.n_past, len(want), rt.n_batch, left)
             first_row = len(job.tokens) - 1  # logits from the last prompt token on
             forced = job.forced is not None
             for p in range(job.n_past, end):
@@ -630,12 +663,18 @@ class Engine:
                     rows.append((slot, len(entries), p))
                 entries.append(BatchEntry(want[p], p, slot.seq, want_logits))
             parts.append((slot, end - job.n_past))
-        if not entries:
-            return
+        if entries:
+            self._pass(entries, rows, parts)
+
+    def _pass(self, entries: list[BatchEntry], rows: list[tuple[_Slot, int, int]],
+              parts: list[tuple[_Slot, int]]) -> bool:
+        """One ``llama_decode`` of ``entries``, then each slot's record and next token;
+        False when it failed (and was handled)."""
+        rt = self.rt
         rc = rt.decode(entries)
         if rc != 0:
             self._decode_failed(rc, parts)
-            return
+            return False
         for slot, n in parts:
             job = slot.job
             assert job is not None
@@ -662,6 +701,7 @@ class Engine:
             job = slot.job
             if job is not None and job.forced is not None and not job.prefilling:
                 self._done(slot)
+        return True
 
     def _decode_failed(self, rc: int, parts: list[tuple[_Slot, int]]) -> None:
         """Bring the record in line with the cache, then retry each slot alone.

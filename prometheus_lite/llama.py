@@ -487,6 +487,9 @@ class LlamaRuntime:
         sequences' lowest position on): earlier passes stay in the cache, which
         :meth:`seq_pos_max` tells.
         """
+        if len(entries) > self.max_batch:  # the batch's arrays hold max_batch rows
+            raise ValueError(f"{len(entries)} tokens in one decode; at most max_batch "
+                             f"({self.max_batch}): split them into several decodes")
         b = self._batch
         pad = self._padding(entries) if self.batch_invariant else []
         for i, e in enumerate(entries + pad):

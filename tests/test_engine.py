@@ -19,7 +19,7 @@ from test_judge import LONG, check_grade
 
 from prometheus_lite import Judge
 from prometheus_lite.capacity import choose_parallel, pool_cells
-from prometheus_lite.engine import Engine, JudgeFuture
+from prometheus_lite.engine import Engine, JudgeFuture, chunk_end
 from prometheus_lite.errors import DecodeError
 from prometheus_lite.hub import resolve_model
 from prometheus_lite.llama import KV_CACHE_TYPES, BatchEntry, LlamaRuntime
@@ -307,6 +307,12 @@ def test_kv_cache_types() -> None:
     finally:
         rt.close()
     assert set(KV_CACHE_TYPES) == {"f16", "q8_0", "q4_0"}
+    with pytest.raises(ValueError, match="at most max_batch"):  # never past the batch's arrays
+        rt_small = LlamaRuntime(resolve_model(None), n_ctx=256, n_threads=1, max_batch=64)
+        try:
+            rt_small.decode([BatchEntry(5, p, 0, False) for p in range(65)])
+        finally:
+            rt_small.close()
     with pytest.raises(ValueError, match="needs flash attention"):
         LlamaRuntime(resolve_model(None), cache_type_v="q8_0", flash_attn=False)
     with pytest.raises(ValueError, match="f16, q8_0, q4_0"):
@@ -315,8 +321,8 @@ def test_kv_cache_types() -> None:
 
 def test_a_pass_of_several_sequences_stays_under_the_attention_tile() -> None:
     """On a CPU a pass mixing sequences holds at most llama.MIXED_MAX_TOKENS tokens (the
-    tiled flash attention kernel makes mixed rows attend over each other's cells); one
-    sequence's prompt chunk still uses the whole batch."""
+    tiled flash attention kernel makes mixed rows attend over each other's cells) and only
+    decode tokens; a prompt chunk is a pass of its own, of up to max_batch tokens."""
     from prometheus_lite.llama import MIXED_MAX_TOKENS
 
     seen: list[tuple[int, int]] = []  # (tokens, sequences) per decode
@@ -335,4 +341,33 @@ def test_a_pass_of_several_sequences_stays_under_the_attention_tile() -> None:
     assert all(r.score in range(1, 6) for r in results)
     assert any(n > 1 for _, n in seen), "no pass mixed sequences: nothing was checked"
     assert max(t for t, n in seen if n > 1) <= MIXED_MAX_TOKENS
-    assert max(t for t, n in seen if n == 1) == j.runtime.max_batch == 64
+    assert all(t == n for t, n in seen if n > 1), "a prompt chunk shared a pass"
+    assert 64 < max(t for t, n in seen if n == 1) <= j.runtime.max_batch == 512
+
+
+def test_prompt_passes_start_on_chunk_boundaries_and_keep_the_last_chunk_alone() -> None:
+    """chunk_end: passes of up to ``left`` tokens that start and end on n_batch boundaries,
+    the prompt's partial last chunk in a pass of its own, so a prompt resumed from any
+    cached prefix computes each token in a pass of the same kind as a fresh run."""
+    assert chunk_end(0, 1000, 64, 512) == 512
+    assert chunk_end(512, 1000, 64, 512) == 960  # the partial chunk [960, 1000) waits
+    assert chunk_end(896, 1000, 64, 512) == 960
+    assert chunk_end(960, 1000, 64, 512) == 1000
+    assert chunk_end(0, 40, 64, 512) == 40
+    assert chunk_end(0, 128, 64, 512) == 128  # no partial chunk
+    assert chunk_end(0, 1000, 64, 100) == 64  # room for one whole chunk and a bit
+    assert chunk_end(0, 1000, 64, 30) == 30  # less room than one chunk
+    assert chunk_end(30, 1000, 64, 512) == 512
+    for n in (1, 63, 64, 65, 700, 1000, 1024, 1500):
+        tail = n // 64 * 64
+        for start in range(0, tail + 1, 64):  # a fresh run and every cached prefix
+            passes, p = [], start
+            while p < n:
+                end = chunk_end(p, n, 64, 512)
+                assert p < end <= min(n, p + 512)
+                passes.append((p, end))
+                p = end
+            assert all(a % 64 == 0 for a, _ in passes)
+            assert all(b % 64 == 0 or b == n for _, b in passes)
+            if tail < n:
+                assert passes[-1] == (tail, n)

@@ -121,6 +121,8 @@ def test_the_jump_lands_where_a_one_by_one_scan_does(next_unmasked: Path) -> Non
 OPS_TEXT = (
     '#include "ops.h"\n\nstatic int x;\n\n'
     + fa.HELPER_ANCHOR + "        const ggml_tensor * dst) {\n" + fa.SKIP_OLD + "        }\n}\n"
+    + "// the tiled kernel\n" + "".join(old if old.endswith("\n") else old + "\n"
+                                       for old, _ in fa.TILED)
 )
 
 
@@ -130,8 +132,9 @@ def test_the_edit_applies_once_and_refuses_other_text(tmp_path: Path) -> None:
     ops.write_text(OPS_TEXT)
     fa.apply(tmp_path)
     text = ops.read_text()
-    assert text.count("ggml_fa_next_unmasked(") == 2  # defined, then called in the loop
+    assert text.count("ggml_fa_next_unmasked(") == 3  # defined, then called in both kernels
     assert fa.SKIP_NEW in text and fa.SKIP_OLD not in text
+    assert all(new in text for _, new in fa.TILED)
     assert text.index("static inline int64_t ggml_fa_next_unmasked") < text.index(fa.HELPER_ANCHOR)
     with pytest.raises(SystemExit, match="already patched"):
         fa.apply(tmp_path)
@@ -150,3 +153,47 @@ def test_make_install_built_the_patched_runtime() -> None:
     pinned = native.PINNED_LLAMA_CPP_PYTHON
     assert native.rebuild_command().endswith(f'"llama-cpp-python=={pinned}"')  # PyPI's name
     assert _load("build_wheel").LABEL == native.PATCHED_LABEL
+
+
+def test_a_row_gets_the_same_bits_whoever_shares_its_attention_tile() -> None:
+    """The tiled kernel's edits change no bits. A decode row of sequence 0 in a pass of 64
+    rows or more (the tiled kernel) shares its Q tile with other rows. When it alone sees
+    its sequence's cells, the patched kernel runs its GEMMs row by row (at most
+    ``SPARSE_ROWS`` rows see the KV tile); when sequences holding the same cells (copies)
+    decode beside it, the whole tile's GEMMs run. Its logits must be the same bits, and so
+    must the prompt chunk's, with the pool's other cells jumped over or not."""
+    from prometheus_lite.hub import resolve_model
+    from prometheus_lite.llama import BatchEntry, LlamaRuntime
+
+    n_copies = fa.SPARSE_ROWS + 2
+    rt = LlamaRuntime(resolve_model(None), n_ctx=1024, n_threads=2, n_seq=n_copies + 2,
+                      kv_cells=2048, n_batch=64, max_batch=256)
+    rng = np.random.default_rng(0)
+    base = [int(t) for t in rng.integers(100, 20000, 300)]
+    chunk = [int(t) for t in rng.integers(100, 20000, 100)]
+    prompt_seq = n_copies + 1
+    try:
+        for a in range(0, len(base), 256):
+            assert rt.decode([BatchEntry(t, p, 0, False)
+                              for p, t in enumerate(base) if a <= p < a + 256]) == 0
+        for s in range(1, n_copies + 1):
+            rt.seq_copy(0, s)  # the same cells, seen by more rows
+
+        def run(decoding: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            # The chunk first, then sequence 0's row: the same cells in both runs (flash
+            # attention sums over cells in pool order).
+            es = [BatchEntry(t, p, prompt_seq, p == len(chunk) - 1) for p, t in enumerate(chunk)]
+            es += [BatchEntry(base[-1] + s, len(base), s, True) for s in decoding]
+            assert rt.decode(es) == 0
+            out = rt.logits(len(chunk)).copy(), rt.logits(len(chunk) - 1).copy()
+            for s in decoding:
+                rt.seq_truncate(s, len(base))
+            rt.seq_clear(prompt_seq)
+            return out
+
+        alone_row, alone_chunk = run([0])  # 101 rows; sequence 0's KV tiles: 1 row
+        shared_row, shared_chunk = run(list(range(n_copies + 1)))  # those tiles: 7 rows
+    finally:
+        rt.close()
+    assert np.array_equal(alone_row, shared_row)
+    assert np.array_equal(alone_chunk, shared_chunk)

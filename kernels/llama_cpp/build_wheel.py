@@ -9,7 +9,7 @@ included (masked); with eight sequences that is most of the cells. Masked cells 
 nothing, so the patched kernel computes the same bits; only the time changes
 (``python -P -m prometheus_lite.bench.tile`` measures it).
 
-The wheel's version carries a local label (``0.3.36+pl.fa1``): it still satisfies the pin
+The wheel's version carries a local label (``0.3.36+pl.fa2``): it still satisfies the pin
 ``llama-cpp-python==0.3.36`` (PEP 440 ignores local labels when the pin has none), pip's
 wheel cache cannot mistake it for the stock build, and ``prometheus-lite info`` shows which
 runtime is installed. Nothing is built when that version is already installed.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from fa_skip_masked import apply as apply_patch  # noqa: E402
 
 PINNED = "0.3.36"
-LABEL = "pl.fa1"
+LABEL = "pl.fa2"
 VERSION = f"{PINNED}+{LABEL}"
 
 

@@ -11,6 +11,22 @@ kernel's result is bit-identical; only cells that were already skipped are skipp
 
 The jump is taken only when ``slope > 0`` (always, without ALiBi's ``max_bias``): then a
 cell's ``slope * mask`` is -inf exactly when its fp16 mask is -inf (0xFC00).
+
+``ggml_compute_forward_flash_attn_ext_tiled`` (64 query rows or more) gets three edits:
+
+- **Masked tiles, jumped over.** It skipped a 64-cell KV tile only after converting and
+  testing its 64 x 64 mask values. It now finds, with the same helper, the first cell any row
+  of the Q tile sees and goes straight to that cell's tile. Skipped tiles are the ones skipped
+  before: the same bits.
+- **Only the tile's rows.** A Q tile that ends at a head's last row (or a thread's share of
+  the rows) is zero-padded to 64 rows, and both GEMMs and the softmax ran over all 64. They now
+  run over the tile's rows; a GEMM row depends only on its own row, so again the same bits.
+- **Few rows, computed alone.** When at most :data:`SPARSE_ROWS` rows of the Q tile see a KV
+  tile (another sequence's decode row beside a prompt chunk), each such row computes its scores
+  and weighted sum on its own (``ggml_vec_dot_f32``, ``ggml_vec_mad_f32``) instead of the
+  tile's two 64-row GEMMs, with the same online softmax. Those rows' sums are added in another
+  order, so they round differently (not bit-identical to the stock build); a pass of one
+  sequence's rows takes this path only where its causal mask leaves a few rows.
 """
 
 from __future__ import annotations
@@ -82,6 +98,161 @@ SKIP_NEW = """\
 """
 
 
+# Rows of a Q tile at most that a KV tile may have for its GEMMs to run row by row, and the
+# largest head size whose K rows are converted at once (the row buffer is on the stack).
+SPARSE_ROWS = 4
+PACK_MAX_D = 1024
+
+HELPER += f"""\
+#define GGML_FA_SPARSE_ROWS {SPARSE_ROWS}
+#define GGML_FA_PACK_MAX_D  {PACK_MAX_D}
+
+"""
+
+_MASK_ROW = (
+    "const ggml_fp16_t * mp_row = (const ggml_fp16_t *)((const char *) mask->data + "
+    "(iq1 + tq)*mask->nb[1] + (iq2%mask->ne[2])*mask->nb[2] + (iq3%mask->ne[3])*mask->nb[3]);"
+)
+
+# (old, new) pairs in ggml_compute_forward_flash_attn_ext_tiled, each matching once.
+TILED = [
+    (
+        """\
+            // skip the tile entirely if all the masks are -inf
+            if (mask) {
+                bool can_skip = true;
+                for (int tq = 0; tq < tile_rows; tq++) {
+""",
+        f"""\
+            // prometheus-lite: jump over the KV tiles that every row of this Q tile masks (a
+            // unified pool holds other sequences' cells); the loop's += lands on the tile that
+            // holds the first cell some row sees.
+            if (mask && slope > 0.0f) {{
+                int64_t next = nek1;
+                for (int tq = 0; tq < tile_rows && next > ic; tq++) {{
+                    {_MASK_ROW}
+                    next = ggml_fa_next_unmasked(mp_row, ic, next);
+                }}
+                if (next - ic >= KV_TILE_SZ) {{
+                    ic += (next - ic) / KV_TILE_SZ * KV_TILE_SZ - KV_TILE_SZ;
+                    continue;
+                }}
+            }}
+
+            // skip the tile entirely if all the masks are -inf
+            int  n_active = tile_rows; // prometheus-lite: rows that see a cell of this KV tile
+            bool active[Q_TILE_SZ];
+            if (mask) {{
+                bool can_skip = true;
+                n_active = 0;
+                for (int tq = 0; tq < tile_rows; tq++) {{
+                    bool row_active = false;
+""",
+    ),
+    (
+        """\
+                        if (mask32[tq * KV_TILE_SZ + tk] != -INFINITY) {
+                            can_skip = false;
+                        }
+                    }
+""",
+        """\
+                        if (mask32[tq * KV_TILE_SZ + tk] != -INFINITY) {
+                            can_skip = false;
+                            row_active = true;
+                        }
+                    }
+                    active[tq] = row_active;
+                    n_active += row_active;
+""",
+    ),
+    (
+        """\
+            // Pack K tile transposed: K_f32[dk][kv] so KV_TILE is contiguous (SIMD dim)
+""",
+        """\
+            // prometheus-lite: when only a few rows see this KV tile (another sequence's decode
+            // row beside a prompt chunk), the GEMMs below run for those rows alone; a GEMM row
+            // depends only on its own row, so they get the same bits.
+            const bool sparse = n_active <= GGML_FA_SPARSE_ROWS && n_active < tile_rows;
+
+            // Pack K tile transposed: K_f32[dk][kv] so KV_TILE is contiguous (SIMD dim)
+""",
+    ),
+    (
+        """\
+                if (kv_type == GGML_TYPE_F16) {
+                    const ggml_fp16_t * k_f16 = (const ggml_fp16_t *)k_data;
+                    for (int64_t dk = 0; dk < DK; dk++) {
+                        K_f32[dk * KV_TILE_SZ + tk] = GGML_CPU_FP16_TO_FP32(k_f16[dk]);
+                    }
+                } else {
+""",
+        """\
+                if (kv_type == GGML_TYPE_F16 && DK <= GGML_FA_PACK_MAX_D) {
+                    // prometheus-lite: the row converted at once (SIMD), then stored transposed;
+                    // a lookup in the 256 KB fp16 table per value cost more than the GEMMs.
+                    float k_row[GGML_FA_PACK_MAX_D];
+                    ggml_cpu_fp16_to_fp32((const ggml_fp16_t *)k_data, k_row, DK);
+                    for (int64_t dk = 0; dk < DK; dk++) {
+                        K_f32[dk * KV_TILE_SZ + tk] = k_row[dk];
+                    }
+                } else if (kv_type == GGML_TYPE_F16) {
+                    const ggml_fp16_t * k_f16 = (const ggml_fp16_t *)k_data;
+                    for (int64_t dk = 0; dk < DK; dk++) {
+                        K_f32[dk * KV_TILE_SZ + tk] = GGML_CPU_FP16_TO_FP32(k_f16[dk]);
+                    }
+                } else {
+""",
+    ),
+    (
+        "            simd_gemm(KQ, (const float *)Q_q, K_f32, Q_TILE_SZ, DK, KV_TILE_SZ);\n",
+        """\
+            if (sparse) {
+                for (int tq = 0; tq < tile_rows; tq++) {
+                    if (active[tq]) {
+                        simd_gemm(KQ + tq * KV_TILE_SZ, (const float *)Q_q + tq * DK, K_f32, 1, DK, KV_TILE_SZ);
+                    }
+                }
+            } else {
+                simd_gemm(KQ, (const float *)Q_q, K_f32, tile_rows, DK, KV_TILE_SZ);
+            }
+""",
+    ),
+    (
+        "            simd_gemm(VKQ32, KQ, V32, Q_TILE_SZ, KV_TILE_SZ, DV);\n",
+        """\
+            if (sparse) {
+                for (int tq = 0; tq < tile_rows; tq++) {
+                    if (active[tq] && !skip[tq]) {
+                        simd_gemm(VKQ32 + tq * DV, KQ + tq * KV_TILE_SZ, V32, 1, KV_TILE_SZ, DV);
+                    }
+                }
+            } else {
+                simd_gemm(VKQ32, KQ, V32, tile_rows, KV_TILE_SZ, DV);
+            }
+""",
+    ),
+    # Only the tile's rows: the GEMMs, scaling and softmax stop at tile_rows.
+    ("ggml_vec_scale_f32(Q_TILE_SZ * KV_TILE_SZ, KQ, scale);",
+     "ggml_vec_scale_f32(tile_rows * KV_TILE_SZ, KQ, scale);"),
+    ("ggml_vec_tanh_f32(Q_TILE_SZ * KV_TILE_SZ, KQ, KQ);",
+     "ggml_vec_tanh_f32(tile_rows * KV_TILE_SZ, KQ, KQ);"),
+    ("ggml_vec_scale_f32(Q_TILE_SZ * KV_TILE_SZ, KQ, logit_softcap);",
+     "ggml_vec_scale_f32(tile_rows * KV_TILE_SZ, KQ, logit_softcap);"),
+    (
+        """\
+            for (int tq = 0; tq < Q_TILE_SZ; tq++) {
+                float * kq_row = KQ + tq * KV_TILE_SZ;
+""",
+        """\
+            for (int tq = 0; tq < tile_rows; tq++) {
+                float * kq_row = KQ + tq * KV_TILE_SZ;
+""",
+    ),
+]
+
+
 def _replace_once(text: str, old: str, new: str, where: Path) -> str:
     n = text.count(old)
     if n != 1:
@@ -101,4 +272,6 @@ def apply(llama_cpp_dir: Path) -> None:
     text = _replace_once(text, INCLUDE_ANCHOR, INCLUDE_ANCHOR + INCLUDE, path)
     text = _replace_once(text, HELPER_ANCHOR, HELPER + HELPER_ANCHOR, path)
     text = _replace_once(text, SKIP_OLD, SKIP_NEW, path)
+    for old, new in TILED:
+        text = _replace_once(text, old, new, path)
     path.write_text(text)
