@@ -331,7 +331,11 @@ def test_a_pass_of_several_sequences_stays_under_the_attention_tile() -> None:
         original = j.runtime.decode
 
         def decode(entries):
-            seen.append((len(entries), len({e.seq for e in entries})))
+            seqs = {e.seq for e in entries}
+            slots = j.engine._slots
+            prefilling = [s for s in seqs if slots[s].job is not None and slots[s].job.prefilling]
+            assert len(seqs) == 1 or not prefilling, "a prompt chunk shared a pass"
+            seen.append((len(entries), len(seqs)))
             return original(entries)
 
         j.runtime.decode = decode  # type: ignore[method-assign]
@@ -341,7 +345,6 @@ def test_a_pass_of_several_sequences_stays_under_the_attention_tile() -> None:
     assert all(r.score in range(1, 6) for r in results)
     assert any(n > 1 for _, n in seen), "no pass mixed sequences: nothing was checked"
     assert max(t for t, n in seen if n > 1) <= MIXED_MAX_TOKENS
-    assert all(t == n for t, n in seen if n > 1), "a prompt chunk shared a pass"
     assert 64 < max(t for t, n in seen if n == 1) <= j.runtime.max_batch == 512
 
 
