@@ -1,5 +1,5 @@
-"""Flash attention's tile threshold (``bench/tile.py``): per-token cost of a pass of 63 and
-of 64 rows, one sequence against eight mixed, raw ``llama_decode`` on the embedded model
+"""Flash attention's tile threshold (``bench/tile.py``): per-token cost of a pass of 63, 64
+and 448 rows, one sequence against eight mixed, raw ``llama_decode`` on the embedded model
 (or PL_BENCH_MODEL).
 
     pytest bench/test_tile.py --benchmark-enable -s
@@ -13,7 +13,8 @@ import os
 from prometheus_lite.bench.tile import measure
 
 MODEL = os.environ.get("PL_BENCH_MODEL") or None
-KEYS = {f"{rows} rows, {what}" for rows in (63, 64) for what in ("1 sequence", "8 sequences")}
+KEYS = {f"{rows} rows, {what}" for rows in (63, 64, 448)
+        for what in ("1 sequence", "8 sequences")}
 KEYS.add("63 rows, 1 sequence, pool otherwise empty")
 STEPS = {"8 sequences", "1 sequence beside 7", "1 sequence, pool otherwise empty"}
 
@@ -33,6 +34,8 @@ def test_tile_threshold(benchmark):
     mixed = ms["64 rows, 8 sequences"] / ms["63 rows, 8 sequences"]
     alone = ms["64 rows, 1 sequence"] / ms["63 rows, 1 sequence"]
     print(f"per token, 64 rows against 63: {mixed:.2f}x mixed, {alone:.2f}x one sequence")
+    wide = ms["63 rows, 1 sequence"] / ms["448 rows, 1 sequence"]
+    print(f"one sequence's prompt, 448 rows against 63: {wide:.2f}x faster per token")
     masked = ms["63 rows, 1 sequence"] / ms["63 rows, 1 sequence, pool otherwise empty"]
     print(f"63 rows beside the others' cells against alone: {masked:.2f}x")
     step = out["decode_step_ms"]

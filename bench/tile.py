@@ -1,6 +1,6 @@
 """Flash attention's tile threshold with raw ``llama_decode``: the per-token cost of one
-pass of 63 and of 64 rows, for one sequence's prompt chunk and for a chunk mixed with 7 other
-sequences' decode rows (each of those sequences ``--context`` tokens long).
+pass of 63, 64 and 448 rows, for one sequence's prompt chunk and for a chunk mixed with 7
+other sequences' decode rows (each of those sequences ``--context`` tokens long).
 
     python -P -m prometheus_lite.bench.tile [--model GGUF] [--threads N] [--context 900]
 
@@ -9,7 +9,8 @@ all 64 rows mask it, so mixed sequences attend over each other's cells; below 64
 row computes only its own but still steps over every other cell (masked) below the pool's
 highest used one, which the last figure (the 63-row chunk with the pool otherwise empty)
 shows. The engine keeps passes of several sequences under the tile
-(``llama.MIXED_MAX_TOKENS``). It also times the engine's decode step: one token of each of
+(``llama.MIXED_MAX_TOKENS``) and gives one sequence's prompt chunk a pass of up to 512 rows;
+the patched build's tiled kernel jumps over the other sequences' tiles. It also times the engine's decode step: one token of each of
 the 8 sequences in one pass, against one sequence's token beside the others and alone, the
 ceiling of what eight slots gain per decoded token. Prints one JSON line: ms per token and
 ms per decode step, medians of ``--repeats``, and the llama-cpp-python build (prometheus-lite's
@@ -31,7 +32,7 @@ from prometheus_lite.native import llama_cpp_version
 
 def measure(model: str | None, threads: int | None, context: int, repeats: int) -> dict:
     rt = LlamaRuntime(resolve_model(model), n_ctx=max(4096, context + 64), n_threads=threads,
-                      n_seq=9, kv_cells=9 * (context + 320), n_batch=64, max_batch=64)
+                      n_seq=9, kv_cells=9 * (context + 520), n_batch=64, max_batch=512)
     rng = np.random.default_rng(0)
 
     def toks(k: int) -> list[int]:
@@ -75,7 +76,7 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int) 
         fill(s, context)
     try:
         for _ in range(repeats):
-            for rows in (63, 64):
+            for rows in (63, 64, 448):
                 for mixed in (False, True):
                     chunk(f"{rows} rows, {'8 sequences' if mixed else '1 sequence'}", rows, mixed)
             step("8 sequences", list(range(8)))

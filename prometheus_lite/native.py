@@ -205,7 +205,8 @@ def runtime_build() -> str:
         return "llama-cpp-python is not installed"
     if version.partition("+")[2] == PATCHED_LABEL:
         return (f"llama-cpp-python {version} (with prometheus-lite's ggml-cpu patch: flash "
-                "attention jumps over masked KV cells; same results, faster with parallel slots)")
+                "attention jumps over masked KV cells and tiles; same results, faster with "
+                "parallel slots and long prompts)")
     return (f"llama-cpp-python {version} (stock build; in a source checkout, `make install` "
             "or kernels/llama_cpp/build_wheel.py builds it with prometheus-lite's ggml-cpu patch)")
 

@@ -12,21 +12,23 @@ kernel's result is bit-identical; only cells that were already skipped are skipp
 The jump is taken only when ``slope > 0`` (always, without ALiBi's ``max_bias``): then a
 cell's ``slope * mask`` is -inf exactly when its fp16 mask is -inf (0xFC00).
 
-``ggml_compute_forward_flash_attn_ext_tiled`` (64 query rows or more) gets three edits:
+``ggml_compute_forward_flash_attn_ext_tiled`` (64 query rows or more) gets four edits, none
+of which changes a bit of the result:
 
 - **Masked tiles, jumped over.** It skipped a 64-cell KV tile only after converting and
   testing its 64 x 64 mask values. It now finds, with the same helper, the first cell any row
   of the Q tile sees and goes straight to that cell's tile. Skipped tiles are the ones skipped
-  before: the same bits.
+  before.
 - **Only the tile's rows.** A Q tile that ends at a head's last row (or a thread's share of
-  the rows) is zero-padded to 64 rows, and both GEMMs and the softmax ran over all 64. They now
-  run over the tile's rows; a GEMM row depends only on its own row, so again the same bits.
-- **Few rows, computed alone.** When at most :data:`SPARSE_ROWS` rows of the Q tile see a KV
-  tile (another sequence's decode row beside a prompt chunk), each such row computes its scores
-  and weighted sum on its own (``ggml_vec_dot_f32``, ``ggml_vec_mad_f32``) instead of the
-  tile's two 64-row GEMMs, with the same online softmax. Those rows' sums are added in another
-  order, so they round differently (not bit-identical to the stock build); a pass of one
-  sequence's rows takes this path only where its causal mask leaves a few rows.
+  the rows) is zero-padded to 64 rows, and both GEMMs and the softmax ran over all 64. They
+  now run over the tile's rows; a GEMM row depends only on its own row.
+- **Few rows, row by row.** When at most :data:`SPARSE_ROWS` rows of the Q tile see a KV
+  tile (another sequence's decode row beside a prompt chunk), the two GEMMs run for those
+  rows alone, one row at a time, instead of for the whole tile: the same arithmetic per row.
+- **K rows converted with SIMD.** The K tile was converted to fp32 one value at a time
+  through a 256 KB lookup table (ggml-cpu's ``GGML_CPU_FP16_TO_FP32`` on x86); each K row is
+  now converted at once (``ggml_cpu_fp16_to_fp32``), then stored transposed as before. The
+  conversion is exact either way.
 """
 
 from __future__ import annotations
