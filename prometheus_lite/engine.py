@@ -13,10 +13,10 @@ does with its slots:
   the pool is full, cached prompts are evicted (least recently used first), then new work
   waits; if running jobs outgrow the pool, the newest restarts later. A prompt that fits
   ``n_ctx`` alone always runs.
-- **One forward pass per ``llama_decode``.** With one KV stream llama.cpp splits a batch
-  only by ``n_ubatch`` (``split_simple``), whatever the order of the sequences and however
-  prefill chunks and one-token decodes are mixed; ``n_ubatch`` is the largest batch, so each
-  call is one graph. (With per-sequence streams llama.cpp's ``split_equal`` cut a shuffled
+- **One forward pass per step.** With one KV stream llama.cpp splits a batch only by
+  ``n_ubatch`` (``split_simple``), whatever the order of the sequences and however prefill
+  chunks and one-token decodes are mixed; ``n_ubatch`` is the largest batch, so each step
+  is one graph. (With per-sequence streams llama.cpp's ``split_equal`` cut a shuffled
   8-sequence step into several passes.)
 - **Shared prefixes.** A new job starts from the longest prefix it shares with any
   slot's tokens: in place if that slot is idle, else by sharing that sequence's cells and
@@ -30,11 +30,10 @@ does with its slots:
   start from are dropped: attention visits every cell below the pool's highest used one,
   masked or not (stock ggml-cpu tests each one; the build ``make install`` makes jumps over
   runs of them, kernels/llama_cpp/), so an unused prompt slows every step.
-- **Continuous batching.** Each step packs every decoding slot's next token, then
-  prompt chunks of slots still prefilling: in one ``llama_decode`` on a GPU; on a CPU the
-  decode tokens are one pass (at most ``mixed_batch`` tokens, under flash attention's
-  64-row tile) and one slot's prompt chunk another, so that a prompt's rows never share
-  attention tiles with other sequences' rows.
+- **Continuous batching.** Each step packs every decoding slot's next token, then fills
+  the batch with prompt chunks of slots still prefilling, in one ``llama_decode``. On a CPU
+  a pass of several sequences stays under flash attention's 64-row tile
+  (``rt.mixed_batch``); a prompt chunk alone may take ``max_batch`` tokens.
 - **Per sequence**, exactly as a single run: its own sampler chain and seed, the
   output constraint checked on each sampled token (resampling from the allowed
   tokens only when it is rejected), the closing marker written when the feedback
@@ -598,12 +597,11 @@ class Engine:
 
     # -- one step -------------------------------------------------------------------
     def _step(self, only: _Slot | None = None) -> None:
-        """One engine step: every decoding slot's next token, then prompt chunks.
-
-        On a GPU that is one ``llama_decode``. Where passes of several sequences are capped
-        (``rt.mixed_batch`` below ``rt.max_batch``: a CPU, whose flash attention runs a pass
-        of 64 rows or more through tiles shared by its rows' sequences), the decode tokens
-        are one pass and one slot's prompt chunk, up to ``max_batch`` tokens, is another.
+        """One engine step, one ``llama_decode``: every decoding slot's next token, then
+        prompt chunks. Where passes of several sequences are capped (``rt.mixed_batch``
+        below ``rt.max_batch``: a CPU, whose flash attention runs a pass of 64 rows or more
+        through tiles shared by its rows' sequences), a prompt chunk beside decode tokens
+        fills the pass up to that cap, and a prompt chunk alone may take ``max_batch``.
         """
         rt = self.rt
         for slot in self._slots:
@@ -621,7 +619,6 @@ class Engine:
                 break
             active = [s for s in active if s.job is not None]
         active.sort(key=lambda s: s.job.order)  # type: ignore[union-attr]
-        split = rt.mixed_batch < rt.max_batch
         entries: list[BatchEntry] = []
         rows: list[tuple[_Slot, int, int]] = []  # (slot, batch row, position it predicts after)
         parts: list[tuple[_Slot, int]] = []  # (slot, tokens added) in this batch
@@ -641,17 +638,12 @@ class Engine:
                     rows.append((slot, len(entries), job.n_past + i))
                 entries.append(BatchEntry(t, job.n_past + i, slot.seq, last))
             parts.append((slot, len(job.feed)))
-        if split and entries:
-            if not self._pass(entries, rows, parts):
-                return
-            room = min(rt.max_batch, free - len(entries))
-            entries, rows, parts = [], [], []
         for slot in active:
             job = slot.job
             if job is None or not job.prefilling:
                 continue
             left = (mixed if entries else room) - len(entries)
-            if left <= 0 or (split and parts):
+            if left <= 0:
                 break
             want = job.want
             end = chunk_end(job.n_past, len(want), rt.n_batch, left)

@@ -217,8 +217,8 @@ class Judge:
                             memory_bytes=1 << 40)
         # Prefix-reuse granularity: small on a CPU, where a token costs its share of a pass
         # whatever the pass's size; a GPU wants wide batches. A prompt is prefilled in passes
-        # of up to max_batch tokens. On a CPU a pass mixing sequences stays under flash
-        # attention's tile (llama.py), and the engine gives a prompt chunk a pass of its own.
+        # of up to max_batch tokens; on a CPU a pass mixing sequences stays under flash
+        # attention's tile (llama.py).
         n_batch, max_batch = (256, 512) if on_gpu else (64, 512)
         self.runtime = LlamaRuntime(
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
