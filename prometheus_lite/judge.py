@@ -215,11 +215,12 @@ class Judge:
         if n_parallel != "auto":  # a bad value fails before the model loads
             choose_parallel(n_parallel, n_ctx=1, kv_bytes_per_token=1, gpu=False,
                             memory_bytes=1 << 40)
-        # Prefix-reuse granularity: small on a CPU, where a token costs its share of a pass
-        # whatever the pass's size; a GPU wants wide batches. A prompt is prefilled in passes
-        # of up to max_batch tokens; on a CPU a pass mixing sequences stays under flash
-        # attention's tile (llama.py).
-        n_batch, max_batch = (256, 512) if on_gpu else (64, 512)
+        # Prefill chunks (and prefix-reuse granularity): small on a CPU, where a chunk
+        # costs its length; a GPU wants wide batches. On a CPU a pass mixing sequences stays
+        # under flash attention's tile (llama.py). Wider CPU passes for a lone prompt chunk
+        # (512) made multi-slot grades depend on admission timing (README, "The tiled
+        # kernel, patched").
+        n_batch, max_batch = (256, 512) if on_gpu else (64, 64)
         self.runtime = LlamaRuntime(
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
             n_batch=n_batch, max_batch=max_batch, mixed_batch=None if on_gpu else MIXED_MAX_TOKENS,
