@@ -640,11 +640,12 @@ class Engine:
             parts.append((slot, len(job.feed)))
         for slot in active:
             job = slot.job
-            if job is None or not job.prefilling:
-                continue
+            assert job is not None
             left = (mixed if entries else room) - len(entries)
             if left <= 0:
                 break
+            if not job.prefilling:
+                continue
             want = job.want
             end = chunk_end(job.n_past, len(want), rt.n_batch, left)
             first_row = len(job.tokens) - 1  # logits from the last prompt token on
@@ -659,14 +660,13 @@ class Engine:
             self._pass(entries, rows, parts)
 
     def _pass(self, entries: list[BatchEntry], rows: list[tuple[_Slot, int, int]],
-              parts: list[tuple[_Slot, int]]) -> bool:
-        """One ``llama_decode`` of ``entries``, then each slot's record and next token;
-        False when it failed (and was handled)."""
+              parts: list[tuple[_Slot, int]]) -> None:
+        """One ``llama_decode`` of ``entries``, then each slot's record and next token."""
         rt = self.rt
         rc = rt.decode(entries)
         if rc != 0:
             self._decode_failed(rc, parts)
-            return False
+            return
         for slot, n in parts:
             job = slot.job
             assert job is not None
@@ -693,7 +693,6 @@ class Engine:
             job = slot.job
             if job is not None and job.forced is not None and not job.prefilling:
                 self._done(slot)
-        return True
 
     def _decode_failed(self, rc: int, parts: list[tuple[_Slot, int]]) -> None:
         """Bring the record in line with the cache, then retry each slot alone.

@@ -218,8 +218,8 @@ class Judge:
         # Prefill chunks (and prefix-reuse granularity): small on a CPU, where a chunk
         # costs its length; a GPU wants wide batches. On a CPU a pass mixing sequences stays
         # under flash attention's tile (llama.py). Wider CPU passes for a lone prompt chunk
-        # (512) made multi-slot grades depend on admission timing (README, "The tiled
-        # kernel, patched").
+        # (512) failed eval's run-to-run reproducibility test under load (README, "The
+        # tiled kernel, patched").
         n_batch, max_batch = (256, 512) if on_gpu else (64, 64)
         self.runtime = LlamaRuntime(
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
