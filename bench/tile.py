@@ -9,8 +9,8 @@ all 64 rows mask it, so mixed sequences attend over each other's cells; below 64
 row computes only its own but still steps over every other cell (masked) below the pool's
 highest used one, which the last figure (the 63-row chunk with the pool otherwise empty)
 shows. The engine keeps passes of several sequences under the tile
-(``llama.MIXED_MAX_TOKENS``) and gives one sequence's prompt chunk a pass of up to 512 rows;
-the patched build's tiled kernel jumps over the other sequences' tiles. It also times the
+(``llama.MIXED_MAX_TOKENS``); the 448-row figures show what a wider lone prompt pass costs,
+and the patched build's tiled kernel jumps over the other sequences' tiles. It also times the
 engine's decode step: one token of each of the 8 sequences in one pass, against one
 sequence's token beside the others and alone, the ceiling of what eight slots gain per
 decoded token. Prints one JSON line: ms per token and
