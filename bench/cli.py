@@ -161,6 +161,15 @@ EMBEDDED_LEVELS = ("F16", "Q8_0", "Q5_K_M", "Q4_K_M", "Q4_0")
     show_default=True,
     help="With --synthetic: generated tokens timed per level.",
 )
+@click.option(
+    "--n-gpu-layers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --synthetic: layers offloaded to the GPU (-1: all; needs a CUDA or Metal "
+    "build of llama-cpp-python). The report then gives GPU memory and the GPU's bandwidth "
+    "ceiling.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def bench_command(
     models: tuple[str, ...],
@@ -185,6 +194,7 @@ def bench_command(
     overrides: tuple[str, ...],
     prefill_tokens: int,
     gen_tokens: int,
+    n_gpu_layers: int,
     quiet: bool,
 ) -> None:
     """Benchmark GGUF judges: size, speed, memory and grade fidelity across quantization levels.
@@ -204,8 +214,11 @@ def bench_command(
         if models:
             raise click.UsageError("--synthetic measures its own files; pass no MODEL")
         _synthetic(synthetic, quants, report_dir, seed, overrides, prompts, prefill_tokens,
-                   gen_tokens, threads, n_ctx, data_dir, bandwidth_mb, quiet)
+                   gen_tokens, threads, n_ctx, data_dir, bandwidth_mb, n_gpu_layers, quiet)
         return
+    if n_gpu_layers:
+        raise click.UsageError("--n-gpu-layers goes with --synthetic (the fidelity bench runs "
+                               "on the CPU)")
     levels = [q for q in quants if q.lower() != "all"]
     if any(q.lower() == "all" for q in quants):
         levels = list(EMBEDDED_LEVELS) + [q for q in levels if q.upper() not in EMBEDDED_LEVELS]
@@ -260,7 +273,7 @@ def bench_command(
 def _synthetic(release: str, quants: tuple[str, ...], report_dir: Path, seed: int,
                overrides: tuple[str, ...], prompts: int, prefill_tokens: int, gen_tokens: int,
                threads: int | None, n_ctx: int | None, data_dir: str | None,
-               bandwidth_mb: float, quiet: bool) -> None:
+               bandwidth_mb: float, n_gpu_layers: int, quiet: bool) -> None:
     from prometheus_lite.convert.synthetic import parse_overrides
 
     levels = [q.upper() for q in quants if q.lower() != "all"]
@@ -274,13 +287,14 @@ def _synthetic(release: str, quants: tuple[str, ...], report_dir: Path, seed: in
          f"--gen-tokens {gen_tokens}", f"--prompts {prompts}"]
         + ([f"--seed {seed}"] if seed else []) + ([f"--threads {threads}"] if threads else [])
         + ([f"--n-ctx {n_ctx}"] if n_ctx else [])
+        + ([f"--n-gpu-layers {n_gpu_layers}"] if n_gpu_layers else [])
     )
     try:
         cfg = SyntheticConfig(
             release, levels=levels, report_dir=report_dir, seed=seed,
             overrides=parse_overrides(overrides), prompts=prompts,
             prefill_tokens=prefill_tokens, gen_tokens=gen_tokens, threads=threads, n_ctx=n_ctx,
-            data_dir=data_dir, bandwidth_mb=min(bandwidth_mb, 512),
+            data_dir=data_dir, bandwidth_mb=min(bandwidth_mb, 512), n_gpu_layers=n_gpu_layers,
         )
         report = run_synthetic(cfg, progress=not quiet, command=command)
     except PrometheusLiteError as e:
@@ -295,5 +309,6 @@ def _synthetic(release: str, quants: tuple[str, ...], report_dir: Path, seed: in
             f"  {r['label']:<20} {r['file_size_bytes'] / 1e9:6.2f} GB  load {r['load_s']:5.1f}s  "
             f"prompt {r['prompt_tokens_per_s']:7.1f} tok/s  gen {r['generation_tokens_per_s']:6.2f}"
             f" tok/s  grade ~{r['typical_grade_s']:.0f}s  RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB"
-            f"  KV {r['kv_bytes_per_token'] // 1024} KiB/token  {pct:.0f}% of bandwidth ceiling"
+            f"  KV {r['kv_bytes_per_token'] // 1024} KiB/token  "
+            + ("no bandwidth ceiling" if pct is None else f"{pct:.0f}% of bandwidth ceiling")
         )

@@ -68,6 +68,7 @@ class SyntheticConfig:
     data_dir: str | None = None
     bandwidth_mb: float = 512
     cache: Path | None = None  # default: cache_dir()
+    n_gpu_layers: int = 0  # -1: all layers on the GPU (a CUDA/Metal build of llama.cpp)
 
 
 def cache_dir() -> Path:
@@ -146,19 +147,33 @@ def _typical_lengths(judge: Any, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check_gpu_build() -> None:
+    from prometheus_lite.llama import supports_gpu_offload
+
+    if not supports_gpu_offload():
+        raise SyntheticBenchError(
+            "--n-gpu-layers asks for GPU offload, but this llama-cpp-python build has no GPU "
+            "backend: build it with CMAKE_ARGS=\"-DGGML_CUDA=on\" (or Metal on macOS), or drop "
+            "--n-gpu-layers")
+
+
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     import llama_cpp  # noqa: F401  - part of the baseline
     import numpy as np
 
     from prometheus_lite import Judge
-    from prometheus_lite.llama import BatchEntry
+    from prometheus_lite.llama import BatchEntry, gpu_devices
 
     from .system import rss_bytes
 
+    n_gpu_layers = spec.get("n_gpu_layers", 0)
+    if n_gpu_layers:
+        _check_gpu_build()
+    gpus_before = gpu_devices() if n_gpu_layers else []
     baseline, _ = rss_bytes()
     t0 = time.perf_counter()
     judge = Judge(spec["model"], n_ctx=spec.get("n_ctx"), n_threads=spec["threads"],
-                  n_gpu_layers=0, greedy=True, n_parallel=1)
+                  n_gpu_layers=n_gpu_layers, greedy=True, n_parallel=1)
     load_s = time.perf_counter() - t0
     rt = judge.runtime
     lengths = _typical_lengths(judge, spec)
@@ -190,6 +205,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         token, pos = int(np.argmax(rt.logits(-1))), pos + 1
     gen_s = time.perf_counter() - t0
     _, peak = rss_bytes()
+    gpus_after = gpu_devices() if n_gpu_layers else []
     out = {
         "model": spec["model"],
         "load_s": load_s,
@@ -203,6 +219,12 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "kv_bytes_per_token": rt.kv_bytes_per_token(),
         "baseline_rss_bytes": baseline,
         "peak_rss_bytes": peak,
+        "n_gpu_layers": rt.n_gpu_layers,
+        # what this process holds on the GPUs once loaded and run: weights, KV pool, buffers
+        "gpu_bytes_used": (sum(d["free"] for d in gpus_before)
+                           - sum(d["free"] for d in gpus_after)) if gpus_before else None,
+        "gpus": [f"{d['description'] or d['name']} ({d['total'] / 2**30:.0f} GiB)"
+                 for d in gpus_before],
         "lengths": lengths,
     }
     judge.close()
@@ -235,12 +257,14 @@ def _row(level: str, static: dict[str, Any], res: dict[str, Any], bw: float) -> 
         "typical_grade": "derived: median prompt tokens / prefill rate + median feedback "
                          "tokens / generation rate",
         "peak_rss_bytes": res["peak_rss_bytes"],
+        "gpu_bytes_used": res.get("gpu_bytes_used"),
         "kv_bytes_per_token": res["kv_bytes_per_token"],
         "bytes_read_per_generated_token": read,
         "bandwidth_ceiling_tokens_per_s": ceiling,
         "percent_of_bandwidth_ceiling": 100 * tg / ceiling if ceiling else None,
-        "measured": {k: res[k] for k in ("prefill_tokens", "prefill_s", "gen_tokens", "gen_s",
-                                         "n_ctx", "n_batch", "threads")},
+        "measured": {k: res.get(k) for k in ("prefill_tokens", "prefill_s", "gen_tokens",
+                                             "gen_s", "n_ctx", "n_batch", "threads",
+                                             "n_gpu_layers", "gpus")},
         "lengths": lengths,
     }
 
@@ -248,15 +272,23 @@ def _row(level: str, static: dict[str, Any], res: dict[str, Any], bw: float) -> 
 def _markdown(report: dict[str, Any]) -> str:
     s, m = report["settings"], report["machine"]
     lengths = report["models"][0]["lengths"] if report["models"] else {}
+    bw = m["memory_bandwidth"]
+    on_gpu = bool(s.get("n_gpu_layers"))
+    if on_gpu:
+        where = (f"{s['device']}; CPU {m.get('cpu')}. GPU memory bandwidth "
+                 + (f"{bw['gb_per_s']} GB/s ({bw['method']})" if bw else
+                    "not measured (no PyTorch with CUDA here), so no ceiling"))
+    else:
+        where = (f"{m.get('cpu')}, {s['threads']} threads, memory bandwidth {bw['gb_per_s']} "
+                 "GB/s (np.dot read test, best of runs)")
     lines = [
         f"# Synthetic {report['release']}: cost per quantization level",
         "",
         f"SYNTHETIC files (random weights, the release's shape and tokenizer; "
         f"`prometheus.synthetic = true`): timings and memory only. Source: {report['source']}.",
         "",
-        f"Machine: {m.get('cpu')}, {s['threads']} threads, memory bandwidth "
-        f"{m['memory_bandwidth']['gb_per_s']} GB/s (np.dot read test, best of runs). "
-        f"Measured: prefill of {s['prefill_tokens']} tokens in {s['n_batch']}-token chunks, "
+        f"Machine: {where}. Measured: prefill of {s['prefill_tokens']} tokens in "
+        f"{s['n_batch']}-token chunks, "
         f"{s['gen_tokens']} generated tokens, n_ctx {s['n_ctx']}.",
         f"Typical grade (derived): median prompt {lengths.get('prompt_tokens_median')} tokens "
         f"and median feedback {lengths.get('feedback_tokens_median')} tokens (incl. "
@@ -265,8 +297,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"{lengths.get('feedback_texts')} GPT-4 feedbacks of {FEEDBACK_FILE}; no prefix reuse.",
         "",
         "| level | file | load | prompt tok/s | gen tok/s | typical grade | peak RSS | "
-        "KV/token | gen / bandwidth ceiling |",
-        "|---|---|---|---|---|---|---|---|---|",
+        + ("GPU memory | " if on_gpu else "") + "KV/token | gen / bandwidth ceiling |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if on_gpu else ""),
     ]
     for r in report["models"]:
         pct, pub = r["percent_of_bandwidth_ceiling"], r.get("published_size")
@@ -275,12 +307,21 @@ def _markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['label']} | {size} | {r['load_s']:.1f} s | "
             f"{r['prompt_tokens_per_s']:.1f} | {r['generation_tokens_per_s']:.2f} | "
-            f"{r['typical_grade_s']:.0f} s | {r['peak_rss_bytes'] / 2**30:.2f} GiB | "
-            f"{r['kv_bytes_per_token'] / 1024:.0f} KiB | "
+            f"{_seconds(r['typical_grade_s'])} | {r['peak_rss_bytes'] / 2**30:.2f} GiB | "
+            + (f"{_gib(r.get('gpu_bytes_used'))} | " if on_gpu else "")
+            + f"{r['kv_bytes_per_token'] / 1024:.0f} KiB | "
             f"{'-' if pct is None else f'{pct:.0f} %'} |"
         )
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s >= 10 else f"{s:.2f} s"
+
+
+def _gib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f} GiB"
 
 
 def run_synthetic(cfg: SyntheticConfig, *, progress: bool = True, command: str = "") -> dict:
@@ -289,7 +330,7 @@ def run_synthetic(cfg: SyntheticConfig, *, progress: bool = True, command: str =
 
     from .data import find_data_dir
     from .report import _static
-    from .system import machine_info, memory_bandwidth, run_child
+    from .system import gpu_bandwidth, machine_info, memory_bandwidth, run_child
 
     base = base_config(cfg.release)
     cfg.release = base.release
@@ -298,19 +339,28 @@ def run_synthetic(cfg: SyntheticConfig, *, progress: bool = True, command: str =
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
+    if cfg.n_gpu_layers:
+        _check_gpu_build()  # before making files that can take minutes
     data_dir = find_data_dir(cfg.data_dir)
     machine = machine_info()
     threads = cfg.threads or int(machine["usable_cores"])  # type: ignore[arg-type]
     paths = ensure_files(cfg, threads=threads, progress=progress, say=say)
-    say(f"measuring memory bandwidth ({cfg.bandwidth_mb:.0f} MiB, {threads} threads)")
-    bw = memory_bandwidth(cfg.bandwidth_mb, threads=threads, passes=4)
+
+    def bandwidth() -> dict[str, Any] | None:
+        if cfg.n_gpu_layers:
+            say("measuring GPU memory bandwidth")
+            return gpu_bandwidth()
+        say(f"measuring memory bandwidth ({cfg.bandwidth_mb:.0f} MiB, {threads} threads)")
+        return memory_bandwidth(cfg.bandwidth_mb, threads=threads, passes=4)
+
+    bw = bandwidth()
     rows, started = [], time.time()
     with tempfile.TemporaryDirectory(prefix="pl-synth-") as tmp:
         for n, (level, path) in enumerate(paths.items()):
             say(f"{level} ({n + 1}/{len(paths)}): {path.name}")
             spec = {"model": str(path), "prompts": cfg.prompts, "data_dir": str(data_dir),
                     "threads": threads, "n_ctx": cfg.n_ctx, "prefill_tokens": cfg.prefill_tokens,
-                    "gen_tokens": cfg.gen_tokens}
+                    "gen_tokens": cfg.gen_tokens, "n_gpu_layers": cfg.n_gpu_layers}
             spec_path, res_path = Path(tmp) / f"spec{n}.json", Path(tmp) / f"res{n}.json"
             spec_path.write_text(json.dumps(spec), encoding="utf-8")
             code, _, stderr = run_child([sys.executable, "-P", "-m",
@@ -327,12 +377,14 @@ def run_synthetic(cfg: SyntheticConfig, *, progress: bool = True, command: str =
                  "difference_pct": 100 * (row["file_size_bytes"] / published[0] - 1)}
                 if published else None)
             rows.append(row)
-    after = memory_bandwidth(cfg.bandwidth_mb, threads=threads, passes=4)
-    bw["gb_per_s"] = max(bw["gb_per_s"], after["gb_per_s"])  # a slowed pass only underestimates
+    after = bandwidth()
+    if bw and after:  # a slowed pass only underestimates
+        bw["gb_per_s"] = max(bw["gb_per_s"], after["gb_per_s"])
     for r in rows:
-        ceiling = bw["gb_per_s"] * 1e9 / r["bytes_read_per_generated_token"]
+        ceiling = bw["gb_per_s"] * 1e9 / r["bytes_read_per_generated_token"] if bw else None
         r["bandwidth_ceiling_tokens_per_s"] = ceiling
-        r["percent_of_bandwidth_ceiling"] = 100 * r["generation_tokens_per_s"] / ceiling
+        r["percent_of_bandwidth_ceiling"] = (100 * r["generation_tokens_per_s"] / ceiling
+                                             if ceiling else None)
     first = rows[0]["measured"] if rows else {}
     report = {
         "schema": SCHEMA,
@@ -348,7 +400,10 @@ def run_synthetic(cfg: SyntheticConfig, *, progress: bool = True, command: str =
         "settings": {"threads": threads, "prefill_tokens": cfg.prefill_tokens,
                      "gen_tokens": cfg.gen_tokens, "n_ctx": first.get("n_ctx"),
                      "n_batch": first.get("n_batch"), "prompts": cfg.prompts,
-                     "data_dir": str(data_dir), "device": "CPU (n_gpu_layers=0)"},
+                     "data_dir": str(data_dir), "n_gpu_layers": cfg.n_gpu_layers,
+                     "device": (f"GPU: {', '.join(first.get('gpus') or ['?'])}, n_gpu_layers="
+                                f"{cfg.n_gpu_layers}" if cfg.n_gpu_layers
+                                else "CPU (n_gpu_layers=0)")},
         "models": rows,
     }
     out = Path(cfg.report_dir)

@@ -38,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["machine_info", "memory_bandwidth", "rss_bytes", "run_child"]
+__all__ = ["gpu_bandwidth", "machine_info", "memory_bandwidth", "rss_bytes", "run_child"]
 
 
 def _cpu_model() -> str:
@@ -112,6 +112,44 @@ def memory_bandwidth(
         "buffer_mib": round(size_mb),
         "passes": passes,
         "method": "best-of-N np.dot(x, x) over a float32 buffer, one slice per thread",
+    }
+
+
+def gpu_bandwidth(size_mb: float = 2048, passes: int = 10) -> dict[str, object] | None:
+    """GPU memory bandwidth in GB/s: best of ``passes`` device-to-device copies of a
+    ``size_mb`` MiB buffer, counting bytes read plus bytes written, timed with CUDA events
+    through PyTorch. None when PyTorch or a CUDA device is missing: llama.cpp exposes no
+    copy primitive, and the report then leaves the GPU ceiling out rather than guess it.
+
+    A copy is what generation does to the weights (read once per token) plus a write of the
+    same size, so it is an upper bound on the read rate the decoder can see; the GPU report
+    states the method next to the figure."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    n = int(size_mb * 2**20)
+    src = torch.ones(n, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up
+    best = 0.0
+    for _ in range(passes):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = max(best, 2 * n / (start.elapsed_time(end) / 1e3) / 1e9)
+    del src, dst
+    torch.cuda.empty_cache()
+    return {
+        "gb_per_s": round(best, 1),
+        "buffer_mib": round(size_mb),
+        "passes": passes,
+        "device": torch.cuda.get_device_name(0),
+        "method": "best-of-N device-to-device copy (torch), bytes read + written",
     }
 
 

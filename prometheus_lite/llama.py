@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ __all__ = [
     "label_distribution",
     "supports_gpu_offload",
     "device_memory",
+    "gpu_devices",
     "KV_CACHE_TYPES",
 ]
 
@@ -153,13 +154,14 @@ KV_CACHE_TYPES: dict[str, tuple[int, int, int]] = {
 }
 
 
-def device_memory() -> tuple[int, int] | None:
-    """(free, total) bytes over the GPU devices llama.cpp offloads to, or None without one.
+def gpu_devices() -> list[dict[str, Any]]:
+    """The GPU devices llama.cpp offloads to: ``name``, ``description``, ``free`` and
+    ``total`` bytes; empty without one.
 
-    ``ggml_backend_dev_memory`` for every device of type GPU (integrated GPUs only when
-    there is no discrete one), as llama.cpp picks its offload devices (src/llama.cpp,
-    llama_model_load_from_file). llama-cpp-python does not bind these calls, so they are
-    taken from libggml (loaded by ``llama_cpp._ggml``) with ctypes.
+    Every device of type GPU (integrated GPUs only when there is no discrete one), as
+    llama.cpp picks its offload devices (src/llama.cpp, llama_model_load_from_file).
+    llama-cpp-python does not bind these calls, so they are taken from libggml (loaded by
+    ``llama_cpp._ggml``) with ctypes.
     """
     _llama()
     from llama_cpp import _ggml
@@ -172,19 +174,34 @@ def device_memory() -> tuple[int, int] | None:
     lib.ggml_backend_dev_type.restype = ctypes.c_int
     lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_size_t)] * 2
     lib.ggml_backend_dev_memory.restype = None
+    for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+        fn.argtypes = [ctypes.c_void_p]
+        fn.restype = ctypes.c_char_p
     gpu, igpu = 1, 2  # GGML_BACKEND_DEVICE_TYPE_GPU / _IGPU (ggml-backend.h)
-    found: dict[int, list[tuple[int, int]]] = {gpu: [], igpu: []}
+    found: dict[int, list[dict[str, Any]]] = {gpu: [], igpu: []}
     for i in range(lib.ggml_backend_dev_count()):
         dev = lib.ggml_backend_dev_get(i)
         kind = lib.ggml_backend_dev_type(dev)
         if kind in found:
             free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
             lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
-            found[kind].append((free.value, total.value))
-    devices = found[gpu] or found[igpu]
+            found[kind].append({
+                "name": (lib.ggml_backend_dev_name(dev) or b"").decode(errors="replace"),
+                "description": (lib.ggml_backend_dev_description(dev) or b"").decode(
+                    errors="replace"),
+                "free": free.value,
+                "total": total.value,
+            })
+    return found[gpu] or found[igpu]
+
+
+def device_memory() -> tuple[int, int] | None:
+    """(free, total) bytes over the GPU devices llama.cpp offloads to (:func:`gpu_devices`),
+    or None without one."""
+    devices = gpu_devices()
     if not devices:
         return None
-    return sum(f for f, _ in devices), sum(t for _, t in devices)
+    return sum(d["free"] for d in devices), sum(d["total"] for d in devices)
 
 
 class LlamaRuntime:

@@ -245,6 +245,28 @@ def test_bench_synthetic_smoke(tmp_path: Path, shared_dir: Path, monkeypatch):
     assert made.stat().st_mtime_ns == stamp
 
 
+def test_bench_synthetic_on_gpu_says_when_the_build_has_no_gpu(tmp_path: Path, shared_dir: Path,
+                                                                monkeypatch):
+    from prometheus_lite.bench.cli import bench_command
+    from prometheus_lite.llama import gpu_devices, supports_gpu_offload
+
+    if supports_gpu_offload():
+        pytest.skip("this llama.cpp build offloads to a GPU")
+    assert gpu_devices() == []
+    monkeypatch.setenv("PROMETHEUS_LITE_SYNTHETIC_DIR", str(tmp_path / "cache"))
+    args = ["--synthetic", RELEASE, "--quant", "Q4_0", *TINY_ARGS, "--prompts", "2",
+            "--prefill-tokens", "16", "--gen-tokens", "4", "--n-gpu-layers", "-1",
+            "--threads", "2", "--n-ctx", "512", "--report", str(tmp_path / "rep"),
+            "--data", str(shared_dir / "data" / "prometheus-benchmarks")]
+    r = CliRunner().invoke(bench_command, args)
+    assert r.exit_code == 1
+    assert "no GPU backend" in r.output and "-DGGML_CUDA=on" in r.output
+    assert not (tmp_path / "rep" / "synthetic.json").exists()
+    assert not (tmp_path / "cache").exists()  # refused before making any file
+    r = CliRunner().invoke(bench_command, ["--n-gpu-layers", "-1"])
+    assert r.exit_code == 2 and "--synthetic" in r.output
+
+
 def test_vocab_reader_equals_gguf_py():
     """synthetic._gguf_kv (fast) reads what gguf-py's GGUFReader reads."""
     import lzma
