@@ -69,7 +69,7 @@ import numpy as np
 from .capacity import choose_parallel
 from .constraint import ConstraintState
 from .errors import DecodeError
-from .jobs import Generation, Job, JudgeFuture
+from .jobs import Feed, Generation, Job, JudgeFuture
 from .llama import BatchEntry, LlamaRuntime, label_distribution
 
 __all__ = ["Engine", "Generation", "Job", "JudgeFuture", "choose_parallel", "chunk_end"]
@@ -173,6 +173,7 @@ class Engine:
         self._slots = [_Slot(i) for i in range(n_seq)]
         self._queue: deque[Job] = deque()
         self._waiting: list[Job] = []  # admitted, waiting for a prefix being computed or room
+        self._feeds: list[Feed] = []  # batches whose jobs the loop takes itself
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -212,11 +213,7 @@ class Engine:
 
     def submit(self, job: Job) -> JudgeFuture:
         """Queue ``job``; its future gives ``job.finish(generation)`` (or the Generation)."""
-        n = len(job.all_tokens) + (0 if job.forced is not None else 1)
-        if n > self.rt.n_ctx:  # callers check this with a better message; never overflow
-            job.future.set_exception(
-                DecodeError(f"{n} tokens do not fit a sequence of n_ctx={self.rt.n_ctx}")
-            )
+        if not self._fits(job):
             return job.future
         job.t_submit = time.perf_counter()
         with self._cv:
@@ -226,13 +223,38 @@ class Engine:
             if self._closed:
                 raise RuntimeError("the engine is closed")
             self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="prometheus-lite-engine", daemon=True
-                )
-                self._thread.start()
-            self._cv.notify()
+            self._wake()
         return job.future
+
+    def attach(self, feed: Feed) -> None:
+        """Take ``feed``'s jobs in the loop itself (:class:`~prometheus_lite.jobs.Feed`: a
+        batch whose schedule depends on its input only). Safe to call from any thread."""
+        with self._cv:
+            if self._dead is not None:
+                feed.end(self._dead_error())
+                return
+            if self._closed:
+                raise RuntimeError("the engine is closed")
+            self._feeds.append(feed)
+            self._wake()
+
+    def _fits(self, job: Job) -> bool:
+        n = len(job.all_tokens) + (0 if job.forced is not None else 1)
+        if n > self.rt.n_ctx:  # callers check this with a better message; never overflow
+            job.future.set_exception(
+                DecodeError(f"{n} tokens do not fit a sequence of n_ctx={self.rt.n_ctx}")
+            )
+            return False
+        return True
+
+    def _wake(self) -> None:
+        """Start the loop's thread on the first work, and wake it (under ``_cv``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="prometheus-lite-engine", daemon=True
+            )
+            self._thread.start()
+        self._cv.notify()
 
     def run(self, job: Job) -> Any:
         """Submit ``job`` and wait for its result."""
@@ -244,7 +266,10 @@ class Engine:
             self._closed = True
             queued = list(self._queue)
             self._queue.clear()
+            feeds, self._feeds = self._feeds, []
             self._cv.notify()
+        for feed in feeds:
+            feed.end(CancelledError("the judge was closed"))
         for job in queued:
             job.future.cancel()
         if self._thread is not None:
@@ -270,18 +295,42 @@ class Engine:
             self._dead = exc
             queued, self._queue = list(self._queue), deque()
             waiting, self._waiting = self._waiting, []
+            feeds, self._feeds = self._feeds, []
         running = [s.job for s in self._slots if s.job is not None]
         error = self._dead_error()
+        for feed in feeds:
+            feed.end(error)
         for job in queued:
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)
         for job in waiting + running:
             job.future.set_exception(error)
 
+    def _take_from_feeds(self) -> None:
+        """Top up the queue from the attached feeds, at this fixed point of each step
+        (outside the lock: reading a feed runs the caller's iterator). A feed whose reader
+        lags ``hold`` results behind pauses the loop; it does not change its choices."""
+        with self._cv:
+            feeds = list(self._feeds)
+        for feed in feeds:
+            while feed.backlog() and not self._closed:
+                feed.wait_for_reader(0.1)
+            jobs = [job for job in feed.take(feed.wanted()) if self._fits(job)]
+            now = time.perf_counter()
+            for job in jobs:
+                job.t_submit = now
+            with self._cv:
+                self._queue.extend(jobs)
+                if (feed.ended or feed.closed) and feed in self._feeds:
+                    self._feeds.remove(feed)
+
     def _loop(self) -> None:
         while True:
+            if self._feeds:
+                self._take_from_feeds()
             with self._cv:
-                while not self._closed and not self._queue and not self.busy and not self._waiting:
+                while (not self._closed and not self._queue and not self.busy
+                       and not self._waiting and not self._feeds):
                     self._cv.wait()
                 if self._closed:
                     break

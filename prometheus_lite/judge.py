@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -19,7 +18,7 @@ from .engine import LOOKAHEAD, SCHEDULES, Engine
 from .errors import DecodeError, PrometheusLiteError, PromptError, PromptTooLongError
 from .families import FAMILIES, SCALES
 from .hub import resolve_model
-from .jobs import Generation, Job, JudgeFuture
+from .jobs import Feed, Generation, Job, JudgeFuture
 from .llama import (
     MIXED_MAX_TOKENS,
     LlamaRuntime,
@@ -448,22 +447,18 @@ class Judge:
         An item with bad input yields a :class:`Failure` naming the problem; the
         others are unaffected. Requests are read from the iterable a bounded number ahead
         (enough for the engine to run items that share a prompt prefix together), so a
-        generator of millions of lines is fine.
+        generator of millions of lines is fine. The engine thread reads them itself
+        (:class:`~prometheus_lite.jobs.Feed`), so the schedule, and with it every result,
+        depends on the input only: two runs of the same input give the same bits. An
+        exception raised by the iterable reaches the caller after the results before it.
         """
         # Far enough for the engine to choose jobs by shared prefix (engine.LOOKAHEAD).
         ahead = max(2 * self.n_parallel + 2, LOOKAHEAD)
-        pending: deque[tuple[Request, Future[Grade | Comparison]]] = deque()
-        it = iter(requests)
+        feed = Feed(requests, self._job_or_error, ahead=ahead, hold=4 * ahead)
+        self.engine.attach(feed)
         try:
-            while True:
-                while len(pending) < ahead:
-                    request = next(it, None)
-                    if request is None:
-                        break
-                    pending.append((request, self.submit(request)))
-                if not pending:
-                    return
-                request, future = pending.popleft()
+            while (entry := feed.next()) is not None:
+                request, future = entry
                 try:
                     yield future.result()
                 except PrometheusLiteError as exc:
@@ -474,8 +469,16 @@ class Judge:
                         transient=isinstance(exc, DecodeError),
                     )
         finally:
-            for _, future in pending:  # the caller stopped early: withdraw the rest
-                future.cancel()
+            feed.close()  # the caller stopped early: withdraw the rest
+
+    def _job_or_error(self, request: Request) -> Job | JudgeFuture:
+        """The engine job for a batch item, or a future holding its input error."""
+        try:
+            return self._job(request)
+        except PrometheusLiteError as exc:
+            future = JudgeFuture()
+            future.set_exception(exc)
+            return future
 
     # -- internals --------------------------------------------------------------------
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from concurrent.futures import CancelledError
@@ -162,3 +163,57 @@ def test_a_decode_failure_fails_only_its_item(parallel: Judge) -> None:
     for f in futures[:1] + futures[2:]:
         check(f.result(timeout=300))
     check(parallel.judge(items[1]))  # its slot works again
+
+
+def test_a_batch_schedule_depends_on_its_input_only() -> None:
+    """The same batch twice on fresh judges, the second read from a slow, jittery source by
+    a slow reader: the engine takes the items itself (jobs.Feed), at points its own state
+    fixes, so both runs make the same llama_decode calls and give the same bits. (Submitted
+    from the reader's thread, the first item started alone in the jittery run.)"""
+    items = varied(7)
+    runs = []
+    for jitter in (False, True):
+        rng = random.Random(7)
+        with Judge(n_ctx=2048, max_new_tokens=16, greedy=True, n_parallel=4) as judge:
+            calls: list[tuple[tuple[int, int, int, bool], ...]] = []
+            decode = judge.runtime.decode
+
+            def logged(entries, *args, _decode=decode, _calls=calls, **kwargs):
+                _calls.append(tuple((e.token, e.pos, e.seq, e.logits) for e in entries))
+                return _decode(entries, *args, **kwargs)
+
+            judge.runtime.decode = logged  # type: ignore[method-assign]
+
+            def source(_jitter=jitter, _rng=rng):
+                for item in items:
+                    if _jitter:  # later items come while earlier ones decode
+                        time.sleep(_rng.uniform(0.3, 0.8))
+                    yield item
+
+            results = []
+            for result in judge.batch(source()):
+                if jitter:
+                    time.sleep(rng.uniform(0, 0.2))
+                results.append(result)
+        for r in results:
+            check(r)
+        runs.append((calls, [(r.id, r.raw_output, r.probabilities) for r in results]))
+    assert runs[0][1] == runs[1][1]
+    assert len(runs[0][0]) == len(runs[1][0]) and runs[0][0] == runs[1][0]
+
+
+def test_an_input_error_reaches_the_caller_after_the_results_before_it(parallel: Judge) -> None:
+    items = varied(3)
+
+    def source():
+        yield from items
+        raise ValueError("line 4: not JSON")
+
+    got = []
+    with pytest.raises(ValueError, match="line 4: not JSON"):
+        for result in parallel.batch(source()):
+            got.append(result)
+    assert [r.id for r in got] == [it.id for it in items]
+    for r in got:
+        check(r)
+    check(parallel.judge(items[0]))  # the engine goes on

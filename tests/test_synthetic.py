@@ -248,6 +248,7 @@ def test_bench_synthetic_smoke(tmp_path: Path, shared_dir: Path, monkeypatch):
 def test_bench_synthetic_on_gpu_says_when_the_build_has_no_gpu(tmp_path: Path, shared_dir: Path,
                                                                 monkeypatch):
     from prometheus_lite.bench.cli import bench_command
+
     from prometheus_lite.llama import gpu_devices, supports_gpu_offload
 
     if supports_gpu_offload():
