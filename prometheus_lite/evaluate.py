@@ -38,7 +38,7 @@ import json
 import logging
 import math
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .batch import _LineWriter, parse_line, read_done_ids
-from .errors import BatchInputError, DecodeError, PrometheusLiteError
+from .errors import BatchInputError, PrometheusLiteError
 from .eval_metrics import bootstrap_ci, correlation_metrics, pair_metrics, score_summary
 from .eval_table import format_table
 from .published import PUBLISHED, detect_release
@@ -287,32 +287,13 @@ def _record(job: _Job, result: Grade | Failure) -> dict[str, Any]:
 
 
 def _judged(judge: Any, jobs: Sequence[_Job], sampled: bool) -> Iterator[tuple[_Job, Any]]:
-    """(job, Grade or Failure) in job order. Greedy runs go through ``judge.batch``;
-    sampled ones through ``judge.submit`` with each sample's seed, a bounded number in
-    flight (both run in parallel once the engine does)."""
+    """(job, Grade or Failure) in job order, through ``judge.batch`` (its schedule follows
+    the input only, so a rerun gives the same bits); sampled runs pass each sample's seed."""
+    requests = (j.item.request for j in jobs)
     if not sampled:
-        yield from zip(jobs, judge.batch(j.item.request for j in jobs), strict=True)
+        yield from zip(jobs, judge.batch(requests), strict=True)
         return
-    window = max(4, 2 * int(getattr(judge, "n_parallel", 1) or 1))
-    pending: deque[tuple[_Job, Any]] = deque()
-
-    def finish(job: _Job, fut: Any) -> tuple[_Job, Any]:
-        try:
-            return job, fut.result()
-        except PrometheusLiteError as e:
-            transient = isinstance(e, DecodeError)
-            return job, Failure(str(e), type(e).__name__, job.item.id, transient=transient)
-
-    try:
-        for job in jobs:
-            pending.append((job, judge.submit(job.item.request, seed=job.seed)))
-            if len(pending) >= window:
-                yield finish(*pending.popleft())
-        while pending:
-            yield finish(*pending.popleft())
-    finally:
-        for _, fut in pending:
-            fut.cancel()
+    yield from zip(jobs, judge.batch(requests, seeds=(j.seed for j in jobs)), strict=True)
 
 
 def _fingerprint(cfg: EvalConfig) -> dict[str, Any]:

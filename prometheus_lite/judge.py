@@ -441,7 +441,9 @@ class Judge:
             scale=scale.name, **common,  # type: ignore[arg-type]
         )
 
-    def batch(self, requests: Iterable[Request]) -> Iterator[Result]:
+    def batch(self, requests: Iterable[Request | Prompt], *,
+              seeds: Iterable[int] | None = None, sampling: Sampling | None = None,
+              max_new_tokens: int | None = None) -> Iterator[Result]:
         """Judge many requests, up to ``n_parallel`` at once, yielding results in input order.
 
         An item with bad input yields a :class:`Failure` naming the problem; the
@@ -451,34 +453,46 @@ class Judge:
         (:class:`~prometheus_lite.jobs.Feed`), so the schedule, and with it every result,
         depends on the input only: two runs of the same input give the same bits. An
         exception raised by the iterable reaches the caller after the results before it.
+        ``seeds``, if given, is each request's sampling seed, in step with ``requests``
+        (several samples of one item: the item repeated, one seed each); ``sampling`` and
+        ``max_new_tokens`` apply to every request (default: the judge's).
         """
         # Far enough for the engine to choose jobs by shared prefix (engine.LOOKAHEAD).
         ahead = max(2 * self.n_parallel + 2, LOOKAHEAD)
-        feed = Feed(requests, self._job_or_error, ahead=ahead, hold=4 * ahead)
+        if seeds is None:
+            items: Iterable[tuple[Request | Prompt, int | None]] = ((r, None) for r in requests)
+        else:
+            items = zip(requests, seeds, strict=True)
+
+        def make(item: tuple[Request | Prompt, int | None]) -> Job | JudgeFuture:
+            """The engine job for a batch item, or a future holding its input error."""
+            try:
+                return self._job(item[0], sampling=sampling, seed=item[1],
+                                 max_new_tokens=max_new_tokens)
+            except PrometheusLiteError as exc:
+                future = JudgeFuture()
+                future.set_exception(exc)
+                return future
+
+        feed = Feed(items, make, ahead=ahead, hold=4 * ahead)
         self.engine.attach(feed)
+        future: Future[Any] | None = None
         try:
             while (entry := feed.next()) is not None:
-                request, future = entry
+                (request, _), future = entry
                 try:
                     yield future.result()
                 except PrometheusLiteError as exc:
                     yield Failure(
                         error=str(exc),
                         error_type=type(exc).__name__,
-                        id=request.id,
+                        id=getattr(request, "id", None),
                         transient=isinstance(exc, DecodeError),
                     )
-        finally:
-            feed.close()  # the caller stopped early: withdraw the rest
-
-    def _job_or_error(self, request: Request) -> Job | JudgeFuture:
-        """The engine job for a batch item, or a future holding its input error."""
-        try:
-            return self._job(request)
-        except PrometheusLiteError as exc:
-            future = JudgeFuture()
-            future.set_exception(exc)
-            return future
+        finally:  # the caller stopped early (or Ctrl-C while waiting): withdraw the rest
+            if future is not None:
+                future.cancel()  # the one waited on; a finished one ignores it
+            feed.close()
 
     # -- internals --------------------------------------------------------------------
     @property

@@ -39,17 +39,16 @@ import math
 import os
 import sys
 import types
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import PrometheusLiteError, PromptError
+from ..errors import PromptError
 from ..llama import Sampling
 from ..prompts import Prompt, PromptFormat
 from ..recognize import FOOTER, HEADER, recognize_text
-from ..results import Comparison, Grade
+from ..results import Comparison, Failure, Grade
 
 __all__ = ["GGUF", "VLLM_DEFAULTS"]
 
@@ -156,21 +155,17 @@ class GGUF:
             raise PromptError("completions takes a list of prompt strings, got one string")
         inputs = [self._prepare(i, p) for i, p in enumerate(prompts)]  # all checked first
         base = self.judge.seed if seed is None else seed
-        futures: list[list[Future[Grade | Comparison]]] = []
+        # Judge.batch: its schedule follows the input only (the same call, the same bits);
+        # Ctrl-C (or any error) while waiting closes it, which withdraws what is queued and
+        # stops what is running, so the engine does not go on grading in the background.
+        samples = self.judge.batch(
+            (inp for inp in inputs for _ in range(best_of)),
+            seeds=(base + k for _ in inputs for k in range(best_of)),
+            sampling=sampling, max_new_tokens=max_tokens)
         try:
-            for inp in inputs:
-                futures.append([])
-                for k in range(best_of):
-                    futures[-1].append(self.judge.submit(
-                        inp, sampling=sampling, seed=base + k, max_new_tokens=max_tokens))
-            results = self._collect(futures, inputs, use_tqdm)
+            results = self._collect(samples, inputs, best_of, use_tqdm)
         finally:
-            # Ctrl-C (or any error) while waiting: withdraw what this call queued, and stop
-            # what is running, so the engine does not go on grading in the background.
-            # (Finished futures ignore cancel().)
-            for group in futures:
-                for f in group:
-                    f.cancel()
+            samples.close()
         self.last_results = results
         self.last_prompts = inputs
         return [r.raw_output for r in results]
@@ -208,38 +203,30 @@ class GGUF:
 
     def _collect(
         self,
-        futures: list[list[Future[Grade | Comparison]]],
+        samples: Iterator[Grade | Comparison | Failure],
         inputs: list[Any],
+        best_of: int,
         use_tqdm: bool,
     ) -> list[Grade | Comparison]:
-        from concurrent.futures import wait
-
         from tqdm import tqdm
 
         errors: list[str] = []
-        with tqdm(total=len(futures), desc="Judging", unit="prompt",
-                  disable=not use_tqdm) as bar:
-            for group in futures:  # all queued already: this only waits, in input order
-                wait(group)
-                bar.update(1)
         results: list[Grade | Comparison] = []
-        for i, group in enumerate(futures):
-            candidates = []
-            for f in group:
-                exc = f.exception()
-                if exc is not None:
-                    if not isinstance(exc, PrometheusLiteError):
-                        raise exc
-                    errors.append(f"prompt {i}: {exc}")
-                    break
-                candidates.append(f.result())
-            else:
-                results.append(candidates[0] if len(candidates) == 1
-                               else self._most_likely(inputs[i], candidates))
+        with tqdm(total=len(inputs), desc="Judging", unit="prompt",
+                  disable=not use_tqdm) as bar:
+            for i, inp in enumerate(inputs):
+                group = [next(samples) for _ in range(best_of)]
+                bar.update(1)
+                failed = next((r for r in group if isinstance(r, Failure)), None)
+                if failed is not None:
+                    errors.append(f"prompt {i}: {failed.error}")
+                    continue
+                ok = [r for r in group if not isinstance(r, Failure)]
+                results.append(ok[0] if len(ok) == 1 else self._most_likely(inp, ok))
         if errors:
             self.last_results = results
             raise PromptError(
-                f"{len(errors)} of {len(futures)} prompts could not be judged (the others "
+                f"{len(errors)} of {len(inputs)} prompts could not be judged (the others "
                 "were, and are not returned: fix these and call again): " + "; ".join(errors)
             )
         return results
