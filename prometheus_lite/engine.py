@@ -41,9 +41,12 @@ does with its slots:
 
 Determinism: with ``n_parallel = 1`` the context holds one sequence, whose cells lie
 exactly where a fresh run puts them, so results are bit-identical to a fresh run of the
-same request. With more slots, llama.cpp's CPU kernels round differently for different
-batch shapes and cell placements (flash attention sums over cells in their order in the
-pool; repacked and tiled matmuls switch with the number of columns):
+same request. A batch (:meth:`attach` of a :class:`~prometheus_lite.jobs.Feed`) is read by
+this loop itself, at a fixed point of each step, so its schedule, and every result, depends
+on its input only, not on when the reading thread runs. With more slots, llama.cpp's
+CPU kernels round differently for different batch shapes and cell placements (flash
+attention sums over cells in their order in the pool; repacked and tiled matmuls switch
+with the number of columns):
 ``LlamaRuntime(batch_invariant=True)`` removes the batch-shape part
 (``bench/invariance.py`` measures each cause), and with it the engine keeps an *ordered
 pool*: llama.cpp hands out cells from a search head that drops to any cell freed below it,
