@@ -289,11 +289,8 @@ def _record(job: _Job, result: Grade | Failure) -> dict[str, Any]:
 def _judged(judge: Any, jobs: Sequence[_Job], sampled: bool) -> Iterator[tuple[_Job, Any]]:
     """(job, Grade or Failure) in job order, through ``judge.batch`` (its schedule follows
     the input only, so a rerun gives the same bits); sampled runs pass each sample's seed."""
-    requests = (j.item.request for j in jobs)
-    if not sampled:
-        yield from zip(jobs, judge.batch(requests), strict=True)
-        return
-    yield from zip(jobs, judge.batch(requests, seeds=(j.seed for j in jobs)), strict=True)
+    seeds = (j.seed for j in jobs) if sampled else None
+    yield from zip(jobs, judge.batch((j.item.request for j in jobs), seeds=seeds), strict=True)
 
 
 def _fingerprint(cfg: EvalConfig) -> dict[str, Any]:

@@ -194,10 +194,12 @@ class Feed:
             except BaseException as exc:
                 self.end(exc)
                 break
-            future = made.future if isinstance(made, Job) else made
             if isinstance(made, Job):
                 jobs.append(made)
+                future = made.future
                 self._live.append(future)
+            else:  # its input error, for the reader
+                future = made
             with self._cond:
                 self._out.append((item, future))
                 self._cond.notify_all()

@@ -217,8 +217,8 @@ class Judge:
         # Prefill chunks (and prefix-reuse granularity): small on a CPU, where a chunk
         # costs its length; a GPU wants wide batches. On a CPU a pass mixing sequences stays
         # under flash attention's tile (llama.py). Wider CPU passes for a lone prompt chunk
-        # (512) failed eval's run-to-run reproducibility test under load (README, "The
-        # tiled kernel, patched").
+        # (512), alone or after a decode-only pass, gained nothing consistent on the rubric
+        # run (README, "The tiled kernel, patched").
         n_batch, max_batch = (256, 512) if on_gpu else (64, 64)
         self.runtime = LlamaRuntime(
             path, n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, plan=plan,
@@ -295,14 +295,21 @@ class Judge:
         next token). ``on_token`` gets the bytes of each generated token as it comes
         (called in the engine thread: keep it quick). Safe to call from any thread.
         """
-        try:
-            job = self._job(request, sampling=sampling, seed=seed, max_new_tokens=max_new_tokens)
-        except PrometheusLiteError as exc:
-            future: JudgeFuture = JudgeFuture()
-            future.set_exception(exc)
-            return future
+        job = self._job_or_error(request, sampling=sampling, seed=seed,
+                                 max_new_tokens=max_new_tokens)
+        if isinstance(job, JudgeFuture):
+            return job
         job.on_token = on_token
         return self.engine.submit(job)
+
+    def _job_or_error(self, request: Request | Prompt, **options: Any) -> Job | JudgeFuture:
+        """The engine job for a request, or a future already holding its input error."""
+        try:
+            return self._job(request, **options)
+        except PrometheusLiteError as exc:
+            future = JudgeFuture()
+            future.set_exception(exc)
+            return future
 
     def _job(
         self,
@@ -465,14 +472,8 @@ class Judge:
             items = zip(requests, seeds, strict=True)
 
         def make(item: tuple[Request | Prompt, int | None]) -> Job | JudgeFuture:
-            """The engine job for a batch item, or a future holding its input error."""
-            try:
-                return self._job(item[0], sampling=sampling, seed=item[1],
-                                 max_new_tokens=max_new_tokens)
-            except PrometheusLiteError as exc:
-                future = JudgeFuture()
-                future.set_exception(exc)
-                return future
+            return self._job_or_error(item[0], sampling=sampling, seed=item[1],
+                                      max_new_tokens=max_new_tokens)
 
         feed = Feed(items, make, ahead=ahead, hold=4 * ahead)
         self.engine.attach(feed)

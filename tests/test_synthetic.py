@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from prometheus_lite.convert.base_configs import BASE_CONFIGS, PUBLISHED_SIZES, base_config
 from prometheus_lite.convert.cli import convert_command
 from prometheus_lite.convert.synthetic import (
@@ -215,16 +215,23 @@ def test_every_release_has_a_layout_and_vocabulary():
 # -- bench smoke ----------------------------------------------------------------------------
 
 
-def test_bench_synthetic_smoke(tmp_path: Path, shared_dir: Path, monkeypatch):
+def _bench_tiny(tmp_path: Path, shared_dir: Path, monkeypatch, *extra: str) -> Result:
+    """``bench --synthetic`` on the tiny shape, its files cached under tmp_path/cache and
+    its report in tmp_path/rep."""
     from prometheus_lite.bench.cli import bench_command
-    from prometheus_lite.bench.synthetic import SyntheticConfig, ensure_files
 
     monkeypatch.setenv("PROMETHEUS_LITE_SYNTHETIC_DIR", str(tmp_path / "cache"))
     args = ["--synthetic", RELEASE, "--quant", "Q4_0", *TINY_ARGS, "--prompts", "2",
-            "--prefill-tokens", "16", "--gen-tokens", "4", "--bandwidth-mb", "16",
-            "--threads", "2", "--n-ctx", "512", "--report", str(tmp_path / "rep"),
-            "--data", str(shared_dir / "data" / "prometheus-benchmarks")]
-    r = CliRunner().invoke(bench_command, args)
+            "--prefill-tokens", "16", "--gen-tokens", "4", "--threads", "2", "--n-ctx", "512",
+            "--report", str(tmp_path / "rep"),
+            "--data", str(shared_dir / "data" / "prometheus-benchmarks"), *extra]
+    return CliRunner().invoke(bench_command, args)
+
+
+def test_bench_synthetic_smoke(tmp_path: Path, shared_dir: Path, monkeypatch):
+    from prometheus_lite.bench.synthetic import SyntheticConfig, ensure_files
+
+    r = _bench_tiny(tmp_path, shared_dir, monkeypatch, "--bandwidth-mb", "16")
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "rep" / "synthetic.json").read_text())
     (row,) = report["models"]
@@ -254,12 +261,7 @@ def test_bench_synthetic_on_gpu_says_when_the_build_has_no_gpu(tmp_path: Path, s
     if supports_gpu_offload():
         pytest.skip("this llama.cpp build offloads to a GPU")
     assert gpu_devices() == []
-    monkeypatch.setenv("PROMETHEUS_LITE_SYNTHETIC_DIR", str(tmp_path / "cache"))
-    args = ["--synthetic", RELEASE, "--quant", "Q4_0", *TINY_ARGS, "--prompts", "2",
-            "--prefill-tokens", "16", "--gen-tokens", "4", "--n-gpu-layers", "-1",
-            "--threads", "2", "--n-ctx", "512", "--report", str(tmp_path / "rep"),
-            "--data", str(shared_dir / "data" / "prometheus-benchmarks")]
-    r = CliRunner().invoke(bench_command, args)
+    r = _bench_tiny(tmp_path, shared_dir, monkeypatch, "--n-gpu-layers", "-1")
     assert r.exit_code == 1
     assert "no GPU backend" in r.output and "-DGGML_CUDA=on" in r.output
     assert not (tmp_path / "rep" / "synthetic.json").exists()

@@ -220,9 +220,8 @@ class GGUF:
                 failed = next((r for r in group if isinstance(r, Failure)), None)
                 if failed is not None:
                     errors.append(f"prompt {i}: {failed.error}")
-                    continue
-                ok = [r for r in group if not isinstance(r, Failure)]
-                results.append(ok[0] if len(ok) == 1 else self._most_likely(inp, ok))
+                else:
+                    results.append(group[0] if best_of == 1 else self._most_likely(inp, group))
         if errors:
             self.last_results = results
             raise PromptError(
