@@ -195,7 +195,7 @@ def llama_cpp_version() -> str | None:
 
 # The local version label of llama-cpp-python built with prometheus-lite's ggml-cpu patch
 # (kernels/llama_cpp/build_wheel.py: flash attention jumps over masked KV cells).
-PATCHED_LABEL = "pl.fa2"
+PATCHED_LABEL = "pl.fa3"
 
 
 def runtime_build() -> str:

@@ -122,7 +122,7 @@ OPS_TEXT = (
     '#include "ops.h"\n\nstatic int x;\n\n'
     + fa.HELPER_ANCHOR + "        const ggml_tensor * dst) {\n" + fa.SKIP_OLD + "        }\n}\n"
     + "// the tiled kernel\n" + "".join(old if old.endswith("\n") else old + "\n"
-                                       for old, _ in fa.TILED)
+                                       for old, _ in fa.TILED + fa.ROW)
 )
 
 
@@ -132,9 +132,11 @@ def test_the_edit_applies_once_and_refuses_other_text(tmp_path: Path) -> None:
     ops.write_text(OPS_TEXT)
     fa.apply(tmp_path)
     text = ops.read_text()
-    assert text.count("ggml_fa_next_unmasked(") == 3  # defined, then called in both kernels
+    # defined, then called by the row kernel, the stock loop and the tiled kernel
+    assert text.count("ggml_fa_next_unmasked(") == 4
     assert fa.SKIP_NEW in text and fa.SKIP_OLD not in text
-    assert all(new in text for _, new in fa.TILED)
+    assert all(new in text for _, new in fa.TILED + fa.ROW)
+    assert text.index("static void ggml_fa_row_f16(") < text.index(fa.HELPER_ANCHOR)
     assert text.index("static inline int64_t ggml_fa_next_unmasked") < text.index(fa.HELPER_ANCHOR)
     with pytest.raises(SystemExit, match="already patched"):
         fa.apply(tmp_path)
@@ -197,3 +199,142 @@ def test_a_row_gets_the_same_bits_whoever_shares_its_attention_tile() -> None:
         rt.close()
     assert np.array_equal(alone_row, shared_row)
     assert np.array_equal(alone_chunk, shared_chunk)
+
+
+# The one-row kernel (ggml_fa_row_f16) against attention computed here with numpy. ggml's
+# vector exp is ggml's to test; the harness stands in for it lane by lane with expf.
+ROW_HARNESS = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <immintrin.h>
+typedef uint16_t ggml_fp16_t;
+#define GGML_CPU_FP16_TO_FP32(x) _cvtsh_ss(x)
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+static inline __m512 ggml_v_expf(__m512 x) {
+    alignas(64) float a[16];
+    _mm512_store_ps(a, x);
+    for (int i = 0; i < 16; ++i) a[i] = expf(a[i]);
+    return _mm512_load_ps(a);
+}
+#elif defined(__AVX2__)
+static inline __m256 ggml_v_expf(__m256 x) {
+    alignas(32) float a[8];
+    _mm256_store_ps(a, x);
+    for (int i = 0; i < 8; ++i) a[i] = expf(a[i]);
+    return _mm256_load_ps(a);
+}
+#endif
+""" + fa.INCLUDE + fa.HELPER + fa.ROW_HELPER + r"""
+static void must(size_t got, size_t want) { if (got != want) exit(2); }
+int main(void) {
+#if !defined(GGML_FA_ROW_SIMD)
+    return 3;
+#else
+    // stdin, per case: int32 D, int32 has_mask, int64 n, ic, end, float32 scale, then q[D]
+    // (float32), K[n][D], V[n][D], mask[n] (fp16 bits). stdout: float32 ok, M, S, out[D].
+    int32_t hdr[2];
+    while (fread(hdr, sizeof hdr, 1, stdin) == 1) {
+        const int32_t D = hdr[0], has_mask = hdr[1];
+        int64_t r[3];
+        float scale;
+        must(fread(r, sizeof r, 1, stdin), 1);
+        must(fread(&scale, sizeof scale, 1, stdin), 1);
+        const int64_t n = r[0];
+        float * q = (float *) malloc(D * sizeof(float));
+        ggml_fp16_t * k = (ggml_fp16_t *) malloc((n * D + 1) * sizeof(ggml_fp16_t));
+        ggml_fp16_t * v = (ggml_fp16_t *) malloc((n * D + 1) * sizeof(ggml_fp16_t));
+        ggml_fp16_t * m = (ggml_fp16_t *) malloc((n + 1) * sizeof(ggml_fp16_t));
+        float * out = (float *) calloc(D + 3, sizeof(float));
+        must(fread(q, sizeof(float), D, stdin), D);
+        must(fread(k, sizeof(ggml_fp16_t), n * D, stdin), n * D);
+        must(fread(v, sizeof(ggml_fp16_t), n * D, stdin), n * D);
+        must(fread(m, sizeof(ggml_fp16_t), n, stdin), n);
+        out[0] = ggml_fa_row_f16_any(D, q, scale, (const char *) k, D * sizeof(ggml_fp16_t),
+                                     (const char *) v, D * sizeof(ggml_fp16_t),
+                                     has_mask ? m : NULL, r[1], r[2], out + 1, out + 2, out + 3);
+        fwrite(out, sizeof(float), D + 3, stdout);
+        free(q); free(k); free(v); free(m); free(out);
+    }
+    return 0;
+#endif
+}
+"""
+
+
+def _row_cases() -> list[dict]:
+    rng = np.random.default_rng(1)
+    cases = []
+    for d in (*fa.ROW_HEADS, 80):  # 80: a head size it is not built for
+        for n in (0, 1, 15, 16, 17, 33, 300):
+            for masked in (None, 0.5, 0.97, 1.0):
+                for trend in (0.0, 0.05, -0.05):  # the running max moves every block, or never
+                    q = rng.standard_normal(d).astype(np.float32)
+                    k = rng.standard_normal((n, d)) + trend * np.arange(n)[:, None] * q
+                    k = k.astype(np.float16)
+                    v = rng.standard_normal((n, d)).astype(np.float16)
+                    if masked is None:
+                        mask = np.zeros(n, np.float16)
+                    else:  # -inf, or a finite bias now and then
+                        bias = np.where(rng.random(n) < 0.2, rng.uniform(-2, 1, n), 0.0)
+                        mask = np.where(rng.random(n) < masked, -np.inf, bias).astype(np.float16)
+                    ic = int(rng.integers(0, n // 3 + 1))
+                    end = int(rng.integers(ic, n + 1)) if rng.random() < 0.3 else n
+                    cases.append(dict(d=d, q=q, k=k, v=v, mask=mask, has_mask=masked is not None,
+                                      ic=ic, end=end, scale=np.float32(1 / np.sqrt(d))))
+    return cases
+
+
+def _row_reference(c: dict) -> tuple[float, float, np.ndarray]:
+    """Attention over the case's unmasked cells, in float64: max score, sum, output."""
+    cells = np.arange(c["ic"], c["end"])
+    mask = c["mask"][cells].astype(np.float64)
+    cells, mask = cells[mask != -np.inf], mask[mask != -np.inf]
+    if cells.size == 0:
+        return -np.inf, 0.0, np.zeros(c["d"])
+    s = c["k"][cells].astype(np.float64) @ c["q"].astype(np.float64) * float(c["scale"]) + mask
+    p = np.exp(s - s.max())
+    return s.max(), p.sum(), p @ c["v"][cells].astype(np.float64)
+
+
+def test_the_one_row_kernel_matches_attention_computed_outside_it(tmp_path: Path) -> None:
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.fail("no C++ compiler (g++, c++) to build the patched kernel, as ggml-cpu needs")
+    src, exe = tmp_path / "row.cpp", tmp_path / "row"
+    src.write_text(ROW_HARNESS)
+    subprocess.run([cxx, "-O2", "-march=native", "-o", str(exe), str(src)], check=True)
+    cases = _row_cases()
+    stdin = b"".join(
+        np.array([c["d"], c["has_mask"]], np.int32).tobytes()
+        + np.array([len(c["k"]), c["ic"], c["end"]], np.int64).tobytes()
+        + np.float32(c["scale"]).tobytes() + c["q"].tobytes() + c["k"].tobytes()
+        + c["v"].tobytes() + c["mask"].tobytes()
+        for c in cases
+    )
+    run = subprocess.run([str(exe)], input=stdin, capture_output=True, timeout=60)
+    if run.returncode == 3:
+        pytest.skip("this CPU has neither AVX-512 (F, DQ) nor AVX2 with FMA and F16C: the "
+                    "stock loop runs")
+    assert run.returncode == 0, run.stderr
+    out = np.frombuffer(run.stdout, np.float32)
+    at, checked = 0, 0
+    for c in cases:
+        got = out[at : at + c["d"] + 3]
+        at += c["d"] + 3
+        if c["d"] not in fa.ROW_HEADS:
+            assert got[0] == 0  # not built for it: the stock loop runs
+            continue
+        assert got[0] == 1
+        m_ref, s_ref, o_ref = _row_reference(c)
+        m, s, o = float(got[1]), float(got[2]), got[3:].astype(np.float64)
+        if s_ref == 0:
+            assert m == -np.inf and s == 0 and not o.any()  # as the stock loop leaves them
+            continue
+        assert m == pytest.approx(m_ref, rel=1e-5, abs=1e-5)
+        rescale = np.exp(m - m_ref)  # sum and output relative to the kernel's own max
+        assert s == pytest.approx(s_ref * rescale, rel=1e-5)
+        np.testing.assert_allclose(o / s, o_ref / s_ref, rtol=1e-4, atol=1e-5)
+        checked += 1
+    assert at == out.size and checked > 100

@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 from fa_skip_masked import apply as apply_patch  # noqa: E402
 
 PINNED = "0.3.36"
-LABEL = "pl.fa2"
+LABEL = "pl.fa3"
 VERSION = f"{PINNED}+{LABEL}"
 
 

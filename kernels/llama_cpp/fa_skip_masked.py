@@ -74,7 +74,7 @@ static inline int64_t ggml_fa_next_unmasked(const ggml_fp16_t * mp, int64_t ic, 
 
 INCLUDE_ANCHOR = '#include "ops.h"\n'
 INCLUDE = """\
-#if (defined(__AVX512BW__) || defined(__AVX2__)) && defined(__GNUC__)
+#if (defined(__AVX512F__) || defined(__AVX2__)) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
 """
@@ -88,7 +88,7 @@ SKIP_OLD = """\
 """
 
 SKIP_NEW = """\
-        for (int64_t ic = ic_start; ic < ic_end; ++ic) {
+        for (int64_t ic = row_done ? ic_end : ic_start; ic < ic_end; ++ic) {
             const float mv = mp ? slope*GGML_CPU_FP16_TO_FP32(mp[ic]) : 0.0f;
             if (mv == -INFINITY) {
                 if (slope > 0.0f) {
@@ -255,6 +255,198 @@ TILED = [
 ]
 
 
+# The one-row kernel's fp16 path, rewritten (ggml_fa_row_f16): the row's unmasked cells in
+# blocks of ROW_BLOCK, head sizes ROW_HEADS, where the CPU has AVX-512 (F, DQ) or AVX2 with
+# FMA and F16C; anything else keeps the stock loop.
+ROW_BLOCK = 16
+ROW_HEADS = (64, 96, 128)
+
+_ROW_CASES = "".join(
+    f"        case {d}: ggml_fa_row_f16<{d}>(q, scale, k, nbk, v, nbv, mp, ic, end, M_out, "
+    "S_out, out); return true;\n" for d in ROW_HEADS
+)
+
+ROW_HELPER = f"""\
+// prometheus-lite (kernels/llama_cpp/fa_skip_masked.py): one query row's attention over fp16 K
+// and V, the kernel below 64 rows. The stock loop takes one cell at a time: a dot product
+// through a function pointer, a scalar expf, and an fp16 accumulator rounded after every
+// cell. This takes the row's unmasked cells {ROW_BLOCK} at a time: their scores (fp32 dot
+// products), one running-max update and one vector exp per block, then V accumulated in fp32.
+// The cells are taken in the row's own order, so the result depends on the row's cells only,
+// not on where other sequences' cells lie in the pool.
+#if defined(__GNUC__) && ((defined(__AVX512F__) && defined(__AVX512DQ__)) || \\
+    (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)))
+#define GGML_FA_ROW_SIMD  1
+#define GGML_FA_ROW_BLOCK {ROW_BLOCK}
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#define GGML_FA_ROW_VL 16
+typedef __m512 ggml_fa_v;
+static inline ggml_fa_v ggml_fa_load_h(const ggml_fp16_t * p) {{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *) p));
+}}
+static inline ggml_fa_v ggml_fa_loadu(const float * p) {{ return _mm512_loadu_ps(p); }}
+static inline void ggml_fa_storeu(float * p, ggml_fa_v a) {{ _mm512_storeu_ps(p, a); }}
+static inline ggml_fa_v ggml_fa_set1(float x) {{ return _mm512_set1_ps(x); }}
+static inline ggml_fa_v ggml_fa_add(ggml_fa_v a, ggml_fa_v b) {{ return _mm512_add_ps(a, b); }}
+static inline ggml_fa_v ggml_fa_sub(ggml_fa_v a, ggml_fa_v b) {{ return _mm512_sub_ps(a, b); }}
+static inline ggml_fa_v ggml_fa_mul(ggml_fa_v a, ggml_fa_v b) {{ return _mm512_mul_ps(a, b); }}
+static inline ggml_fa_v ggml_fa_fma(ggml_fa_v a, ggml_fa_v b, ggml_fa_v c) {{
+    return _mm512_fmadd_ps(a, b, c);
+}}
+static inline float ggml_fa_hsum(ggml_fa_v a) {{ return _mm512_reduce_add_ps(a); }}
+#else
+#define GGML_FA_ROW_VL 8
+typedef __m256 ggml_fa_v;
+static inline ggml_fa_v ggml_fa_load_h(const ggml_fp16_t * p) {{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) p));
+}}
+static inline ggml_fa_v ggml_fa_loadu(const float * p) {{ return _mm256_loadu_ps(p); }}
+static inline void ggml_fa_storeu(float * p, ggml_fa_v a) {{ _mm256_storeu_ps(p, a); }}
+static inline ggml_fa_v ggml_fa_set1(float x) {{ return _mm256_set1_ps(x); }}
+static inline ggml_fa_v ggml_fa_add(ggml_fa_v a, ggml_fa_v b) {{ return _mm256_add_ps(a, b); }}
+static inline ggml_fa_v ggml_fa_sub(ggml_fa_v a, ggml_fa_v b) {{ return _mm256_sub_ps(a, b); }}
+static inline ggml_fa_v ggml_fa_mul(ggml_fa_v a, ggml_fa_v b) {{ return _mm256_mul_ps(a, b); }}
+static inline ggml_fa_v ggml_fa_fma(ggml_fa_v a, ggml_fa_v b, ggml_fa_v c) {{
+    return _mm256_fmadd_ps(a, b, c);
+}}
+static inline float ggml_fa_hsum(ggml_fa_v a) {{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}}
+#endif
+
+// Attention of the fp32 query row q (head size D) over the cells [ic, end) of fp16 K and V
+// (cell i at k + i*nbk and v + i*nbv) whose fp16 mask (mp; NULL: none) is not -inf: the
+// running max *M_out, the sum of exp(score - max) *S_out, and the unnormalised output out[D],
+// as the stock loop leaves them (M -inf, S 0, out 0 when no cell is seen).
+template <int D>
+static void ggml_fa_row_f16(const float * q, float scale,
+        const char * k, size_t nbk, const char * v, size_t nbv,
+        const ggml_fp16_t * mp, int64_t ic, int64_t end,
+        float * M_out, float * S_out, float * out) {{
+    constexpr int VL = GGML_FA_ROW_VL;
+    constexpr int NV = D / VL;
+    constexpr int B  = GGML_FA_ROW_BLOCK;
+    static_assert(D % VL == 0 && B % VL == 0, "head size and block must fill whole vectors");
+    ggml_fa_v qv[NV], acc[NV];
+    for (int i = 0; i < NV; ++i) {{
+        qv[i]  = ggml_fa_loadu(q + i*VL);
+        acc[i] = ggml_fa_set1(0.0f);
+    }}
+    float M = -INFINITY, S = 0.0f;
+    alignas(64) float sc[B];
+    alignas(64) float pr[B];
+    int64_t idx[B];
+    while (ic < end) {{
+        int n = 0;
+        for (; n < B && ic < end; ++ic) {{
+            if (mp) {{
+                ic = ggml_fa_next_unmasked(mp, ic, end);
+                if (ic >= end) {{
+                    break;
+                }}
+            }}
+            idx[n++] = ic;
+        }}
+        if (n == 0) {{
+            break;
+        }}
+        for (int j = 0; j < n; ++j) {{
+            const ggml_fp16_t * kr = (const ggml_fp16_t *) (k + idx[j]*nbk);
+            ggml_fa_v s = ggml_fa_mul(ggml_fa_load_h(kr), qv[0]);
+            for (int i = 1; i < NV; ++i) {{
+                s = ggml_fa_fma(ggml_fa_load_h(kr + i*VL), qv[i], s);
+            }}
+            sc[j] = ggml_fa_hsum(s)*scale + (mp ? GGML_CPU_FP16_TO_FP32(mp[idx[j]]) : 0.0f);
+        }}
+        float mb = sc[0];
+        for (int j = 1; j < n; ++j) {{
+            mb = sc[j] > mb ? sc[j] : mb;
+        }}
+        for (int j = n; j < B; ++j) {{
+            sc[j] = mb; // lanes past the block's cells: computed, never used
+        }}
+        if (mb > M) {{
+            const float ms = expf(M - mb); // 0 for the first block (M is -inf)
+            for (int i = 0; i < NV; ++i) {{
+                acc[i] = ggml_fa_mul(acc[i], ggml_fa_set1(ms));
+            }}
+            S *= ms;
+            M = mb;
+        }}
+        for (int j = 0; j < B; j += VL) {{
+            ggml_fa_storeu(pr + j, ggml_v_expf(ggml_fa_sub(ggml_fa_loadu(sc + j), ggml_fa_set1(M))));
+        }}
+        for (int j = 0; j < n; ++j) {{
+            const ggml_fp16_t * vr = (const ggml_fp16_t *) (v + idx[j]*nbv);
+            const ggml_fa_v p = ggml_fa_set1(pr[j]);
+            for (int i = 0; i < NV; ++i) {{
+                acc[i] = ggml_fa_fma(ggml_fa_load_h(vr + i*VL), p, acc[i]);
+            }}
+            S += pr[j];
+        }}
+    }}
+    for (int i = 0; i < NV; ++i) {{
+        ggml_fa_storeu(out + i*VL, acc[i]);
+    }}
+    *M_out = M;
+    *S_out = S;
+}}
+
+// ggml_fa_row_f16 for head size D; false when D is not one it is built for.
+static inline bool ggml_fa_row_f16_any(int64_t D, const float * q, float scale,
+        const char * k, size_t nbk, const char * v, size_t nbv,
+        const ggml_fp16_t * mp, int64_t ic, int64_t end,
+        float * M_out, float * S_out, float * out) {{
+    switch (D) {{
+{_ROW_CASES}        default: return false;
+    }}
+}}
+#endif
+
+"""
+
+
+# (old, new) pairs in ggml_compute_forward_flash_attn_ext_f16_one_chunk, each matching once:
+# the fast path, taken for fp16 K and V without softcap or ALiBi, and the stock loop and its
+# fp16-to-fp32 step skipped when it ran.
+ROW = [
+    (
+        "        q_to_vec_dot(pq, Q_q, DK);\n",
+        """\
+        // prometheus-lite: the row's unmasked cells in blocks (ggml_fa_row_f16), where built
+        bool row_done = false;
+#if defined(GGML_FA_ROW_SIMD)
+        if (!params->use_ref && k->type == GGML_TYPE_F16 && v->type == GGML_TYPE_F16 &&
+            DK == DV && logit_softcap == 0.0f && slope == 1.0f) {
+            row_done = ggml_fa_row_f16_any(DK, pq, scale,
+                (const char *) k->data + ik2*nbk2 + ik3*nbk3, nbk1,
+                (const char *) v->data + iv2*nbv2 + iv3*nbv3, nbv1,
+                mp, ic_start, ic_end, &M, &S, VKQ32);
+        }
+#endif
+        if (!row_done) {
+            q_to_vec_dot(pq, Q_q, DK);
+        }
+""",
+    ),
+    (
+        """\
+        if (v->type == GGML_TYPE_F16) {
+            for (int64_t d = 0; d < DV; ++d) {
+                VKQ32[d] = GGML_CPU_FP16_TO_FP32(VKQ16[d]);
+""",
+        """\
+        if (v->type == GGML_TYPE_F16 && !row_done) {
+            for (int64_t d = 0; d < DV; ++d) {
+                VKQ32[d] = GGML_CPU_FP16_TO_FP32(VKQ16[d]);
+""",
+    ),
+]
+
+
 def _replace_once(text: str, old: str, new: str, where: Path) -> str:
     n = text.count(old)
     if n != 1:
@@ -272,8 +464,8 @@ def apply(llama_cpp_dir: Path) -> None:
     if "ggml_fa_next_unmasked" in text:
         raise SystemExit(f"{path} is already patched")
     text = _replace_once(text, INCLUDE_ANCHOR, INCLUDE_ANCHOR + INCLUDE, path)
-    text = _replace_once(text, HELPER_ANCHOR, HELPER + HELPER_ANCHOR, path)
+    text = _replace_once(text, HELPER_ANCHOR, HELPER + ROW_HELPER + HELPER_ANCHOR, path)
     text = _replace_once(text, SKIP_OLD, SKIP_NEW, path)
-    for old, new in TILED:
+    for old, new in TILED + ROW:
         text = _replace_once(text, old, new, path)
     path.write_text(text)
