@@ -25,7 +25,7 @@ def test_tile_threshold(benchmark):
 
     def run() -> None:
         out.update(measure(MODEL, 1 if smoke else None, 200 if smoke else 900,
-                           1 if smoke else 7))
+                           1 if smoke else 7, (64, 128) if smoke else None))
 
     benchmark.pedantic(run, rounds=1, iterations=1)
     assert set(out["ms_per_token"]) == KEYS and all(v > 0 for v in out["ms_per_token"].values())
@@ -42,4 +42,10 @@ def test_tile_threshold(benchmark):
     assert set(step) == STEPS and all(v > 0 for v in step.values())
     gain = 8 * step["1 sequence, pool otherwise empty"] / step["8 sequences"]
     print(f"decode: 8 tokens in one step against 8 one-token steps alone: {gain:.2f}x per token")
+    depth = out["by_depth"]
+    assert depth and all(set(v) == {"63 rows", "64 rows", "decode step"} and min(v.values()) > 0
+                         for v in depth.values())
+    for d, v in depth.items():
+        print(f"depth {d}: 63 rows {v['63 rows']:.2f} ms/token, 64 rows {v['64 rows']:.2f}, "
+              f"decode step {v['decode step']:.2f} ms")
     benchmark.extra_info.update(out)

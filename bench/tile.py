@@ -13,7 +13,9 @@ shows. The engine keeps passes of several sequences under the tile
 and the patched build's tiled kernel jumps over the other sequences' tiles. It also times the
 engine's decode step: one token of each of the 8 sequences in one pass, against one
 sequence's token beside the others and alone, the ceiling of what eight slots gain per
-decoded token. Prints one JSON line: ms per token and
+decoded token; and, by depth (:data:`DEPTHS`), one sequence's 63- and 64-row chunks and a
+decode step with the pool otherwise empty: what a prompt's own attention costs as it grows,
+in the one-row kernel and the tiled one. Prints one JSON line: ms per token and
 ms per decode step, medians of ``--repeats``, and the llama-cpp-python build (prometheus-lite's
 patched one jumps over masked cells: kernels/llama_cpp/).
 """
@@ -31,7 +33,8 @@ from prometheus_lite.llama import BatchEntry, LlamaRuntime
 from prometheus_lite.native import llama_cpp_version
 
 
-def measure(model: str | None, threads: int | None, context: int, repeats: int) -> dict:
+def measure(model: str | None, threads: int | None, context: int, repeats: int,
+            depths: tuple[int, ...] | None = None) -> dict:
     rt = LlamaRuntime(resolve_model(model), n_ctx=max(4096, context + 64), n_threads=threads,
                       n_seq=9, kv_cells=9 * (context + 520), n_batch=64, max_batch=512)
     rng = np.random.default_rng(0)
@@ -91,12 +94,45 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int) 
         rt.seq_truncate(0, 0)
         for _ in range(repeats):
             chunk("63 rows, 1 sequence, pool otherwise empty", 63, False)
+        rt.seq_truncate(8, 0)
+        depth = by_depth(rt, toks, [d for d in depths or DEPTHS if d + 64 <= rt.n_ctx], repeats)
     finally:
         rt.close()
     return {"ms_per_token": {k: float(np.median(v)) for k, v in times.items()},
             "decode_step_ms": {k: float(np.median(v)) for k, v in steps.items()},
-            "context": context, "threads": threads, "repeats": repeats,
+            "by_depth": depth, "context": context, "threads": threads, "repeats": repeats,
             "llama_cpp_python": llama_cpp_version()}
+
+
+# Positions at which by_depth times one sequence's passes.
+DEPTHS = (64, 512, 1024, 2048)
+
+
+def by_depth(rt: LlamaRuntime, toks, depths: list[int], repeats: int) -> dict[str, dict]:
+    """One sequence alone (sequence 0, the pool otherwise empty) at each depth: ms per token
+    of a 63-row prompt chunk (flash attention's one-row kernel) and a 64-row one (the tiled
+    kernel), and ms of a one-token decode step. What a prompt's own attention costs as it
+    grows, per kernel."""
+    out: dict[str, dict] = {}
+    pos = 0
+    for d in depths:
+        while pos < d:  # the sequence grows to d tokens
+            k = min(64, d - pos)
+            assert rt.decode([BatchEntry(t, pos + i, 0, i == k - 1)
+                              for i, t in enumerate(toks(k))]) == 0
+            pos += k
+        times: dict[str, list[float]] = {}
+        for _ in range(repeats):
+            for key, rows in (("63 rows", 63), ("64 rows", 64), ("decode step", 1)):
+                es = [BatchEntry(t, pos + i, 0, i == rows - 1) for i, t in enumerate(toks(rows))]
+                t0 = time.perf_counter()
+                assert rt.decode(es) == 0
+                ms = 1000 * (time.perf_counter() - t0)
+                times.setdefault(key, []).append(ms if rows == 1 else ms / rows)
+                rt.seq_truncate(0, pos)
+        out[str(d)] = {k: float(np.median(v)) for k, v in times.items()}
+    rt.seq_truncate(0, 0)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--context", type=int, default=900)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--depths", type=int, nargs="+", default=list(DEPTHS))
     a = ap.parse_args(argv)
-    print(json.dumps(measure(a.model, a.threads, a.context, a.repeats)), flush=True)
+    print(json.dumps(measure(a.model, a.threads, a.context, a.repeats, tuple(a.depths))),
+          flush=True)
     return 0
 
 

@@ -136,7 +136,7 @@ def test_the_edit_applies_once_and_refuses_other_text(tmp_path: Path) -> None:
     assert text.count("ggml_fa_next_unmasked(") == 4
     assert fa.SKIP_NEW in text and fa.SKIP_OLD not in text
     assert all(new in text for _, new in fa.TILED + fa.ROW)
-    assert text.index("static void ggml_fa_row_f16(") < text.index(fa.HELPER_ANCHOR)
+    assert text.index("static void ggml_fa_rows_f16(") < text.index(fa.HELPER_ANCHOR)
     assert text.index("static inline int64_t ggml_fa_next_unmasked") < text.index(fa.HELPER_ANCHOR)
     with pytest.raises(SystemExit, match="already patched"):
         fa.apply(tmp_path)
@@ -201,7 +201,7 @@ def test_a_row_gets_the_same_bits_whoever_shares_its_attention_tile() -> None:
     assert np.array_equal(alone_chunk, shared_chunk)
 
 
-# The one-row kernel (ggml_fa_row_f16) against attention computed here with numpy. ggml's
+# The one-row kernel (ggml_fa_rows_f16) against attention computed here with numpy. ggml's
 # vector exp is ggml's to test; the harness stands in for it lane by lane with expf.
 ROW_HARNESS = r"""
 #include <math.h>
@@ -232,30 +232,48 @@ int main(void) {
 #if !defined(GGML_FA_ROW_SIMD)
     return 3;
 #else
-    // stdin, per case: int32 D, int32 has_mask, int64 n, ic, end, float32 scale, then q[D]
-    // (float32), K[n][D], V[n][D], mask[n] (fp16 bits). stdout: float32 ok, M, S, out[D].
-    int32_t hdr[2];
+    // stdin, per case: int32 D, G, has_mask; int64 n, ic, end; float32 scale; then q[G][D]
+    // (float32), K[n][D], V[n][D], mask[n] (fp16 bits). stdout, float32: ok, then per row
+    // M, S, out[D] with the G rows together, then the same with each row alone.
+    int32_t hdr[3];
     while (fread(hdr, sizeof hdr, 1, stdin) == 1) {
-        const int32_t D = hdr[0], has_mask = hdr[1];
+        const int32_t D = hdr[0], G = hdr[1], has_mask = hdr[2];
         int64_t r[3];
         float scale;
         must(fread(r, sizeof r, 1, stdin), 1);
         must(fread(&scale, sizeof scale, 1, stdin), 1);
         const int64_t n = r[0];
-        float * q = (float *) malloc(D * sizeof(float));
+        float * q = (float *) malloc(G * D * sizeof(float));
         ggml_fp16_t * k = (ggml_fp16_t *) malloc((n * D + 1) * sizeof(ggml_fp16_t));
         ggml_fp16_t * v = (ggml_fp16_t *) malloc((n * D + 1) * sizeof(ggml_fp16_t));
-        ggml_fp16_t * m = (ggml_fp16_t *) malloc((n + 1) * sizeof(ggml_fp16_t));
-        float * out = (float *) calloc(D + 3, sizeof(float));
-        must(fread(q, sizeof(float), D, stdin), D);
+        ggml_fp16_t * mk = (ggml_fp16_t *) malloc((n + 1) * sizeof(ggml_fp16_t));
+        const int64_t per = 1 + 2 * G * (D + 2);
+        float * res = (float *) calloc(per, sizeof(float));
+        must(fread(q, sizeof(float), G * D, stdin), G * D);
         must(fread(k, sizeof(ggml_fp16_t), n * D, stdin), n * D);
         must(fread(v, sizeof(ggml_fp16_t), n * D, stdin), n * D);
-        must(fread(m, sizeof(ggml_fp16_t), n, stdin), n);
-        out[0] = ggml_fa_row_f16_any(D, q, scale, (const char *) k, D * sizeof(ggml_fp16_t),
-                                     (const char *) v, D * sizeof(ggml_fp16_t),
-                                     has_mask ? m : NULL, r[1], r[2], out + 1, out + 2, out + 3);
-        fwrite(out, sizeof(float), D + 3, stdout);
-        free(q); free(k); free(v); free(m); free(out);
+        must(fread(mk, sizeof(ggml_fp16_t), n, stdin), n);
+        const float * qs[GGML_FA_ROW_GROUP];
+        float M[GGML_FA_ROW_GROUP], S[GGML_FA_ROW_GROUP];
+        float * out = (float *) calloc(G * D + 1, sizeof(float));
+        for (int g = 0; g < G; ++g) qs[g] = q + g * D;
+        for (int alone = 0; alone < 2; ++alone) {
+            for (int g0 = 0; g0 < G; g0 += alone ? 1 : G) {
+                const int m = alone ? 1 : G;
+                const bool ok = ggml_fa_rows_f16_any(D, m, qs + g0, scale, (const char *) k,
+                    D * sizeof(ggml_fp16_t), (const char *) v, D * sizeof(ggml_fp16_t),
+                    has_mask ? mk : NULL, r[1], r[2], M, S, out);
+                res[0] = ok;
+                for (int g = 0; g < m; ++g) {
+                    float * row = res + 1 + (alone * G + g0 + g) * (D + 2);
+                    row[0] = M[g];
+                    row[1] = S[g];
+                    for (int d = 0; d < D; ++d) row[2 + d] = out[g * D + d];
+                }
+            }
+        }
+        fwrite(res, sizeof(float), per, stdout);
+        free(q); free(k); free(v); free(mk); free(res); free(out);
     }
     return 0;
 #endif
@@ -270,8 +288,9 @@ def _row_cases() -> list[dict]:
         for n in (0, 1, 15, 16, 17, 33, 300):
             for masked in (None, 0.5, 0.97, 1.0):
                 for trend in (0.0, 0.05, -0.05):  # the running max moves every block, or never
-                    q = rng.standard_normal(d).astype(np.float32)
-                    k = rng.standard_normal((n, d)) + trend * np.arange(n)[:, None] * q
+                    g = int(rng.integers(1, fa.ROW_GROUP + 1))
+                    q = rng.standard_normal((g, d)).astype(np.float32)
+                    k = rng.standard_normal((n, d)) + trend * np.arange(n)[:, None] * q[0]
                     k = k.astype(np.float16)
                     v = rng.standard_normal((n, d)).astype(np.float16)
                     if masked is None:
@@ -281,24 +300,28 @@ def _row_cases() -> list[dict]:
                         mask = np.where(rng.random(n) < masked, -np.inf, bias).astype(np.float16)
                     ic = int(rng.integers(0, n // 3 + 1))
                     end = int(rng.integers(ic, n + 1)) if rng.random() < 0.3 else n
-                    cases.append(dict(d=d, q=q, k=k, v=v, mask=mask, has_mask=masked is not None,
-                                      ic=ic, end=end, scale=np.float32(1 / np.sqrt(d))))
+                    cases.append(dict(d=d, g=g, q=q, k=k, v=v, mask=mask,
+                                      has_mask=masked is not None, ic=ic, end=end,
+                                      scale=np.float32(1 / np.sqrt(d))))
     return cases
 
 
-def _row_reference(c: dict) -> tuple[float, float, np.ndarray]:
-    """Attention over the case's unmasked cells, in float64: max score, sum, output."""
+def _row_reference(c: dict, q: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Attention of query row q over the case's unmasked cells, in float64: max score, sum,
+    output."""
     cells = np.arange(c["ic"], c["end"])
     mask = c["mask"][cells].astype(np.float64)
     cells, mask = cells[mask != -np.inf], mask[mask != -np.inf]
     if cells.size == 0:
         return -np.inf, 0.0, np.zeros(c["d"])
-    s = c["k"][cells].astype(np.float64) @ c["q"].astype(np.float64) * float(c["scale"]) + mask
+    s = c["k"][cells].astype(np.float64) @ q.astype(np.float64) * float(c["scale"]) + mask
     p = np.exp(s - s.max())
     return s.max(), p.sum(), p @ c["v"][cells].astype(np.float64)
 
 
 def test_the_one_row_kernel_matches_attention_computed_outside_it(tmp_path: Path) -> None:
+    """Every row against numpy, with 1 to ROW_GROUP heads sharing K and V; a row's bits are
+    the same together with other heads as alone."""
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.fail("no C++ compiler (g++, c++) to build the patched kernel, as ggml-cpu needs")
@@ -307,7 +330,7 @@ def test_the_one_row_kernel_matches_attention_computed_outside_it(tmp_path: Path
     subprocess.run([cxx, "-O2", "-march=native", "-o", str(exe), str(src)], check=True)
     cases = _row_cases()
     stdin = b"".join(
-        np.array([c["d"], c["has_mask"]], np.int32).tobytes()
+        np.array([c["d"], c["g"], c["has_mask"]], np.int32).tobytes()
         + np.array([len(c["k"]), c["ic"], c["end"]], np.int64).tobytes()
         + np.float32(c["scale"]).tobytes() + c["q"].tobytes() + c["k"].tobytes()
         + c["v"].tobytes() + c["mask"].tobytes()
@@ -321,20 +344,25 @@ def test_the_one_row_kernel_matches_attention_computed_outside_it(tmp_path: Path
     out = np.frombuffer(run.stdout, np.float32)
     at, checked = 0, 0
     for c in cases:
-        got = out[at : at + c["d"] + 3]
-        at += c["d"] + 3
-        if c["d"] not in fa.ROW_HEADS:
-            assert got[0] == 0  # not built for it: the stock loop runs
+        d, g = c["d"], c["g"]
+        res = out[at : at + 1 + 2 * g * (d + 2)]
+        at += res.size
+        if d not in fa.ROW_HEADS:
+            assert res[0] == 0  # not built for it: the stock loop runs
             continue
-        assert got[0] == 1
-        m_ref, s_ref, o_ref = _row_reference(c)
-        m, s, o = float(got[1]), float(got[2]), got[3:].astype(np.float64)
-        if s_ref == 0:
-            assert m == -np.inf and s == 0 and not o.any()  # as the stock loop leaves them
-            continue
-        assert m == pytest.approx(m_ref, rel=1e-5, abs=1e-5)
-        rescale = np.exp(m - m_ref)  # sum and output relative to the kernel's own max
-        assert s == pytest.approx(s_ref * rescale, rel=1e-5)
-        np.testing.assert_allclose(o / s, o_ref / s_ref, rtol=1e-4, atol=1e-5)
-        checked += 1
-    assert at == out.size and checked > 100
+        assert res[0] == 1
+        rows = res[1:].reshape(2, g, d + 2)
+        assert np.array_equal(rows[0], rows[1])  # together or alone: the same bits
+        for q, row in zip(c["q"], rows[0], strict=True):
+            m_ref, s_ref, o_ref = _row_reference(c, q)
+            m, s, o = float(row[0]), float(row[1]), row[2:].astype(np.float64)
+            if s_ref == 0:
+                assert m == -np.inf and s == 0 and not o.any()  # as the stock loop leaves them
+                continue
+            # fp32 sums of up to 128 products (K rows up to ~45 with the trend): ~1e-5 off
+            assert m == pytest.approx(m_ref, rel=1e-4, abs=1e-4)
+            rescale = np.exp(m - m_ref)  # sum and output relative to the kernel's own max
+            assert s == pytest.approx(s_ref * rescale, rel=1e-4)
+            np.testing.assert_allclose(o / s, o_ref / s_ref, rtol=1e-4, atol=1e-4)
+            checked += 1
+    assert at == out.size and checked > 200

@@ -195,7 +195,7 @@ def test_identity_functions() -> None:
     ident = native.library_identity(lib)
     names = [f[0] for f in ident["files"]]
     assert any(n.startswith("libllama") or n.startswith("llama") for n in names)
-    assert ident["version"].partition("+")[0] == native.PINNED_LLAMA_CPP_PYTHON  # +pl.fa2 too
+    assert ident["version"].partition("+")[0] == native.PINNED_LLAMA_CPP_PYTHON  # +pl.fa3 too
     cpu = native.cpu_identity()
     assert cpu["machine"] == platform.machine() and cpu["model"]
 

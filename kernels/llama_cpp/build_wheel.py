@@ -3,13 +3,14 @@
     python kernels/llama_cpp/build_wheel.py --wheel-dir DIR [--sdist FILE]
 
 The patch (``fa_skip_masked.py``) makes ggml-cpu's flash attention jump over runs of
-masked KV cells instead of testing them one by one. In a unified KV pool every query row
+masked KV cells instead of testing them one by one (in a unified KV pool every query row
 of a step visits every cell below the pool's highest used one, the other sequences' cells
-included (masked); with eight sequences that is most of the cells. Masked cells contribute
-nothing, so the patched kernel computes the same bits; only the time changes
-(``python -P -m prometheus_lite.bench.tile`` measures it).
+included), and replaces its one-row kernel's cell-by-cell loop by blocks of cells with fp32
+accumulation, GQA heads together. The jumps change no bits; the one-row kernel's sums are
+more exact than stock's and differ from them in the last bits. ``python -P -m
+prometheus_lite.bench.tile`` measures the time.
 
-The wheel's version carries a local label (``0.3.36+pl.fa2``): it still satisfies the pin
+The wheel's version carries a local label (``0.3.36+pl.fa3``): it still satisfies the pin
 ``llama-cpp-python==0.3.36`` (PEP 440 ignores local labels when the pin has none), pip's
 wheel cache cannot mistake it for the stock build, and ``prometheus-lite info`` shows which
 runtime is installed. Nothing is built when that version is already installed.

@@ -1,4 +1,4 @@
-"""The ggml-cpu edit: flash attention jumps over runs of masked KV cells.
+"""The ggml-cpu edits: flash attention jumps over masked KV cells, and a faster one-row kernel.
 
 ``ggml_compute_forward_flash_attn_ext_f16_one_chunk`` (ggml/src/ggml-cpu/ops.cpp; the
 kernel below 64 query rows, and the split-KV kernel of one row) loops over every cell below
@@ -6,11 +6,27 @@ the pool's highest used one for every query row and head, converting each cell's
 value and skipping it when it is -inf. In a unified KV pool of eight sequences most cells are
 another sequence's, so most of that loop is the test. The edit replaces the one-cell skip by
 a jump to the next cell whose mask is not -inf, comparing 32 (AVX-512BW) or 16 (AVX2) mask
-values at a time, else one at a time. A masked cell contributes nothing to the sum, so the
-kernel's result is bit-identical; only cells that were already skipped are skipped.
+values at a time, else one at a time. A masked cell contributes nothing to the sum.
 
 The jump is taken only when ``slope > 0`` (always, without ALiBi's ``max_bias``): then a
 cell's ``slope * mask`` is -inf exactly when its fp16 mask is -inf (0xFC00).
+
+**The one-row kernel** (``ROW_HELPER``, ``ggml_fa_rows_f16``). For fp16 K and V without
+softcap, ALiBi or sinks, and head sizes :data:`ROW_HEADS`, on a CPU with AVX-512 (F, DQ) or
+AVX2 with FMA and F16C, a row no longer takes its cells one at a time (a dot product through
+a function pointer, a scalar ``expf``, an fp16 accumulator rounded after every cell). It
+takes its unmasked cells :data:`ROW_BLOCK` at a time: fp32 dot products against the fp32
+query (stock converts the query to fp16), one running-max update and one vector exp (ggml's
+``ggml_v_expf``) per block, V accumulated in fp32. Query heads that share a KV head (GQA) go
+together, up to :data:`ROW_GROUP`: each K and V row is converted from fp16 once for all of
+them, which was most of the work. The rows are taken in the order (KV head, query row, head
+in group), a bijection of the caller's index range, so a thread's range holds whole groups;
+the split-KV path (one row, KV split over threads) calls it once for all heads instead of
+once per head. The sums change (more exact ones: ``tests/test_llama_cpp_patch.py`` compares
+the kernel with attention computed in numpy), so this build's results differ from the stock
+build's in the last bits. A row's arithmetic is the same whichever heads go with it, and
+its cells are taken in its own order, so its result depends on its own query and cells
+only, as before.
 
 ``ggml_compute_forward_flash_attn_ext_tiled`` (64 query rows or more) gets four edits, none
 of which changes a bit of the result:
@@ -88,7 +104,7 @@ SKIP_OLD = """\
 """
 
 SKIP_NEW = """\
-        for (int64_t ic = row_done ? ic_end : ic_start; ic < ic_end; ++ic) {
+        for (int64_t ic = ic_start; ic < ic_end; ++ic) {
             const float mv = mp ? slope*GGML_CPU_FP16_TO_FP32(mp[ic]) : 0.0f;
             if (mv == -INFINITY) {
                 if (slope > 0.0f) {
@@ -255,29 +271,38 @@ TILED = [
 ]
 
 
-# The one-row kernel's fp16 path, rewritten (ggml_fa_row_f16): the row's unmasked cells in
-# blocks of ROW_BLOCK, head sizes ROW_HEADS, where the CPU has AVX-512 (F, DQ) or AVX2 with
-# FMA and F16C; anything else keeps the stock loop.
+# The one-row kernel's fp16 path, rewritten (ggml_fa_rows_f16): the rows' unmasked cells in
+# blocks of ROW_BLOCK, for query heads that share a KV head (GQA) up to ROW_GROUP at once,
+# head sizes ROW_HEADS, where the CPU has AVX-512 (F, DQ) or AVX2 with FMA and F16C; anything
+# else keeps the stock loop.
 ROW_BLOCK = 16
+ROW_GROUP = 4
 ROW_HEADS = (64, 96, 128)
 
 _ROW_CASES = "".join(
-    f"        case {d}: ggml_fa_row_f16<{d}>(q, scale, k, nbk, v, nbv, mp, ic, end, M_out, "
-    "S_out, out); return true;\n" for d in ROW_HEADS
+    f"        case {d}: switch (G) {{\n"
+    + "".join(f"            case {g}: ggml_fa_rows_f16<{d}, {g}>(q, scale, k, nbk, v, nbv, mp, "
+              "ic, end, M, S, out); return true;\n" for g in range(1, ROW_GROUP + 1))
+    + "            default: return false;\n        }\n"
+    for d in ROW_HEADS
 )
+_ROW_BUILT = "".join(f"        case {d}:\n" for d in ROW_HEADS)
 
 ROW_HELPER = f"""\
-// prometheus-lite (kernels/llama_cpp/fa_skip_masked.py): one query row's attention over fp16 K
-// and V, the kernel below 64 rows. The stock loop takes one cell at a time: a dot product
-// through a function pointer, a scalar expf, and an fp16 accumulator rounded after every
-// cell. This takes the row's unmasked cells {ROW_BLOCK} at a time: their scores (fp32 dot
-// products), one running-max update and one vector exp per block, then V accumulated in fp32.
-// The cells are taken in the row's own order, so the result depends on the row's cells only,
-// not on where other sequences' cells lie in the pool.
+// prometheus-lite (kernels/llama_cpp/fa_skip_masked.py): query rows' attention over fp16 K and
+// V, the kernel below 64 rows. The stock loop takes one row and one cell at a time: a dot
+// product through a function pointer, a scalar expf, and an fp16 accumulator rounded after
+// every cell. This takes the row's unmasked cells {ROW_BLOCK} at a time: their scores (fp32
+// dot products), one running-max update and one vector exp per block, then V accumulated in
+// fp32; and G query heads that share a KV head (GQA) at once, each K and V row converted from
+// fp16 once for all G. A row's arithmetic is the same whatever G, and its cells are taken in
+// its own order: its result depends on its own query and cells only.
 #if defined(__GNUC__) && ((defined(__AVX512F__) && defined(__AVX512DQ__)) || \\
     (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)))
 #define GGML_FA_ROW_SIMD  1
 #define GGML_FA_ROW_BLOCK {ROW_BLOCK}
+#define GGML_FA_ROW_GROUP {ROW_GROUP}
+#define GGML_FA_ROW_MAX_D {max(ROW_HEADS)}
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 #define GGML_FA_ROW_VL 16
 typedef __m512 ggml_fa_v;
@@ -287,7 +312,6 @@ static inline ggml_fa_v ggml_fa_load_h(const ggml_fp16_t * p) {{
 static inline ggml_fa_v ggml_fa_loadu(const float * p) {{ return _mm512_loadu_ps(p); }}
 static inline void ggml_fa_storeu(float * p, ggml_fa_v a) {{ _mm512_storeu_ps(p, a); }}
 static inline ggml_fa_v ggml_fa_set1(float x) {{ return _mm512_set1_ps(x); }}
-static inline ggml_fa_v ggml_fa_add(ggml_fa_v a, ggml_fa_v b) {{ return _mm512_add_ps(a, b); }}
 static inline ggml_fa_v ggml_fa_sub(ggml_fa_v a, ggml_fa_v b) {{ return _mm512_sub_ps(a, b); }}
 static inline ggml_fa_v ggml_fa_mul(ggml_fa_v a, ggml_fa_v b) {{ return _mm512_mul_ps(a, b); }}
 static inline ggml_fa_v ggml_fa_fma(ggml_fa_v a, ggml_fa_v b, ggml_fa_v c) {{
@@ -303,7 +327,6 @@ static inline ggml_fa_v ggml_fa_load_h(const ggml_fp16_t * p) {{
 static inline ggml_fa_v ggml_fa_loadu(const float * p) {{ return _mm256_loadu_ps(p); }}
 static inline void ggml_fa_storeu(float * p, ggml_fa_v a) {{ _mm256_storeu_ps(p, a); }}
 static inline ggml_fa_v ggml_fa_set1(float x) {{ return _mm256_set1_ps(x); }}
-static inline ggml_fa_v ggml_fa_add(ggml_fa_v a, ggml_fa_v b) {{ return _mm256_add_ps(a, b); }}
 static inline ggml_fa_v ggml_fa_sub(ggml_fa_v a, ggml_fa_v b) {{ return _mm256_sub_ps(a, b); }}
 static inline ggml_fa_v ggml_fa_mul(ggml_fa_v a, ggml_fa_v b) {{ return _mm256_mul_ps(a, b); }}
 static inline ggml_fa_v ggml_fa_fma(ggml_fa_v a, ggml_fa_v b, ggml_fa_v c) {{
@@ -317,27 +340,31 @@ static inline float ggml_fa_hsum(ggml_fa_v a) {{
 }}
 #endif
 
-// Attention of the fp32 query row q (head size D) over the cells [ic, end) of fp16 K and V
-// (cell i at k + i*nbk and v + i*nbv) whose fp16 mask (mp; NULL: none) is not -inf: the
-// running max *M_out, the sum of exp(score - max) *S_out, and the unnormalised output out[D],
-// as the stock loop leaves them (M -inf, S 0, out 0 when no cell is seen).
-template <int D>
-static void ggml_fa_row_f16(const float * q, float scale,
+// Attention of G fp32 query rows q[g] (head size D) that share their KV head, over the cells
+// [ic, end) of fp16 K and V (cell i at k + i*nbk and v + i*nbv) whose fp16 mask (mp, shared by
+// the G rows; NULL: none) is not -inf: per row, the running max M[g], the sum of
+// exp(score - max) S[g], and the unnormalised output out[g*D ..], as the stock loop leaves them
+// (M -inf, S 0, out 0 when no cell is seen).
+template <int D, int G>
+static void ggml_fa_rows_f16(const float * const * q, float scale,
         const char * k, size_t nbk, const char * v, size_t nbv,
         const ggml_fp16_t * mp, int64_t ic, int64_t end,
-        float * M_out, float * S_out, float * out) {{
+        float * M, float * S, float * out) {{
     constexpr int VL = GGML_FA_ROW_VL;
     constexpr int NV = D / VL;
     constexpr int B  = GGML_FA_ROW_BLOCK;
     static_assert(D % VL == 0 && B % VL == 0, "head size and block must fill whole vectors");
-    ggml_fa_v qv[NV], acc[NV];
-    for (int i = 0; i < NV; ++i) {{
-        qv[i]  = ggml_fa_loadu(q + i*VL);
-        acc[i] = ggml_fa_set1(0.0f);
+    ggml_fa_v qv[G][NV], acc[G][NV];
+    for (int g = 0; g < G; ++g) {{
+        for (int i = 0; i < NV; ++i) {{
+            qv[g][i]  = ggml_fa_loadu(q[g] + i*VL);
+            acc[g][i] = ggml_fa_set1(0.0f);
+        }}
+        M[g] = -INFINITY;
+        S[g] = 0.0f;
     }}
-    float M = -INFINITY, S = 0.0f;
-    alignas(64) float sc[B];
-    alignas(64) float pr[B];
+    alignas(64) float sc[G][B];
+    alignas(64) float pr[G][B];
     int64_t idx[B];
     while (ic < end) {{
         int n = 0;
@@ -355,51 +382,74 @@ static void ggml_fa_row_f16(const float * q, float scale,
         }}
         for (int j = 0; j < n; ++j) {{
             const ggml_fp16_t * kr = (const ggml_fp16_t *) (k + idx[j]*nbk);
-            ggml_fa_v s = ggml_fa_mul(ggml_fa_load_h(kr), qv[0]);
-            for (int i = 1; i < NV; ++i) {{
-                s = ggml_fa_fma(ggml_fa_load_h(kr + i*VL), qv[i], s);
-            }}
-            sc[j] = ggml_fa_hsum(s)*scale + (mp ? GGML_CPU_FP16_TO_FP32(mp[idx[j]]) : 0.0f);
-        }}
-        float mb = sc[0];
-        for (int j = 1; j < n; ++j) {{
-            mb = sc[j] > mb ? sc[j] : mb;
-        }}
-        for (int j = n; j < B; ++j) {{
-            sc[j] = mb; // lanes past the block's cells: computed, never used
-        }}
-        if (mb > M) {{
-            const float ms = expf(M - mb); // 0 for the first block (M is -inf)
+            ggml_fa_v kv[NV];
             for (int i = 0; i < NV; ++i) {{
-                acc[i] = ggml_fa_mul(acc[i], ggml_fa_set1(ms));
+                kv[i] = ggml_fa_load_h(kr + i*VL);
             }}
-            S *= ms;
-            M = mb;
+            const float mv = mp ? GGML_CPU_FP16_TO_FP32(mp[idx[j]]) : 0.0f;
+            for (int g = 0; g < G; ++g) {{
+                ggml_fa_v s = ggml_fa_mul(kv[0], qv[g][0]);
+                for (int i = 1; i < NV; ++i) {{
+                    s = ggml_fa_fma(kv[i], qv[g][i], s);
+                }}
+                sc[g][j] = ggml_fa_hsum(s)*scale + mv;
+            }}
         }}
-        for (int j = 0; j < B; j += VL) {{
-            ggml_fa_storeu(pr + j, ggml_v_expf(ggml_fa_sub(ggml_fa_loadu(sc + j), ggml_fa_set1(M))));
+        for (int g = 0; g < G; ++g) {{
+            float mb = sc[g][0];
+            for (int j = 1; j < n; ++j) {{
+                mb = sc[g][j] > mb ? sc[g][j] : mb;
+            }}
+            for (int j = n; j < B; ++j) {{
+                sc[g][j] = mb; // lanes past the block's cells: computed, never used
+            }}
+            if (mb > M[g]) {{
+                const float ms = expf(M[g] - mb); // 0 for the first block (M is -inf)
+                for (int i = 0; i < NV; ++i) {{
+                    acc[g][i] = ggml_fa_mul(acc[g][i], ggml_fa_set1(ms));
+                }}
+                S[g] *= ms;
+                M[g] = mb;
+            }}
+            for (int j = 0; j < B; j += VL) {{
+                const ggml_fa_v x = ggml_fa_sub(ggml_fa_loadu(sc[g] + j), ggml_fa_set1(M[g]));
+                ggml_fa_storeu(pr[g] + j, ggml_v_expf(x));
+            }}
         }}
         for (int j = 0; j < n; ++j) {{
             const ggml_fp16_t * vr = (const ggml_fp16_t *) (v + idx[j]*nbv);
-            const ggml_fa_v p = ggml_fa_set1(pr[j]);
+            ggml_fa_v vv[NV];
             for (int i = 0; i < NV; ++i) {{
-                acc[i] = ggml_fa_fma(ggml_fa_load_h(vr + i*VL), p, acc[i]);
+                vv[i] = ggml_fa_load_h(vr + i*VL);
             }}
-            S += pr[j];
+            for (int g = 0; g < G; ++g) {{
+                const ggml_fa_v p = ggml_fa_set1(pr[g][j]);
+                for (int i = 0; i < NV; ++i) {{
+                    acc[g][i] = ggml_fa_fma(vv[i], p, acc[g][i]);
+                }}
+                S[g] += pr[g][j];
+            }}
         }}
     }}
-    for (int i = 0; i < NV; ++i) {{
-        ggml_fa_storeu(out + i*VL, acc[i]);
+    for (int g = 0; g < G; ++g) {{
+        for (int i = 0; i < NV; ++i) {{
+            ggml_fa_storeu(out + g*D + i*VL, acc[g][i]);
+        }}
     }}
-    *M_out = M;
-    *S_out = S;
 }}
 
-// ggml_fa_row_f16 for head size D; false when D is not one it is built for.
-static inline bool ggml_fa_row_f16_any(int64_t D, const float * q, float scale,
-        const char * k, size_t nbk, const char * v, size_t nbv,
-        const ggml_fp16_t * mp, int64_t ic, int64_t end,
-        float * M_out, float * S_out, float * out) {{
+// Whether ggml_fa_rows_f16 is built for head size D.
+static inline bool ggml_fa_rows_f16_built(int64_t D) {{
+    switch (D) {{
+{_ROW_BUILT}            return true;
+        default: return false;
+    }}
+}}
+
+// ggml_fa_rows_f16 for head size D and 1 <= G <= GGML_FA_ROW_GROUP rows; false otherwise.
+static inline bool ggml_fa_rows_f16_any(int64_t D, int64_t G, const float * const * q,
+        float scale, const char * k, size_t nbk, const char * v, size_t nbv,
+        const ggml_fp16_t * mp, int64_t ic, int64_t end, float * M, float * S, float * out) {{
     switch (D) {{
 {_ROW_CASES}        default: return false;
     }}
@@ -408,44 +458,94 @@ static inline bool ggml_fa_row_f16_any(int64_t D, const float * q, float scale,
 
 """
 
+# In ggml_compute_forward_flash_attn_ext_f16_one_chunk: the rows [ir0, ir1) through
+# ggml_fa_rows_f16 for fp16 K and V without softcap, ALiBi or sinks. With GQA (and a mask
+# shared by the heads) the rows are taken in the order (iq3, KV head, iq1, head in group), a
+# bijection of the same index range, so a range holds whole groups, up to its ends; each row's
+# result is written as the stock loop writes it (partials at its own index, or dst).
+ROW_OLD = """\
+    int ith = params->ith;
 
-# (old, new) pairs in ggml_compute_forward_flash_attn_ext_f16_one_chunk, each matching once:
-# the fast path, taken for fp16 K and V without softcap or ALiBi, and the stock loop and its
-# fp16-to-fp32 step skipped when it ran.
-ROW = [
-    (
-        "        q_to_vec_dot(pq, Q_q, DK);\n",
-        """\
-        // prometheus-lite: the row's unmasked cells in blocks (ggml_fa_row_f16), where built
-        bool row_done = false;
+    for (int ir = ir0; ir < ir1; ++ir) {
+        // q indices
+        const int iq3 = ir/(neq2*neq1);
+"""
+ROW_NEW = """\
+    int ith = params->ith;
+
 #if defined(GGML_FA_ROW_SIMD)
-        if (!params->use_ref && k->type == GGML_TYPE_F16 && v->type == GGML_TYPE_F16 &&
-            DK == DV && logit_softcap == 0.0f && slope == 1.0f) {
-            row_done = ggml_fa_row_f16_any(DK, pq, scale,
-                (const char *) k->data + ik2*nbk2 + ik3*nbk3, nbk1,
-                (const char *) v->data + iv2*nbv2 + iv3*nbv3, nbv1,
-                mp, ic_start, ic_end, &M, &S, VKQ32);
-        }
-#endif
-        if (!row_done) {
-            q_to_vec_dot(pq, Q_q, DK);
-        }
-""",
-    ),
-    (
-        """\
-        if (v->type == GGML_TYPE_F16) {
-            for (int64_t d = 0; d < DV; ++d) {
-                VKQ32[d] = GGML_CPU_FP16_TO_FP32(VKQ16[d]);
-""",
-        """\
-        if (v->type == GGML_TYPE_F16 && !row_done) {
-            for (int64_t d = 0; d < DV; ++d) {
-                VKQ32[d] = GGML_CPU_FP16_TO_FP32(VKQ16[d]);
-""",
-    ),
-]
+    // prometheus-lite: the rows in blocks of cells, GQA heads together (ggml_fa_rows_f16)
+    if (!params->use_ref && k->type == GGML_TYPE_F16 && v->type == GGML_TYPE_F16 && DK == DV &&
+        ggml_fa_rows_f16_built(DK) && logit_softcap == 0.0f && max_bias == 0.0f && !sinks) {
+        const bool    grouped = rk2 > 1 && rk3 == 1 && (!mask || mask->ne[2] == 1);
+        const int64_t R       = grouped ? rk2 : 1; // query heads per KV head, in the order taken
+        for (int64_t p = ir0; p < ir1; ) {
+            const int64_t iq3 = p/(neq2*N);
+            int64_t r = p - iq3*neq2*N;
+            const int64_t ik2 = r/(N*R);
+            r -= ik2*N*R;
+            const int64_t iq1 = r/R;
+            const int64_t j   = r - iq1*R;
+            const int64_t iq2 = grouped ? ik2*R + j : ik2; // the group's first row here
+            const int64_t G   = std::min({(int64_t) GGML_FA_ROW_GROUP, R - j, (int64_t) ir1 - p});
 
+            const ggml_fp16_t * mp = mask ? (ggml_fp16_t *)((char *) mask->data + iq1*mask->nb[1] + (iq2%mask->ne[2])*mask->nb[2] + (iq3%mask->ne[3])*mask->nb[3]) : NULL;
+            const float * qs[GGML_FA_ROW_GROUP];
+            for (int64_t g = 0; g < G; ++g) {
+                qs[g] = (const float *) ((char *) q->data + (iq1*nbq1 + (iq2 + g)*nbq2 + iq3*nbq3));
+            }
+            float Ms[GGML_FA_ROW_GROUP];
+            float Ss[GGML_FA_ROW_GROUP];
+            float out[GGML_FA_ROW_GROUP*GGML_FA_ROW_MAX_D];
+            ggml_fa_rows_f16_any(DK, G, qs, scale,
+                (const char *) k->data + (iq2/rk2)*nbk2 + (iq3/rk3)*nbk3, nbk1,
+                (const char *) v->data + (iq2/rv2)*nbv2 + (iq3/rv3)*nbv3, nbv1,
+                mp, ic_start, ic_end, Ms, Ss, out);
+
+            for (int64_t g = 0; g < G; ++g) {
+                float * o = out + g*DV;
+                if (write_partials) {
+                    // partials layout: [M, S, VKQ[DV]] at the row's index in the stock order
+                    float * partial = partials + (iq3*neq2*N + (iq2 + g)*N + iq1) * partial_stride;
+                    partial[0] = Ms[g];
+                    partial[1] = Ss[g];
+                    memcpy(partial + 2, o, DV * sizeof(float));
+                } else {
+                    const float S_inv = Ss[g] == 0.0f ? 0.0f : 1.0f/Ss[g];
+                    ggml_vec_scale_f32(DV, o, S_inv);
+                    memcpy((char *) dst->data + (iq3*ne2*ne1 + (iq2 + g) + iq1*ne1)*nb1, o, nb1);
+                }
+            }
+            p += G;
+        }
+        return;
+    }
+#endif
+
+    for (int ir = ir0; ir < ir1; ++ir) {
+        // q indices
+        const int iq3 = ir/(neq2*neq1);
+"""
+
+# The split-KV path (one query row, KV split over threads) called the kernel once per head;
+# one call over all heads runs the same rows (partials at the same indices) and lets GQA heads
+# go together.
+SPLIT_OLD = """\
+        if (ic_start < nek1) {
+            for (int64_t q_head = 0; q_head < neq2; q_head++) {
+                ggml_compute_forward_flash_attn_ext_f16_one_chunk(
+                    params, dst, q_head, q_head + 1, ic_start, ic_end,
+                    chunk_partials, partial_stride);
+            }
+"""
+SPLIT_NEW = """\
+        if (ic_start < nek1) {
+            // prometheus-lite: all heads in one call (GQA heads together in ggml_fa_rows_f16)
+            ggml_compute_forward_flash_attn_ext_f16_one_chunk(
+                params, dst, 0, neq2, ic_start, ic_end, chunk_partials, partial_stride);
+"""
+
+ROW = [(ROW_OLD, ROW_NEW), (SPLIT_OLD, SPLIT_NEW)]
 
 def _replace_once(text: str, old: str, new: str, where: Path) -> str:
     n = text.count(old)
