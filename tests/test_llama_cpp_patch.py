@@ -208,7 +208,9 @@ ROW_HARNESS = r"""
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
 typedef uint16_t ggml_fp16_t;
 #define GGML_CPU_FP16_TO_FP32(x) _cvtsh_ss(x)
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
