@@ -32,6 +32,9 @@ from prometheus_lite.hub import resolve_model
 from prometheus_lite.llama import BatchEntry, LlamaRuntime
 from prometheus_lite.native import llama_cpp_version
 
+# Positions at which one sequence's passes are timed (measure's by_depth).
+DEPTHS = (64, 512, 1024, 2048)
+
 
 def measure(model: str | None, threads: int | None, context: int, repeats: int,
             depths: tuple[int, ...] | None = None) -> dict:
@@ -76,6 +79,29 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int,
         for s in seqs:
             rt.seq_truncate(s, context)
 
+    def by_depth(depths: list[int]) -> dict[str, dict]:
+        """Sequence 0 alone (the pool otherwise empty) at each depth: ms per token of a
+        63-row prompt chunk (flash attention's one-row kernel) and a 64-row one (the tiled
+        kernel), and ms of a one-token decode step: what a prompt's own attention costs as
+        it grows, per kernel."""
+        out: dict[str, dict] = {}
+        pos = 0
+        for d in depths:
+            fill(0, d - pos, pos)
+            pos = d
+            ms: dict[str, list[float]] = {}
+            for _ in range(repeats):
+                for key, rows in (("63 rows", 63), ("64 rows", 64), ("decode step", 1)):
+                    es = [BatchEntry(t, pos + i, 0, i == rows - 1)
+                          for i, t in enumerate(toks(rows))]
+                    t0 = time.perf_counter()
+                    assert rt.decode(es) == 0
+                    ms.setdefault(key, []).append(1000 * (time.perf_counter() - t0) / rows)
+                    rt.seq_truncate(0, pos)
+            out[str(d)] = {k: float(np.median(v)) for k, v in ms.items()}
+        rt.seq_truncate(0, 0)
+        return out
+
     for s in range(8):
         fill(s, context)
     try:
@@ -95,44 +121,13 @@ def measure(model: str | None, threads: int | None, context: int, repeats: int,
         for _ in range(repeats):
             chunk("63 rows, 1 sequence, pool otherwise empty", 63, False)
         rt.seq_truncate(8, 0)
-        depth = by_depth(rt, toks, [d for d in depths or DEPTHS if d + 64 <= rt.n_ctx], repeats)
+        depth = by_depth([d for d in depths or DEPTHS if d + 64 <= rt.n_ctx])
     finally:
         rt.close()
     return {"ms_per_token": {k: float(np.median(v)) for k, v in times.items()},
             "decode_step_ms": {k: float(np.median(v)) for k, v in steps.items()},
             "by_depth": depth, "context": context, "threads": threads, "repeats": repeats,
             "llama_cpp_python": llama_cpp_version()}
-
-
-# Positions at which by_depth times one sequence's passes.
-DEPTHS = (64, 512, 1024, 2048)
-
-
-def by_depth(rt: LlamaRuntime, toks, depths: list[int], repeats: int) -> dict[str, dict]:
-    """One sequence alone (sequence 0, the pool otherwise empty) at each depth: ms per token
-    of a 63-row prompt chunk (flash attention's one-row kernel) and a 64-row one (the tiled
-    kernel), and ms of a one-token decode step. What a prompt's own attention costs as it
-    grows, per kernel."""
-    out: dict[str, dict] = {}
-    pos = 0
-    for d in depths:
-        while pos < d:  # the sequence grows to d tokens
-            k = min(64, d - pos)
-            assert rt.decode([BatchEntry(t, pos + i, 0, i == k - 1)
-                              for i, t in enumerate(toks(k))]) == 0
-            pos += k
-        times: dict[str, list[float]] = {}
-        for _ in range(repeats):
-            for key, rows in (("63 rows", 63), ("64 rows", 64), ("decode step", 1)):
-                es = [BatchEntry(t, pos + i, 0, i == rows - 1) for i, t in enumerate(toks(rows))]
-                t0 = time.perf_counter()
-                assert rt.decode(es) == 0
-                ms = 1000 * (time.perf_counter() - t0)
-                times.setdefault(key, []).append(ms if rows == 1 else ms / rows)
-                rt.seq_truncate(0, pos)
-        out[str(d)] = {k: float(np.median(v)) for k, v in times.items()}
-    rt.seq_truncate(0, 0)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

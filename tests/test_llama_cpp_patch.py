@@ -37,7 +37,7 @@ def _load(name: str):
     return mod
 
 
-fa = _load("fa_skip_masked")
+fa = _load("flash_attn_patch")
 
 NINF = 0xFC00  # fp16 -inf
 HARNESS = r"""

@@ -2,7 +2,7 @@
 
     python kernels/llama_cpp/build_wheel.py --wheel-dir DIR [--sdist FILE]
 
-The patch (``fa_skip_masked.py``) makes ggml-cpu's flash attention jump over runs of
+The patch (``flash_attn_patch.py``) makes ggml-cpu's flash attention jump over runs of
 masked KV cells instead of testing them one by one (in a unified KV pool every query row
 of a step visits every cell below the pool's highest used one, the other sequences' cells
 included), and replaces its one-row kernel's cell-by-cell loop by blocks of cells with fp32
@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fa_skip_masked import apply as apply_patch  # noqa: E402
+from flash_attn_patch import apply as apply_patch  # noqa: E402
 
 PINNED = "0.3.36"
 LABEL = "pl.fa3"

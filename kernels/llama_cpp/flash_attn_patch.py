@@ -56,7 +56,7 @@ OPS = Path("ggml") / "src" / "ggml-cpu" / "ops.cpp"
 HELPER_ANCHOR = "static void ggml_compute_forward_flash_attn_ext_f16_one_chunk(\n"
 
 HELPER = """\
-// prometheus-lite (kernels/llama_cpp/fa_skip_masked.py): the first cell in [ic, end) whose
+// prometheus-lite (kernels/llama_cpp/flash_attn_patch.py): the first cell in [ic, end) whose
 // fp16 mask is not -inf (0xFC00). In a unified KV pool most cells a row visits belong to other
 // sequences and are masked; jumping over them computes the same result in less time.
 static inline int64_t ggml_fa_next_unmasked(const ggml_fp16_t * mp, int64_t ic, int64_t end) {
@@ -289,7 +289,7 @@ _ROW_CASES = "".join(
 _ROW_BUILT = "".join(f"        case {d}:\n" for d in ROW_HEADS)
 
 ROW_HELPER = f"""\
-// prometheus-lite (kernels/llama_cpp/fa_skip_masked.py): query rows' attention over fp16 K and
+// prometheus-lite (kernels/llama_cpp/flash_attn_patch.py): query rows' attention over fp16 K and
 // V, the kernel below 64 rows. The stock loop takes one row and one cell at a time: a dot
 // product through a function pointer, a scalar expf, and an fp16 accumulator rounded after
 // every cell. This takes the row's unmasked cells {ROW_BLOCK} at a time: their scores (fp32
@@ -482,11 +482,11 @@ ROW_NEW = """\
         for (int64_t p = ir0; p < ir1; ) {
             const int64_t iq3 = p/(neq2*N);
             int64_t r = p - iq3*neq2*N;
-            const int64_t ik2 = r/(N*R);
-            r -= ik2*N*R;
+            const int64_t grp = r/(N*R); // the KV head when grouped, else the query head
+            r -= grp*N*R;
             const int64_t iq1 = r/R;
             const int64_t j   = r - iq1*R;
-            const int64_t iq2 = grouped ? ik2*R + j : ik2; // the group's first row here
+            const int64_t iq2 = grp*R + j; // the first of the rows taken here
             const int64_t G   = std::min({(int64_t) GGML_FA_ROW_GROUP, R - j, (int64_t) ir1 - p});
 
             const ggml_fp16_t * mp = mask ? (ggml_fp16_t *)((char *) mask->data + iq1*mask->nb[1] + (iq2%mask->ne[2])*mask->nb[2] + (iq3%mask->ne[3])*mask->nb[3]) : NULL;
