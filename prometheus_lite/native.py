@@ -194,8 +194,9 @@ def llama_cpp_version() -> str | None:
 
 
 # The local version label of llama-cpp-python built with prometheus-lite's ggml-cpu patch
-# (kernels/llama_cpp/build_wheel.py: flash attention's masked cells and one-row kernel).
-PATCHED_LABEL = "pl.fa3"
+# (kernels/llama_cpp/build_wheel.py: flash attention's masked cells and one-row kernel, the
+# repacked Q4_0/Q4_K GEMMs' row groups).
+PATCHED_LABEL = "pl.fa3.rp1"
 
 
 def runtime_build() -> str:
@@ -206,7 +207,8 @@ def runtime_build() -> str:
     if version.partition("+")[2] == PATCHED_LABEL:
         return (f"llama-cpp-python {version} (with prometheus-lite's ggml-cpu patch: flash "
                 "attention jumps over masked KV cells and tiles and takes a row's cells in "
-                "blocks with fp32 sums; faster with parallel slots and long prompts)")
+                "blocks with fp32 sums; repacked Q4_0/Q4_K matmuls sweep their weights once "
+                "per pass; faster with parallel slots and long prompts)")
     return (f"llama-cpp-python {version} (stock build; in a source checkout, `make install` "
             "or kernels/llama_cpp/build_wheel.py builds it with prometheus-lite's ggml-cpu patch)")
 

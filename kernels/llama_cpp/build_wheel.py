@@ -2,21 +2,23 @@
 
     python kernels/llama_cpp/build_wheel.py --wheel-dir DIR [--sdist FILE]
 
-The patch (``flash_attn_patch.py``) makes ggml-cpu's flash attention jump over runs of
-masked KV cells instead of testing them one by one (in a unified KV pool every query row
-of a step visits every cell below the pool's highest used one, the other sequences' cells
-included), and replaces its one-row kernel's cell-by-cell loop by blocks of cells with fp32
-accumulation, GQA heads together. The jumps change no bits; the one-row kernel's sums are
-more exact than stock's and differ from them in the last bits. ``python -P -m
-prometheus_lite.bench.tile`` measures the time.
+The patches (``flash_attn_patch.py``, ``repack_patch.py``) make ggml-cpu's flash attention
+jump over runs of masked KV cells instead of testing them one by one (in a unified KV pool
+every query row of a step visits every cell below the pool's highest used one, the other
+sequences' cells included), replace its one-row kernel's cell-by-cell loop by blocks of
+cells with fp32 accumulation, GQA heads together, and let the repacked Q4_0/Q4_K GEMMs sweep
+their weights once for the 4-12 rows left after whole 16s (a decode step of 8 sequences
+swept them twice), Q4_0 with a direct VNNI dot product. The jumps and the GEMM edits change
+no bits; the one-row kernel's sums are more exact than stock's and differ from them in the
+last bits. ``python -P -m prometheus_lite.bench.tile`` measures the attention time.
 
-The wheel's version carries a local label (``0.3.36+pl.fa3``): it still satisfies the pin
+The wheel's version carries a local label (``0.3.36+pl.fa3.rp1``): it still satisfies the pin
 ``llama-cpp-python==0.3.36`` (PEP 440 ignores local labels when the pin has none), pip's
 wheel cache cannot mistake it for the stock build, and ``prometheus-lite info`` shows which
 runtime is installed. Nothing is built when that version is already installed.
 
 Steps: download the sdist from the package index (or take ``--sdist``), unpack it, apply
-the edit (each replaced string must match exactly once, else it stops and says so), set the
+the edits (each replaced string must match exactly once, else it stops and says so), set the
 version, ``pip wheel`` it (about 8 minutes on 2 cores).
 """
 
@@ -33,10 +35,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from flash_attn_patch import apply as apply_patch  # noqa: E402
+import flash_attn_patch  # noqa: E402
+import repack_patch  # noqa: E402
 
 PINNED = "0.3.36"
-LABEL = "pl.fa3"
+LABEL = "pl.fa3.rp1"
 VERSION = f"{PINNED}+{LABEL}"
 
 
@@ -75,7 +78,8 @@ def build(wheel_dir: Path, sdist: Path | None) -> Path:
         src = work / f"llama_cpp_python-{PINNED}"
         if not src.is_dir():
             raise SystemExit(f"{sdist} does not hold llama_cpp_python-{PINNED}/")
-        apply_patch(src / "vendor" / "llama.cpp")
+        flash_attn_patch.apply(src / "vendor" / "llama.cpp")
+        repack_patch.apply(src / "vendor" / "llama.cpp")
         set_version(src)
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir),
