@@ -105,7 +105,8 @@ LUT_USES = 8
 DOT = "mul_sum_i8_pairs_acc_int32x16("
 DOTS = 32
 SUMS_ANCHOR = (
-    "                    __m512i iacc_mat_11 = _mm512_add_epi32(iacc_mat_11_sp1, iacc_mat_11_sp2);\n"
+    "                    __m512i iacc_mat_11 = "
+    "_mm512_add_epi32(iacc_mat_11_sp1, iacc_mat_11_sp2);\n"
 )
 SUMS = """\
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -113,14 +114,18 @@ SUMS = """\
                         // 8 x each row's sum over the block, lanes [s0 s0 s1 s1 s2 s2 s3 s3]: the
                         // rows' 8-byte chunks interleave A0 A1 A2 A3 in each 32-byte load
                         const __m256i ones = _mm256_set1_epi8(1);
-                        __m256i rs = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, lhs_mat_ymm_0123_0);
+                        __m256i rs = _mm256_setzero_si256();
+                        rs = _mm256_dpbusd_epi32(rs, ones, lhs_mat_ymm_0123_0);
                         rs = _mm256_dpbusd_epi32(rs, ones, lhs_mat_ymm_0123_1);
                         rs = _mm256_dpbusd_epi32(rs, ones, lhs_mat_ymm_0123_2);
                         rs = _mm256_dpbusd_epi32(rs, ones, lhs_mat_ymm_0123_3);
-                        rs = _mm256_slli_epi32(_mm256_add_epi32(rs, _mm256_shuffle_epi32(rs, 0xB1)), 3);
-                        // iacc_mat_00/01 hold rows 0 and 1 in lanes [A0 A0 A1 A1] x 4, 10/11 rows 2 and 3
-                        const __m512i c01 = _mm512_broadcast_i32x4(_mm256_castsi256_si128(rs));
-                        const __m512i c23 = _mm512_broadcast_i32x4(_mm256_extracti128_si256(rs, 1));
+                        rs = _mm256_add_epi32(rs, _mm256_shuffle_epi32(rs, 0xB1));
+                        rs = _mm256_slli_epi32(rs, 3);
+                        // iacc_mat_00/01: rows 0, 1 in lanes [A0 A0 A1 A1] x 4; 10/11: rows 2, 3
+                        const __m512i c01 =
+                            _mm512_broadcast_i32x4(_mm256_castsi256_si128(rs));
+                        const __m512i c23 =
+                            _mm512_broadcast_i32x4(_mm256_extracti128_si256(rs, 1));
                         iacc_mat_00 = _mm512_sub_epi32(iacc_mat_00, c01);
                         iacc_mat_01 = _mm512_sub_epi32(iacc_mat_01, c01);
                         iacc_mat_10 = _mm512_sub_epi32(iacc_mat_10, c23);
