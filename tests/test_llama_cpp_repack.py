@@ -180,6 +180,21 @@ def test_a_rows_bits_do_not_depend_on_the_rows_beside_it(kernels, name, make_w, 
     np.testing.assert_allclose(together, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+AVX2_PART = """\
+#endif // __AVX512BW__ && __AVX512DQ__
+    for (; y < anr / 4; y += 4) {
+                for (int rp = 0; rp < 4; rp++) {
+                }
+            for (int i = 0; i < 16; i++) {
+                _mm256_storeu_ps((float *)(s + ((y * 4 + i) * bs + x * 8)), acc_rows[i]);
+            }
+        }
+    }
+
+    for (; y < nr / 4; y ++) {
+    }
+"""
+
 REPACK_TEXT = """\
 static void gemm_q4_b32_8x8_q8_0_lut_avx(int n) {
     int anr = nr - nr%16;
@@ -202,8 +217,7 @@ static void gemm_q4_b32_8x8_q8_0_lut_avx(int n) {
 
     for (; y < nr / 4; y ++) {
     }
-#endif
-}
+{avx2}}
 
 void ggml_gemm_q4_K_8x8_q8_K(int n) {
 #if defined(__AVX512BW__) && defined(__AVX512DQ__)
@@ -218,7 +232,7 @@ void ggml_gemm_q4_K_8x8_q8_K(int n) {
 
     for (; y < nr / 4; y++) {
     }
-#endif
+{avx2}#endif
 }
 """
 
@@ -227,7 +241,8 @@ def _repack_text() -> str:
     return (REPACK_TEXT.replace("{lut}", rp.LUT_LINE.rstrip("\n"))
             .replace("{uses}", "\n".join([rp.LUT_USE + "m);"] * rp.LUT_USES))
             .replace("{dots}", "\n".join([rp.DOT + "z, x, y);"] * rp.DOTS))
-            .replace("{sums}", rp.SUMS_ANCHOR.rstrip("\n")))
+            .replace("{sums}", rp.SUMS_ANCHOR.rstrip("\n"))
+            .replace("{avx2}", AVX2_PART))
 
 
 def test_the_edit_applies_once_and_refuses_other_text(tmp_path: Path) -> None:
@@ -236,13 +251,16 @@ def test_the_edit_applies_once_and_refuses_other_text(tmp_path: Path) -> None:
     path.write_text(_repack_text())
     rp.apply(tmp_path)
     text = path.read_text()
-    assert text.count("auto pl_row_groups") == 2  # one per GEMM
-    assert text.count("for (; y < anr / 4; y += 4) {") == 2  # the 16-row loops stay
-    assert text.count("rp < NG") == 2 and text.count("rp < 4") == 2
+    for width in (512, 256):  # each GEMM's AVX-512 and AVX2 paths
+        assert text.count(f"auto pl_row_groups_{width} = ") == 2
+        assert text.count(f"pl_row_groups_{width}(std::integral_constant<int, 1>{{}})") == 2
+    assert text.count("for (; y < anr / 4; y += 4) {") == 4  # the 16-row loops stay
+    assert text.count("rp < NG") == 4 and text.count("rp < 4") == 4
+    assert text.count("i < NG * 4") == 4
     assert text.count("pl_dot(") == 2 * rp.DOTS  # in the 16-row loop and in its copy
     assert "mul_sum_i8_pairs_acc_int32x16(z" not in text  # every dot goes through pl_dot
-    assert text.index("pl_row_groups(std::integral_constant<int, 1>{})") < text.index(
-        "for (; y < nr / 4; y ++)")
+    first = text.index("pl_row_groups_512(std::integral_constant<int, 1>{})")
+    assert first < text.index("for (; y < nr / 4; y ++)") < text.index("auto pl_row_groups_256")
     with pytest.raises(SystemExit, match="already patched"):
         rp.apply(tmp_path)
     path.write_text(_repack_text().replace("rp < 4", "rp < 2"))  # another llama.cpp
