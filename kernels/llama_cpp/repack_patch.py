@@ -11,12 +11,12 @@ went through a second loop four rows at a time, each of those sweeping the weigh
 unpacking every block again. A decode step of 8 sequences (8 rows) therefore unpacked every
 weight twice and read the weights twice, and a 63-row mixed pass ran 3 x 16, then 3 x 4.
 
-**Row groups** (``pl_row_groups``). The 16-row loop becomes a loop over NG groups of four
-rows, NG a compile-time constant: 4 as before, then 3, 2 and 1 once each for what is left.
-Each output value's arithmetic is the stock arithmetic for its row (the same integer dot
-products, the same fp32 scale and fused multiply-add in the same block order), so results
-are bit-identical to stock's at any row count; only the order in which output tiles are
-computed changes.
+**Row groups** (``pl_row_groups_512``, ``_256``). The 16-row loop stays; after it, a copy of
+it over NG groups of four rows, NG a compile-time constant (3, 2, then 1, each at most once),
+takes the 12, 8 or 4 rows left in one sweep. Each output value's arithmetic is the stock
+arithmetic for its row (the same integer dot products, the same fp32 scale and fused
+multiply-add in the same block order), so results are bit-identical to stock's at any row
+count; only the order in which output tiles are computed changes.
 
 **Q4_0 with VNNI** (``pl_dot``). Stock multiplies signed 4-bit weights by signed 8-bit
 activations with ``mul_sum_i8_pairs_acc_int32x16``: the activation's absolute value, its sign
@@ -25,9 +25,9 @@ AVX512-VNNI, the Q4_0 weights are unpacked as unsigned values (value + 8, 0..15)
 straight into ``vpdpbusd`` against the signed activations; 8 x each activation row's sum over
 the block (four more ``vpdpbusd`` per row group and block) is taken off. Integer arithmetic is
 exact, so the dot products are the same integers and the results the same bits
-(``tests/test_llama_cpp_patch.py`` compares the kernel with ggml's scalar reference and
-checks that a row's bits do not depend on the rows beside it; the suite's invariance tests run
-the whole model).
+(``tests/test_llama_cpp_repack.py`` compares the kernel with numpy and with ggml's scalar
+reference, and checks that a row's bits do not depend on the rows beside it; the suite's
+invariance tests run the whole model).
 
 The AVX2 path (CPUs without AVX-512 BW and DQ; on others, the weight rows past the last
 whole 16) gets the row groups too; the VNNI dot is in the AVX-512 path only. The row-group
@@ -182,8 +182,8 @@ def edit_path(text: str, f: int, marker: str, width: int, vnni: bool, where: Pat
                 .replace(DOT, "pl_dot(")
                 .replace(SUMS_ANCHOR, SUMS_ANCHOR + SUMS))
     close = body.rindex(LOOP_END) + len(LOOP_END)  # the 16-row loop's closing brace
-    # The 16-row loop stays as it is (a copy for NG = 4 compiled 2-3 % slower at 64 rows);
-    # a copy of it for NG groups of four takes the 12, 8 or 4 rows left after it.
+    # The 16-row loop stays as it is (turned into the NG loop with NG = 4, it compiled 2-3 %
+    # slower at 64 rows); a copy of it for NG groups of four takes the 12, 8 or 4 rows left.
     groups = body[:close].replace(RP_LOOP, RP_LOOP_NEW).replace(store, store_new)
     return (before + MAIN_LOOP + body[:close] + GROUPS_OPEN.format(w=width) + groups
             + GROUPS_CLOSE.format(w=width) + body[close:] + text[rest:])
