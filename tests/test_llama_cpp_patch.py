@@ -14,30 +14,17 @@ KV cells.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from llama_cpp_patches import load
 
 from prometheus_lite import native
 
-ROOT = Path(__file__).resolve().parents[1]
-PATCH_DIR = ROOT / "kernels" / "llama_cpp"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, PATCH_DIR / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fa = _load("flash_attn_patch")
+fa = load("flash_attn_patch")
 
 NINF = 0xFC00  # fp16 -inf
 HARNESS = r"""
@@ -154,7 +141,7 @@ def test_make_install_built_the_patched_runtime() -> None:
     assert "ggml-cpu patch" in native.runtime_build()
     pinned = native.PINNED_LLAMA_CPP_PYTHON
     assert native.rebuild_command().endswith(f'"llama-cpp-python=={pinned}"')  # PyPI's name
-    assert _load("build_wheel").LABEL == native.PATCHED_LABEL
+    assert load("build_wheel").LABEL == native.PATCHED_LABEL
 
 
 def test_a_row_gets_the_same_bits_whoever_shares_its_attention_tile() -> None:

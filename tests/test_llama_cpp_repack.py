@@ -15,17 +15,13 @@ Whole-model bits: ``test_invariance.py`` and the suite's grades run through the 
 from __future__ import annotations
 
 import ctypes
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from llama_cpp_patches import load
 
 from prometheus_lite import native
-
-ROOT = Path(__file__).resolve().parents[1]
-PATCH_DIR = ROOT / "kernels" / "llama_cpp"
 
 QK8_0, QK_K = 32, 256
 Q4_0X8 = 8 * 2 + 8 * QK8_0 // 2  # block_q4_0x8: 8 fp16 scales, 8 x 16 bytes of nibbles
@@ -35,15 +31,7 @@ Q8_KX4 = 4 * 4 + 4 * QK_K + 64 * 2  # block_q8_Kx4: fp32 d, int8 quants, int16 s
 GGML_TYPE_Q8_0, GGML_TYPE_Q8_K = 8, 15
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, PATCH_DIR / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-rp = _load("repack_patch")
+rp = load("repack_patch")
 
 
 class Kernels:
@@ -53,8 +41,6 @@ class Kernels:
         lib_dir = native.library_dir()
         if lib_dir is None:
             pytest.fail("llama-cpp-python is not installed (make install)")
-        base = ctypes.CDLL(str(lib_dir / "libggml-base.so"), mode=ctypes.RTLD_GLOBAL)
-        assert base
         self.lib = ctypes.CDLL(str(lib_dir / "libggml-cpu.so"))
         self.lib.ggml_cpu_init()  # fp16 tables for the scalar reference
         gemm_args = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
@@ -143,9 +129,7 @@ def test_the_q4_0_gemm_is_the_matrix_product_of_its_quantized_values(kernels, nr
     got = kernels.gemm("ggml_gemm_q4_0_8x8_q8_0", n, w, a, nr, nc)
     ref = kernels.gemm("ggml_gemm_q4_0_8x8_q8_0", n, w, a, nr, nc, generic=True)
     assert np.all(np.abs(got - want) <= 1e-5 * scale), np.abs(got - want).max()
-    assert np.all(np.abs(ref - want) <= 1e-5 * scale)
-    # a row's block sums must be its own: a wrong correction moves results by ~ scale
-    assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
+    assert np.all(np.abs(ref - want) <= 1e-5 * scale)  # the layout above is ggml's
 
 
 def _q4_k_weights(rng, nc: int, n: int) -> np.ndarray:
